@@ -1,0 +1,370 @@
+"""Catalogs: ingest a CSV + photo folder into catalog Parquet, read and validate catalogs.
+
+A catalog is a Parquet file following ``schemas/catalog.schema.json``: product_id (string,
+unique, required), title, description, category, attributes (map<string,string>), image_uri
+(nullable), updated_at (nullable, UTC).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from catalog_render import storage
+from catalog_render.errors import CatalogError, StorageError
+from catalog_render.schemas import load_schema
+
+#: Longest accepted product id, in characters (longer ids are quarantined at run time).
+MAX_PRODUCT_ID_CHARS = 256
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+DEFAULT_NA_VALUES = ("", "NA", "N/A", "null", "NULL", "None")
+
+
+def catalog_schema():
+    return load_schema("catalog")
+
+
+# --------------------------------------------------------------------------------------- mapping
+def parse_mapping(spec: str) -> dict[str, str]:
+    """Parse ``--map`` text such as ``product_id=id,title=productDisplayName,attributes.color=baseColour``.
+
+    Returns {catalog field -> CSV column}. Raises CatalogError naming the bad entry: an entry that
+    is not ``target=source``, an unknown target field, or a target given twice. ``product_id`` must
+    be mapped.
+    """
+    schema = catalog_schema()
+    allowed = set(schema.names) - {"attributes"}
+    mapping: dict[str, str] = {}
+    for raw in [p.strip() for p in spec.split(",") if p.strip()]:
+        target, sep, source = raw.partition("=")
+        target, source = target.strip(), source.strip()
+        if not sep or not target or not source:
+            raise CatalogError(f"--map entry {raw!r} is not of the form field=column")
+        if target.startswith("attributes."):
+            if not target[len("attributes.") :]:
+                raise CatalogError(f"--map entry {raw!r}: attribute name is empty")
+        elif target not in allowed:
+            raise CatalogError(
+                f"--map entry {raw!r}: unknown catalog field {target!r} "
+                f"(fields: {', '.join(sorted(allowed))}, or attributes.<name>)"
+            )
+        if target in mapping:
+            raise CatalogError(f"--map maps {target!r} twice")
+        mapping[target] = source
+    if "product_id" not in mapping:
+        raise CatalogError("--map must map product_id (e.g. product_id=id)")
+    return mapping
+
+
+# ------------------------------------------------------------------------------------------- CSV
+@dataclass
+class CsvRead:
+    header: list[str]
+    rows: list[dict[str, str]]
+    line_numbers: list[int]
+    repaired: list[int] = field(default_factory=list)  # line numbers whose extra fields were merged
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def read_csv_rows(data: bytes, overflow_column: str | None) -> CsvRead:
+    """Read CSV bytes (UTF-8, optional BOM) with Python's csv module, repairing real-world rows.
+
+    A row with more fields than the header had unquoted commas inside a free-text column: the
+    surplus is merged back into ``overflow_column`` (fields before it are taken left-aligned,
+    fields after it right-aligned) and the row's line number is listed in ``repaired``. A row with
+    fewer fields than the header, or with surplus when no overflow column is known, is listed in
+    ``rejected`` with its reason. Line numbers are 1-based file lines (the header is line 1).
+    Raises CatalogError when the bytes are not UTF-8 or the header is empty.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CatalogError(f"CSV is not valid UTF-8 (first bad byte on line {line})") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise CatalogError("CSV is empty (no header row)") from None
+    if not any(header):
+        raise CatalogError("CSV header row is empty")
+    n = len(header)
+    over = header.index(overflow_column) if overflow_column in header else None
+    out = CsvRead(header=header, rows=[], line_numbers=[])
+    for fields in reader:
+        line = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) > n:
+            if over is None:
+                out.rejected.append((line, f"{len(fields)} fields, header has {n}"))
+                continue
+            surplus = len(fields) - n
+            merged = ",".join(fields[over : over + surplus + 1])
+            fields = fields[:over] + [merged] + fields[over + surplus + 1 :]
+            out.repaired.append(line)
+        elif len(fields) < n:
+            out.rejected.append((line, f"{len(fields)} fields, header has {n}"))
+            continue
+        out.rows.append(dict(zip(header, fields)))
+        out.line_numbers.append(line)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- ingest
+@dataclass
+class IngestResult:
+    table: pa.Table
+    rows_read: int
+    repaired_lines: list[int]
+    rejected: list[tuple[int, str]]
+    missing_images: int
+
+
+def _index_images(images: str) -> dict[str, str]:
+    """Map of name keys -> URI for every image under a folder/prefix (relative path and stem)."""
+    index: dict[str, str] = {}
+    base = images.rstrip("/")
+    for uri in storage.list_uris(images):
+        if not uri.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        rel = uri[len(base) :].lstrip("/").replace("\\", "/")
+        index.setdefault(rel, uri)
+        index.setdefault(posixpath.basename(rel), uri)
+        index.setdefault(PurePosixPath(rel).stem, uri)
+    return index
+
+
+def ingest(
+    csv_uri: str,
+    images: str | None,
+    mapping: dict[str, str],
+    na_values: tuple[str, ...] = DEFAULT_NA_VALUES,
+) -> IngestResult:
+    """Turn a CSV (and a folder/prefix of photos) into a catalog table following the catalog schema.
+
+    Text cells equal to one of ``na_values`` become null (attributes with such values are dropped).
+    ``image_uri`` comes from the mapped column, looked up under ``images`` by relative path, file
+    name, or stem; without an ``image_uri`` mapping a photo named ``<product_id>.<jpg|jpeg|png|webp>``
+    is used. A product whose photo is not found gets a null image_uri (counted in
+    ``missing_images``). Raises CatalogError for an unknown column in the mapping, duplicate
+    product ids (listing them), or no usable rows; StorageError when the CSV cannot be read.
+    """
+    data = storage.read_bytes(csv_uri)
+    parsed = read_csv_rows(data, overflow_column=mapping.get("title"))
+    unknown = [f"{t}={s}" for t, s in mapping.items() if s not in parsed.header]
+    if unknown:
+        raise CatalogError(
+            f"--map names columns not in the CSV: {', '.join(unknown)} (CSV columns: {', '.join(parsed.header)})"
+        )
+    na = set(na_values)
+
+    def cell(row: dict[str, str], col: str) -> str | None:
+        v = row[col].strip()
+        return None if v in na else v
+
+    if images and not storage.is_s3(images):
+        images = storage.display(images)  # absolute, so the catalog works from any directory
+    index = _index_images(images) if images else {}
+    image_col = mapping.get("image_uri")
+    attr_cols = {t[len("attributes.") :]: s for t, s in mapping.items() if t.startswith("attributes.")}
+    cols: dict[str, list] = {k: [] for k in ("product_id", "title", "description", "category", "attributes", "image_uri", "updated_at")}
+    rejected = list(parsed.rejected)
+    missing = 0
+    for row, line in zip(parsed.rows, parsed.line_numbers):
+        pid = row[mapping["product_id"]].strip()
+        if not pid:
+            rejected.append((line, "empty product_id"))
+            continue
+        cols["product_id"].append(pid)
+        for f in ("title", "description", "category"):
+            cols[f].append(cell(row, mapping[f]) if f in mapping else None)
+        attrs = [(k, v) for k, v in ((k, cell(row, s)) for k, s in attr_cols.items()) if v is not None]
+        cols["attributes"].append(attrs)
+        uri = None
+        if images:
+            key = cell(row, image_col) if image_col else pid
+            if key:
+                key = key.replace("\\", "/")
+                uri = index.get(key) or index.get(posixpath.basename(key)) or (None if image_col else index.get(pid))
+        elif image_col:
+            uri = cell(row, image_col)
+        missing += uri is None
+        cols["image_uri"].append(uri)
+        cols["updated_at"].append(cell(row, mapping["updated_at"]) if "updated_at" in mapping else None)
+    if not cols["product_id"]:
+        raise CatalogError(f"no usable rows in {csv_uri} ({len(rejected)} rejected)")
+    dups = _duplicates(cols["product_id"])
+    if dups:
+        shown = ", ".join(dups[:20]) + (f" … and {len(dups) - 20} more" if len(dups) > 20 else "")
+        raise CatalogError(f"duplicate product_id values ({len(dups)}): {shown}")
+    updated = pa.array(cols.pop("updated_at"), pa.string())
+    table = pa.table(
+        {
+            "product_id": pa.array(cols["product_id"], pa.string()),
+            "title": pa.array(cols["title"], pa.string()),
+            "description": pa.array(cols["description"], pa.string()),
+            "category": pa.array(cols["category"], pa.string()),
+            "attributes": pa.array(cols["attributes"], pa.map_(pa.string(), pa.string())),
+            "image_uri": pa.array(cols["image_uri"], pa.string()),
+            "updated_at": _parse_timestamps(updated),
+        },
+        schema=catalog_schema().arrow,
+    )
+    return IngestResult(table, len(parsed.rows) + len(parsed.rejected), parsed.repaired, rejected, missing)
+
+
+def _parse_timestamps(arr: pa.Array) -> pa.Array:
+    import pandas as pd
+
+    ts = pd.to_datetime(pd.Series(arr.to_pylist(), dtype="object"), utc=True, errors="coerce", format="mixed")
+    return pa.array(ts, pa.timestamp("us", tz="UTC"))
+
+
+def _duplicates(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dups: dict[str, None] = {}
+    for i in ids:
+        if i in seen:
+            dups[i] = None
+        seen.add(i)
+    return list(dups)
+
+
+# ---------------------------------------------------------------------------------- read/validate
+@dataclass(frozen=True)
+class Problem:
+    """One schema problem. ``row`` is the 0-based row index, or None for table-level problems."""
+
+    row: int | None
+    product_id: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = "table" if self.row is None else f"row {self.row}" + (f" (product_id={self.product_id!r})" if self.product_id is not None else "")
+        return f"{where}: {self.field}: {self.message}"
+
+
+def validate(table: pa.Table) -> list[Problem]:
+    """Every schema problem of a catalog table: missing required columns, wrong column types,
+    null/blank/over-long/control-character product ids, duplicate product ids (one problem per
+    repeated row), unsafe image URIs (``..`` segments). Returns [] for a valid catalog."""
+    schema = catalog_schema()
+    problems: list[Problem] = []
+    for f in schema.fields:
+        if f.name not in table.column_names:
+            if f.required:
+                problems.append(Problem(None, None, f.name, "required column is missing"))
+            continue
+        actual = table.schema.field(f.name).type
+        if not _type_compatible(actual, f.type):
+            problems.append(Problem(None, None, f.name, f"type is {actual}, expected {f.type}"))
+    if "product_id" not in table.column_names or not _type_compatible(table.schema.field("product_id").type, pa.string()):
+        return problems
+    ids = table.column("product_id").cast(pa.string()).to_pylist()
+    seen: dict[str, int] = {}
+    for i, pid in enumerate(ids):
+        reason = product_id_problem(pid)
+        if reason:
+            problems.append(Problem(i, pid, "product_id", reason))
+            continue
+        if pid in seen:
+            problems.append(Problem(i, pid, "product_id", f"duplicate of row {seen[pid]}"))
+        else:
+            seen[pid] = i
+    if "image_uri" in table.column_names and pa.types.is_string(table.schema.field("image_uri").type):
+        for i, uri in enumerate(table.column("image_uri").to_pylist()):
+            if uri and ".." in re.split(r"[/\\]", uri):
+                problems.append(Problem(i, ids[i], "image_uri", "contains a '..' segment"))
+    return problems
+
+
+def product_id_problem(pid) -> str | None:
+    """Why a product id cannot be used (None if it can): null, blank, too long, control characters."""
+    if pid is None or (isinstance(pid, float) and math.isnan(pid)):
+        return "is null"
+    if not isinstance(pid, str):
+        return f"is not a string ({type(pid).__name__})"
+    if not pid.strip():
+        return "is blank"
+    if len(pid) > MAX_PRODUCT_ID_CHARS:
+        return f"is {len(pid)} characters long (max {MAX_PRODUCT_ID_CHARS})"
+    if any(ord(c) < 32 or ord(c) == 127 for c in pid):
+        return "contains control characters"
+    return None
+
+
+def _type_compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if actual == expected:
+        return True
+    if pa.types.is_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or pa.types.is_dictionary(actual)
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(actual) or pa.types.is_date(actual) or pa.types.is_null(actual)
+    if pa.types.is_map(expected):
+        return pa.types.is_map(actual) or pa.types.is_null(actual)
+    return pa.types.is_null(actual)
+
+
+def read_catalog(uri: str) -> pa.Table:
+    """Read a catalog and conform it to the catalog schema (optional columns added as nulls).
+
+    Raises StorageError when it cannot be read, CatalogError when it lacks a required column, has a
+    column of the wrong type, or repeats product ids (the message lists them). Row-level problems
+    (bad product ids) are left for the planner to quarantine.
+    """
+    try:
+        table = storage.read_parquet(uri)
+    except storage.ObjectNotFound:
+        raise CatalogError(f"catalog not found: {uri}") from None
+    except StorageError as exc:
+        raise CatalogError(f"cannot read catalog {uri}: {exc}") from None
+    problems = validate(table)
+    fatal = [p for p in problems if p.row is None]
+    if fatal:
+        raise CatalogError(f"catalog {uri}: " + "; ".join(f"{p.field}: {p.message}" for p in fatal))
+    dups = sorted({p.product_id for p in problems if p.message.startswith("duplicate")})
+    if dups:
+        shown = ", ".join(map(repr, dups[:20])) + (f" … and {len(dups) - 20} more" if len(dups) > 20 else "")
+        raise CatalogError(f"catalog {uri}: duplicate product_id values ({len(dups)}): {shown}")
+    return conform(table)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Cast/extend a validated table to exactly the catalog schema's columns and types."""
+    schema = catalog_schema().arrow
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            cols.append(col.cast(f.type) if col.type != f.type else col)
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=pa.schema([pa.field(f.name, f.type, nullable=True) for f in schema]))
+
+
+def split_holdout(table: pa.Table, fraction: float, seed: int = 0) -> tuple[pa.Table, pa.Table]:
+    """Deterministically split a catalog into (train, holdout) by a hash of (seed, product_id).
+
+    A product lands in the holdout when ``sha256(seed:product_id)`` mapped to [0,1) is below
+    ``fraction``: the split is stable when rows are added or reordered.
+    """
+    import hashlib
+
+    if not 0 < fraction < 1:
+        raise CatalogError(f"holdout fraction must be in (0, 1), got {fraction}")
+    ids = table.column("product_id").to_pylist()
+    mask = [int.from_bytes(hashlib.sha256(f"{seed}:{p}".encode()).digest()[:8], "big") / 2**64 < fraction for p in ids]
+    m = pa.array(mask)
+    return table.filter(pc.invert(m)), table.filter(m)

@@ -1,0 +1,205 @@
+"""The ``catalog-render`` command line: options, help text, and domain errors -> exit codes.
+
+Every domain error (catalog_render.errors) becomes one line on stderr and its exit code; a
+traceback is printed only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from catalog_render.errors import CatalogRenderError
+
+app = typer.Typer(
+    name="catalog-render",
+    help="Render product images for e-commerce catalogs on Ray: ingest, train, run, report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def domain_errors(fn):
+    """Turn CatalogRenderError into 'error: …' and its exit code (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CatalogRenderError as exc:
+            if _state["debug"]:
+                raise
+            console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+JobOpt = Annotated[Optional[Path], typer.Option("--job", help="Job spec (TOML), e.g. jobs/fashion.toml. Defaults apply when omitted.")]
+
+
+@app.command()
+@domain_errors
+def ingest(
+    csv: Annotated[str, typer.Option("--csv", help="CSV file (local path or s3:// URI).")],
+    out: Annotated[str, typer.Option("--out", help="Catalog Parquet to write (local path or s3:// URI).")],
+    map: Annotated[str, typer.Option("--map", help="field=column pairs, e.g. product_id=id,title=productDisplayName,category=articleType,attributes.color=baseColour,image_uri=image_file")],
+    images: Annotated[Optional[str], typer.Option("--images", help="Folder or s3:// prefix holding the photos.")] = None,
+    na: Annotated[str, typer.Option("--na", help="Comma-separated cell values read as missing (an empty cell always is).")] = "NA,N/A,null,NULL,None",
+) -> None:
+    """Turn a CSV plus a photo folder into a catalog Parquet (see schemas/catalog.schema.json)."""
+    from catalog_render import catalog, storage
+
+    mapping = catalog.parse_mapping(map)
+    result = catalog.ingest(csv, images, mapping, na_values=tuple([""] + [v.strip() for v in na.split(",")]))
+    storage.write_parquet(result.table, out)
+    console.print(
+        f"wrote {result.table.num_rows} products to {storage.display(out)} "
+        f"({result.table.num_rows - result.missing_images} with a photo, {result.missing_images} without; "
+        f"{len(result.repaired_lines)} rows with unquoted commas repaired; {len(result.rejected)} rows rejected)"
+    )
+    for line, reason in result.rejected[:20]:
+        console.print(f"  rejected line {line}: {reason}", highlight=False)
+
+
+@app.command()
+@domain_errors
+def validate(uri: Annotated[str, typer.Argument(help="Catalog Parquet (local path or s3:// URI).")]) -> None:
+    """Report every schema problem of a catalog, with its row. Exit code 4 when there is any."""
+    from catalog_render import catalog, storage
+    from catalog_render.errors import CatalogError
+
+    try:
+        table = storage.read_parquet(uri)
+    except storage.ObjectNotFound:
+        raise CatalogError(f"catalog not found: {uri}") from None
+    problems = catalog.validate(table)
+    for p in problems:
+        typer.echo(str(p))
+    if problems:
+        raise CatalogError(f"{len(problems)} problem(s) in {uri} ({table.num_rows} rows)")
+    typer.echo(f"ok: {table.num_rows} rows, no problems")
+
+
+@app.command()
+@domain_errors
+def split(
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog to split.")],
+    train_out: Annotated[str, typer.Option("--train-out", help="Where to write the training part.")],
+    holdout_out: Annotated[str, typer.Option("--holdout-out", help="Where to write the held-out part.")],
+    fraction: Annotated[float, typer.Option("--fraction", help="Share of products held out, in (0, 1).")] = 0.12,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the hash split.")] = 0,
+) -> None:
+    """Split a catalog into train and held-out products, deterministically by product_id hash."""
+    from catalog_render import catalog, storage
+
+    table = catalog.read_catalog(catalog_uri)
+    train, holdout = catalog.split_holdout(table, fraction, seed)
+    storage.write_parquet(train, train_out)
+    storage.write_parquet(holdout, holdout_out)
+    console.print(f"train: {train.num_rows} products -> {storage.display(train_out)}; holdout: {holdout.num_rows} -> {storage.display(holdout_out)}")
+
+
+@app.command()
+@domain_errors
+def train(
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog whose photos to train on.")],
+    out: Annotated[str, typer.Option("--out", help="Model directory to write (local path or s3:// URI).")],
+    job: JobOpt = None,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-clock budget; training stops and saves a usable model.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Step budget (whichever of steps/minutes comes first).")] = None,
+) -> None:
+    """Train a conditional generator on the catalog's own photos and save a model directory."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from catalog_render import catalog, storage
+    from catalog_render.config import load_job
+    from catalog_render.training.data import load_image_set
+    from catalog_render.training.gan_trainer import sha256_of, train_gan
+
+    spec = load_job(job).with_overrides(**{"train.max_minutes": max_minutes, "train.max_steps": max_steps})
+    table = catalog.read_catalog(catalog_uri)
+    data = load_image_set(table, spec.train.width, spec.train.height)
+    console.print(f"training {spec.train.family} on {data.images.shape[0]} photos ({len(data.skipped)} rows skipped) at {spec.train.width}x{spec.train.height}px")
+    with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("train", total=spec.train.max_steps, losses="")
+        result = train_gan(
+            data, spec.train, out, catalog_uri, sha256_of(catalog_uri),
+            progress=lambda s, t, l: bar.update(task, completed=s, losses=f"d={l['d_loss']:.3f} g={l['g_loss']:.3f}"),
+        )
+    console.print(f"saved model {result.model_id} to {storage.display(out)}: {result.steps} steps in {result.wall_seconds:.0f}s (stopped by {result.stopped_by})")
+
+
+@app.command()
+@domain_errors
+def run(
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog Parquet (local path or s3:// URI).")],
+    model: Annotated[str, typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://).")],
+    output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
+    job: JobOpt = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="backfill (missing/unreadable photos) or refresh (no current render).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Render at most N products this run.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Number of Ray actors (each loads the model once).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per actor batch.")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="Join an existing Ray cluster (host:port or ray://...); default RAY_ADDRESS or a local Ray on 127.0.0.1.")] = None,
+    hide_images: Annotated[bool, typer.Option("--hide-images", help="Evaluation: treat every photo as missing and score renders against it (PSNR/SSIM).")] = False,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write OUTPUT/report.html at the end.")] = True,
+) -> None:
+    """Render the products that need images, write images, manifest rows, scores and a report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from catalog_render import storage
+    from catalog_render.config import load_job
+    from catalog_render.execution import run_job
+
+    spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size})
+    with Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("render", total=None)
+        summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+    c = summary.counts
+    if summary.planned == 0:
+        console.print(f"nothing to render: {summary.up_to_date} of {summary.in_scope} products in scope are up to date ({summary.quarantined} quarantined)")
+    else:
+        rate = f", {summary.images_per_second:.2f} images/s" if summary.images_per_second else ""
+        first = f", first image after {summary.first_image_seconds:.1f}s" if summary.first_image_seconds else ""
+        console.print(f"run {summary.run_id}: rendered {c['ok']} ok, {c['failed']} failed, {summary.quarantined} quarantined; {summary.up_to_date} already up to date; {summary.wall_seconds:.1f}s{rate}{first}")
+    if report:
+        from catalog_render.report import write_report
+
+        console.print(f"report: {storage.display(write_report(output, summary.run_id))}")
+    if c["failed"] and not c["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+@domain_errors
+def report_cmd(
+    output: Annotated[str, typer.Argument(help="Output root of a run (local or s3://).")],
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Run to show (default: the latest).")] = None,
+) -> None:
+    """Write OUTPUT/report.html: run summary, counts, score histograms, contact sheet."""
+    from catalog_render import storage
+    from catalog_render.report import write_report
+
+    typer.echo(storage.display(write_report(output, run_id)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,130 @@
+"""The job spec: ``jobs/*.toml`` plus CLI overrides, validated once, immutable.
+
+Unknown keys and bad values fail fast with :class:`~catalog_render.errors.ConfigError` naming the
+field (``generation.num_inference_steps: Input should be greater than 0``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from catalog_render.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationSpec(_Section):
+    """How each image is generated. ``seed`` is the job seed: each product's seed is derived from
+    (seed, product_id). Diffusion-only fields are ignored by one-pass families (GAN)."""
+
+    seed: int = Field(0, ge=0, lt=2**63)
+    num_inference_steps: int = Field(20, gt=0, le=1000)
+    guidance_scale: float = Field(5.0, ge=0.0, le=50.0)
+    scheduler: str | None = None
+    height: int | None = Field(None, ge=8, le=4096)
+    width: int | None = Field(None, ge=8, le=4096)
+    prompt_template: str = "a studio product photo of {title}, {category}, {attributes.color}, on a white background"
+    negative_prompt: str | None = None
+    image_format: Literal["png", "jpeg", "webp"] = "png"
+
+
+class ExecutionSpec(_Section):
+    """How the run is executed on Ray. ``workers`` = actors (each loads the model once);
+    ``num_cpus_per_worker`` None = share the CPUs so read/write tasks always get one."""
+
+    workers: int = Field(2, ge=1, le=1024)
+    batch_size: int = Field(16, ge=1, le=4096)
+    num_cpus_per_worker: float | None = Field(None, gt=0)
+    blocks_per_worker: int = Field(4, ge=1, le=1000)
+    manifest_flush_rows: int = Field(64, ge=1)
+    use_gpu: Literal["auto", "never", "always"] = "auto"
+
+
+class TrainSpec(_Section):
+    """Training schedule for ``catalog-render train``. Sizes are pixels; ``max_minutes`` is wall clock."""
+
+    family: Literal["gan"] = "gan"
+    height: int = Field(64, ge=16, le=1024)
+    width: int = Field(48, ge=16, le=1024)
+    conditions: tuple[str, ...] = ("category", "attributes.color", "attributes.gender")
+    min_count: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=2)
+    max_steps: int = Field(6000, ge=1)
+    max_minutes: float = Field(45.0, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    condition_dropout: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+    sample_every: int = Field(500, ge=1)
+    base_channels: int = Field(256, ge=8)
+    z_dim: int = Field(128, ge=1)
+    embed_dim: int = Field(32, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("conditions")
+    @classmethod
+    def _known_fields(cls, v):
+        for name in v:
+            if name not in ("category", "title") and not name.startswith("attributes."):
+                raise ValueError(f"unknown conditioning field {name!r} (category, title or attributes.<name>)")
+        return v
+
+
+class ScoreSpec(_Section):
+    """Thresholds of the per-image scores (see catalog_render.quality.scores)."""
+
+    white_threshold: int = Field(240, ge=0, le=255)
+    border_fraction: float = Field(0.05, gt=0, lt=0.5)
+
+
+class JobSpec(_Section):
+    name: str = "default"
+    mode: Literal["backfill", "refresh"] = "backfill"
+    generation: GenerationSpec = GenerationSpec()
+    execution: ExecutionSpec = ExecutionSpec()
+    train: TrainSpec = TrainSpec()
+    scores: ScoreSpec = ScoreSpec()
+
+    def with_overrides(self, **overrides) -> "JobSpec":
+        """A new spec with dotted overrides applied (``execution.workers=4``); None values are ignored."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            *path, leaf = dotted.split(".")
+            node = data
+            for p in path:
+                node = node[p]
+            node[leaf] = value
+        return _validate(data, "command-line options")
+
+
+def _validate(data: dict, source: str) -> JobSpec:
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msgs.append(f"{loc}: {err['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(msgs)) from None
+
+
+def load_job(path: str | Path | None) -> JobSpec:
+    """Load a job spec from TOML; None gives the defaults. Raises ConfigError naming the bad field."""
+    if path is None:
+        return JobSpec()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"job spec not found: {p}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return _validate(data, str(p))

@@ -1,0 +1,39 @@
+"""Domain errors. The CLI turns each into a one-line message and a distinct exit code."""
+
+from __future__ import annotations
+
+
+class CatalogRenderError(Exception):
+    """Base class for every error the CLI reports as a one-line message (exit code 2 unless set)."""
+
+    exit_code = 2
+
+
+class ConfigError(CatalogRenderError):
+    """A job spec or CLI option is invalid; the message names the field."""
+
+    exit_code = 3
+
+
+class CatalogError(CatalogRenderError):
+    """A catalog cannot be read or breaks the catalog schema as a whole (missing column, duplicate ids)."""
+
+    exit_code = 4
+
+
+class StorageError(CatalogRenderError):
+    """An object cannot be read or written (missing object, unreachable S3 endpoint, denied access)."""
+
+    exit_code = 5
+
+
+class ModelError(CatalogRenderError):
+    """A model directory is missing, incomplete or of an unknown family."""
+
+    exit_code = 6
+
+
+class RunError(CatalogRenderError):
+    """A run could not complete (Ray failure, no work could be scheduled)."""
+
+    exit_code = 7

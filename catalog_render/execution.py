@@ -1,0 +1,312 @@
+"""The Ray Data pipeline that renders a plan: local Ray or an existing cluster, progress, manifest.
+
+Data path: the driver plans (catalog + manifest -> work items), splits the work into
+``workers * blocks_per_worker`` blocks so every actor gets work, and runs
+``map_batches(RenderWorker, compute=ActorPoolStrategy(size=workers))``. Each actor loads the
+generator once, renders its batch (one torch.Generator per image), writes every image straight to
+output storage, scores it, and returns manifest rows (never image bytes). The driver streams those
+rows and flushes them to Parquet parts as they arrive, so a killed run keeps its finished work.
+
+Resume: the manifest's render_key is the one resume mechanism (not Ray's checkpointing): a re-run
+plans only products whose current render_key has no ok row with an existing image.
+
+Loopback: an embedded local Ray binds every port to 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+set before Ray is imported; its dashboard is off). Joining a cluster with ``--address`` is explicit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+
+from catalog_render import catalog as catalog_mod
+from catalog_render import imaging, manifest, planning, storage
+from catalog_render.config import JobSpec
+from catalog_render.errors import RunError
+from catalog_render.generators import registry
+from catalog_render.generators.base import Conditioning, GenerationParams
+
+log = logging.getLogger(__name__)
+
+# Columns the actors return; the driver casts them to the manifest schema.
+_ROW_FIELDS = (
+    "product_id", "render_key", "status", "error", "image_uri", "reference_uri", "seed", "model_id", "family",
+    "generation_params", "conditioning", "prompt", "width", "height", "sharpness", "background_whiteness",
+    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "worker", "finished_at",
+)
+
+
+def generation_params(spec: JobSpec) -> GenerationParams:
+    g = spec.generation
+    return GenerationParams(
+        num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale, scheduler=g.scheduler,
+        height=g.height, width=g.width, negative_prompt=g.negative_prompt,
+    )
+
+
+class RenderWorker:
+    """Ray Data actor: loads the generator once, then renders batches of work items.
+
+    ``__call__`` takes a pyarrow batch of work items (planning.WORK_SCHEMA columns) and returns a
+    pyarrow table of manifest rows, one per item, in order. A failure of one item (generation,
+    encoding, writing, scoring) makes that row ``failed`` with the reason; the rest of the batch
+    completes. An image is written (atomically) before its row is returned.
+    """
+
+    def __init__(self, model_uri: str, output_uri: str, params: dict, image_format: str, run_id: str,
+                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        self.generator = registry.load_generator(model_uri, device=self.device, dtype=dtype)
+        self.params = GenerationParams(**params)
+        self.params_json = json.dumps(self.generator.params_used(self.params), sort_keys=True)
+        self.output_uri = output_uri
+        self.image_format = image_format
+        self.run_id = run_id
+        self.white_threshold = white_threshold
+        self.border_fraction = border_fraction
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _generate(self, conds: list[Conditioning], seeds: list[int]):
+        """Render the batch; if the batch fails, render one by one so one bad item fails alone."""
+        t0 = time.perf_counter()
+        try:
+            images = self.generator.generate(conds, seeds, self.params)
+            per = (time.perf_counter() - t0) / max(len(conds), 1)
+            return [(im, None, per) for im in images]
+        except Exception:  # isolate the bad item(s)
+            out = []
+            for c, s in zip(conds, seeds):
+                t1 = time.perf_counter()
+                try:
+                    out.append((self.generator.generate([c], [s], self.params)[0], None, time.perf_counter() - t1))
+                except Exception as exc:
+                    out.append((None, f"generation failed: {type(exc).__name__}: {exc}"[:500], time.perf_counter() - t1))
+            return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from catalog_render.quality.scores import score_image
+
+        items = batch.to_pylist()
+        conds = []
+        for it in items:
+            c = json.loads(it["conditioning"])
+            conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
+        results = self._generate(conds, [int(it["seed"]) for it in items])
+        rows = []
+        for it, (image, error, render_s) in zip(items, results):
+            row = {k: None for k in _ROW_FIELDS}
+            row.update(
+                product_id=it["product_id"], render_key=it["render_key"], seed=it["seed"], model_id=self.generator.model_id,
+                family=self.generator.family, generation_params=self.params_json, conditioning=it["conditioning"],
+                prompt=it["prompt"], reference_uri=it["reference_uri"], render_seconds=render_s, worker=self.worker,
+            )
+            if image is not None:
+                try:
+                    t1 = time.perf_counter()
+                    uri = manifest.image_uri_for(self.output_uri, it["product_id"], it["render_key"], self.image_format)
+                    storage.write_bytes(uri, imaging.encode(image, self.image_format), content_type=f"image/{self.image_format}")
+                    row["write_seconds"] = time.perf_counter() - t1
+                    row.update(image_uri=uri, width=image.width, height=image.height)
+                    rgb = imaging.to_array(image)
+                    ref = None
+                    if it["reference_uri"]:
+                        try:
+                            ref_im = imaging.decode_rgb(storage.read_bytes(it["reference_uri"], max_bytes=imaging.MAX_BYTES))
+                            ref = imaging.to_array(imaging.letterbox(ref_im, image.width, image.height))
+                        except (storage.StorageError, imaging.ImageDecodeError):
+                            ref = None  # reference metrics are optional; the render stands
+                    row.update(score_image(rgb, ref, self.white_threshold, self.border_fraction))
+                    row["status"] = "ok"
+                except Exception as exc:
+                    row.update(status="failed", image_uri=None, error=f"write/score failed: {type(exc).__name__}: {exc}"[:500])
+            else:
+                row.update(status="failed", error=error)
+            row["finished_at"] = datetime.now(timezone.utc)
+            rows.append(row)
+        return pa.Table.from_pylist(rows)
+
+
+def _init_ray(address: str | None, num_cpus: int | None):
+    """Connect to ``address`` (or RAY_ADDRESS), or start a local Ray bound to 127.0.0.1."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        # Must be set before ray is imported: makes every Ray socket bind to 127.0.0.1.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, _node_ip_address="127.0.0.1")
+    except Exception as exc:
+        raise RunError(f"cannot start or join Ray ({'address ' + address if address else 'local'}): {type(exc).__name__}: {exc}") from None
+    return ray
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    counts: dict[str, int]
+    planned: int
+    up_to_date: int
+    quarantined: int
+    in_scope: int
+    wall_seconds: float
+    first_image_seconds: float | None
+    images_per_second: float | None
+    record_uri: str
+    parts: list[str] = field(default_factory=list)
+
+
+def run_job(
+    spec: JobSpec,
+    catalog_uri: str,
+    model_uri: str,
+    output_uri: str,
+    *,
+    address: str | None = None,
+    limit: int | None = None,
+    hide_images: bool = False,
+    progress=None,
+    num_cpus: int | None = None,
+) -> RunSummary:
+    """Plan and render. ``progress(done, total)`` is called as rows arrive. Raises CatalogError,
+    ModelError, StorageError (bad inputs, before anything is written) or RunError (Ray failed)."""
+    t_start = time.monotonic()
+    started_at = datetime.now(timezone.utc)
+    params = generation_params(spec)
+    info = registry.describe(model_uri)
+    table = catalog_mod.read_catalog(catalog_uri)
+    past = manifest.read_manifest(output_uri)
+    existing = set(storage.list_uris(storage.join(output_uri, "images")))
+    the_plan = planning.plan(
+        table, mode=spec.mode, model_id=info.model_id, params_used=info.params_used(params), job_seed=spec.generation.seed,
+        prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
+        hide_images=hide_images, limit=limit,
+    )
+    run_id = manifest.new_run_id()
+    record = {
+        "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
+        "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),
+        "started_at": started_at.isoformat(), "catalog_rows": the_plan.total, "in_scope": the_plan.in_scope,
+        "up_to_date": the_plan.up_to_date, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
+        "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
+    }
+    manifest.write_run_record(output_uri, run_id, record)
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    parts: list[str] = []
+    seq = 0
+    if the_plan.quarantined:
+        rows = [{"run_id": run_id, "product_id": pid if pid is not None else "", "status": "skipped", "error": why} for pid, why in the_plan.quarantined]
+        parts.append(manifest.write_part(output_uri, run_id, seq, rows))
+        seq += 1
+        counts["skipped"] += len(rows)
+    first_image_s = None
+    n_work = the_plan.work.num_rows
+    try:
+        if n_work:
+            ray = _init_ray(address, num_cpus)
+            ds = _dataset(ray, the_plan.work, spec, model_uri, output_uri, params, run_id)
+            buffer: list[pa.Table] = []
+            buffered = 0
+            last_flush = time.monotonic()
+            done = 0
+            if progress:
+                progress(0, n_work)
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                batch = batch.append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
+                buffer.append(batch)
+                buffered += batch.num_rows
+                done += batch.num_rows
+                statuses = batch.column("status").to_pylist()
+                for s in statuses:
+                    counts[s] += 1
+                if first_image_s is None and "ok" in statuses:
+                    first_image_s = time.monotonic() - t_start
+                if buffered >= spec.execution.manifest_flush_rows or time.monotonic() - last_flush > 10:
+                    parts.append(_flush(output_uri, run_id, seq, buffer))
+                    seq, buffer, buffered, last_flush = seq + 1, [], 0, time.monotonic()
+                if progress:
+                    progress(done, n_work)
+            if buffer:
+                parts.append(_flush(output_uri, run_id, seq, buffer))
+    except Exception as exc:
+        record.update(status="crashed", error=f"{type(exc).__name__}: {exc}"[:1000], counts=counts, finished_at=datetime.now(timezone.utc).isoformat())
+        manifest.write_run_record(output_uri, run_id, record)
+        if isinstance(exc, RunError):
+            raise
+        raise RunError(f"run {run_id} failed: {_root_cause(exc)}; finished rows are kept, re-run to resume") from exc
+    wall = time.monotonic() - t_start
+    ok = counts["ok"]
+    ips = ok / wall if ok else None
+    record.update(status="finished", counts=counts, finished_at=datetime.now(timezone.utc).isoformat(), wall_seconds=round(wall, 2),
+                  first_image_seconds=first_image_s, images_per_second=ips)
+    uri = manifest.write_run_record(output_uri, run_id, record)
+    return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """One line from a (possibly remote) exception: the last 'SomeError: message' line of its text."""
+    import re
+
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", line):
+            return line[:500]
+    return f"{type(exc).__name__}: {lines[0][:500] if lines else ''}"
+
+
+def _flush(output_uri: str, run_id: str, seq: int, tables: list[pa.Table]) -> str:
+    schema = manifest.manifest_schema()
+    merged = pa.concat_tables(tables, promote_options="permissive")
+    cols = [merged.column(f.name).cast(f.type) if f.name in merged.column_names else pa.nulls(merged.num_rows, f.type) for f in schema]
+    return manifest.write_part(output_uri, run_id, seq, pa.Table.from_arrays(cols, schema=schema))
+
+
+def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, output_uri: str, params: GenerationParams, run_id: str):
+    ex = spec.execution
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    resources = ray.cluster_resources()
+    total_cpus = float(resources.get("CPU", 1))
+    use_gpu = ex.use_gpu == "always" or (ex.use_gpu == "auto" and resources.get("GPU", 0) >= 1)
+    workers = ex.workers
+    # Leave CPU for the read/iterate tasks, or Ray Data can wait forever for a free CPU.
+    if ex.num_cpus_per_worker:
+        num_cpus = ex.num_cpus_per_worker
+    else:
+        num_cpus = 1.0 if use_gpu else max(0.1, min(1.0, (total_cpus - 1) / workers))
+    threads = max(1, int(total_cpus // workers))
+    n_blocks = max(1, min(work.num_rows, workers * ex.blocks_per_worker))
+    bounds = np.linspace(0, work.num_rows, n_blocks + 1).astype(int)
+    blocks = [work.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    ds = ray.data.from_arrow(blocks)
+    return ds.map_batches(
+        RenderWorker,
+        fn_constructor_kwargs=dict(
+            model_uri=model_uri, output_uri=output_uri, params=params.__dict__, image_format=spec.generation.image_format, run_id=run_id,
+            white_threshold=spec.scores.white_threshold, border_fraction=spec.scores.border_fraction, threads=threads, use_gpu=use_gpu,
+        ),
+        batch_size=ex.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=num_cpus,
+        num_gpus=1 if use_gpu else None,
+    )

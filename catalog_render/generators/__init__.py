@@ -1,0 +1,1 @@
+"""Image generators. ``registry.load_generator(uri)`` picks the family from a model directory."""

@@ -1,0 +1,86 @@
+"""The Generator protocol every family implements, and the conditioning passed to it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The catalog fields one render is conditioned on.
+
+    ``attributes`` is the catalog's attribute map (e.g. {"color": "Blue", "gender": "Men"});
+    ``prompt`` is the text prompt built from the job's template (text-to-image pipelines).
+    """
+
+    title: str | None = None
+    category: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    prompt: str | None = None
+
+    def value(self, name: str) -> str | None:
+        """A conditioning field by dotted name: ``category``, ``title`` or ``attributes.<name>``."""
+        if name.startswith("attributes."):
+            return self.attributes.get(name[len("attributes.") :])
+        return getattr(self, name, None)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"title": self.title, "category": self.category, "attributes": dict(sorted(self.attributes.items())), "prompt": self.prompt},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Generation parameters from the job spec.
+
+    ``num_inference_steps`` and ``guidance_scale`` apply to diffusion families only (a GAN renders
+    in one forward pass and ignores them); ``height``/``width`` are pixels, None = the model's native
+    size; ``scheduler`` names a diffusers scheduler class, None = the pipeline's own.
+    """
+
+    num_inference_steps: int = 20
+    guidance_scale: float = 5.0
+    scheduler: str | None = None
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """An image generator loaded once per actor.
+
+    ``generate`` returns one RGB Pillow image per (conditioning, seed) pair, in order; image i is
+    a pure function of (model weights, conditionings[i], seeds[i], params) and does not depend on
+    the batch it is rendered in (one ``torch.Generator`` per image).
+    """
+
+    family: str
+    model_id: str  # sha256 (16 hex) of the model's config and weights
+
+    def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]: ...
+
+    def params_used(self, params: GenerationParams) -> dict:
+        """The parameters that actually affect this family's output (goes into the render key)."""
+        ...
+
+
+def hash_files(blobs: list[tuple[str, bytes]]) -> str:
+    """Model identity: sha256 over (name, content) pairs in name order, first 16 hex digits."""
+    h = hashlib.sha256()
+    for name, data in sorted(blobs):
+        h.update(name.encode())
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()[:16]

@@ -1,0 +1,182 @@
+"""Conditional GAN generator (DCGAN-style, conditional batch norm, projection discriminator).
+
+Architecture: Radford et al. 2016 (DCGAN) upsampling generator whose batch norms are conditional
+(scale/shift predicted from the class embeddings, de Vries et al. 2017 / BigGAN), trained against a
+spectrally normalised projection discriminator (Miyato & Koyama 2018) with the hinge loss; inference
+uses an exponential moving average of the generator weights (Karras et al. 2018).
+
+Conditioning: one embedding table per conditioning field (e.g. ``category``, ``attributes.color``,
+``attributes.gender``), listed in order in config.json as ``conditions: [{"field", "values"}]``;
+index 0 of each table is "unknown", used for values the model never saw.
+
+A model directory holds ``config.json``, ``model.safetensors`` (the EMA generator) and
+``model_card.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load as load_safetensors_bytes
+from torch import nn
+
+from catalog_render import storage
+from catalog_render.errors import ModelError
+from catalog_render.generators.base import Conditioning, GenerationParams, hash_files
+
+FAMILY = "gan"
+UNKNOWN = "<unk>"
+
+
+class ConditionEncoder(nn.Module):
+    """Embeds each conditioning field and concatenates: indices (B, F) int64 -> (B, F*embed_dim)."""
+
+    def __init__(self, vocab_sizes: list[int], embed_dim: int):
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(n, embed_dim) for n in vocab_sizes)
+        self.out_dim = embed_dim * len(vocab_sizes)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t(idx[:, i]) for i, t in enumerate(self.tables)], dim=1)
+
+
+class CondBatchNorm(nn.Module):
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gamma = nn.Linear(cond_dim, channels)
+        self.beta = nn.Linear(cond_dim, channels)
+        nn.init.zeros_(self.gamma.weight)
+        nn.init.ones_(self.gamma.bias)
+        nn.init.zeros_(self.beta.weight)
+        nn.init.zeros_(self.beta.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gamma(c)[:, :, None, None] + self.beta(c)[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, cond_dim: int):
+        super().__init__()
+        self.norm = CondBatchNorm(cin, cond_dim)
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+
+    def forward(self, x, c):
+        x = torch.relu(self.norm(x, c))
+        return self.conv(nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class GanGenerator(nn.Module):
+    """z (B, z_dim) float32 + condition indices (B, F) -> images (B, 3, H, W) in [-1, 1]."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.cfg = cfg
+        h, w = cfg["height"], cfg["width"]
+        n_up = cfg.get("num_upsamples", 4)
+        if h % 2**n_up or w % 2**n_up:
+            raise ModelError(f"height/width must be multiples of {2**n_up}, got {h}x{w}")
+        self.h0, self.w0 = h // 2**n_up, w // 2**n_up
+        chans = [cfg["base_channels"] // 2**i for i in range(n_up + 1)]
+        self.cond = ConditionEncoder([len(c["values"]) for c in cfg["conditions"]], cfg["embed_dim"])
+        cdim = self.cond.out_dim + cfg["z_dim"]
+        self.fc = nn.Linear(cdim, chans[0] * self.h0 * self.w0)
+        self.blocks = nn.ModuleList(UpBlock(chans[i], chans[i + 1], cdim) for i in range(n_up))
+        self.out_norm = nn.BatchNorm2d(chans[-1])
+        self.out = nn.Conv2d(chans[-1], 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        c = torch.cat([z, self.cond(idx)], dim=1)
+        x = self.fc(c).view(z.shape[0], -1, self.h0, self.w0)
+        for b in self.blocks:
+            x = b(x, c)
+        return torch.tanh(self.out(torch.relu(self.out_norm(x))))
+
+
+def condition_indices(cfg: dict, conditionings: list[Conditioning]) -> torch.Tensor:
+    """Map conditionings to vocabulary indices (B, F) int64; unseen values map to 0 (unknown)."""
+    lookups = [(c["field"], {v: i for i, v in enumerate(c["values"])}) for c in cfg["conditions"]]
+    rows = [[lookup.get(cond.value(name) or "", 0) for name, lookup in lookups] for cond in conditionings]
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """One latent per seed from its own torch.Generator: (B, z_dim) float32, N(0, 1)."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def to_pil(batch: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) float in [-1, 1] -> list of RGB uint8 Pillow images."""
+    arr = ((batch.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in arr]
+
+
+class GanModel:
+    """A loaded conditional GAN generator (implements the Generator protocol)."""
+
+    family = FAMILY
+
+    def __init__(self, cfg: dict, state: dict[str, torch.Tensor], model_id: str, device: str = "cpu", dtype=torch.float32):
+        self.cfg = cfg
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.net = GanGenerator(cfg)
+        try:
+            missing, unexpected = self.net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise ModelError(f"GAN weights do not match config.json: {str(exc).splitlines()[-1].strip()}") from None
+        if missing or unexpected:
+            raise ModelError(f"GAN weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.net.eval().to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_bytes(cls, cfg: dict, config_bytes: bytes, weights: bytes, device: str = "cpu", dtype=torch.float32) -> "GanModel":
+        """Build from config.json and model.safetensors contents (ModelError on invalid weights)."""
+        try:
+            state = load_safetensors_bytes(weights)
+        except Exception as exc:
+            raise ModelError(f"model.safetensors is not a valid safetensors file ({exc})") from None
+        model_id = hash_files([("config.json", config_bytes), ("model.safetensors", weights)])
+        return cls(cfg, state, model_id, device=device, dtype=dtype)
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        return self.cfg["width"], self.cfg["height"]
+
+    def params_used(self, params: GenerationParams) -> dict:
+        w, h = self.native_size
+        return {"width": params.width or w, "height": params.height or h}
+
+    @torch.inference_mode()
+    def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]:
+        if len(conditionings) != len(seeds):
+            raise ValueError("one seed per conditioning is required")
+        z = latents(seeds, self.cfg["z_dim"]).to(self.device, self.dtype)
+        idx = condition_indices(self.cfg, conditionings).to(self.device)
+        images = to_pil(self.net(z, idx))
+        used = self.params_used(params)
+        if (used["width"], used["height"]) != self.native_size:
+            images = [im.resize((used["width"], used["height"]), Image.Resampling.LANCZOS) for im in images]
+        return images
+
+
+def load(model_uri: str, device: str = "cpu", dtype=torch.float32) -> GanModel:
+    """Load a GAN model directory (config.json + model.safetensors). Raises ModelError when a
+    file is missing, the weights are not safetensors, or they do not match the config."""
+    try:
+        raw = storage.read_bytes(storage.join(model_uri, "config.json"))
+    except storage.ObjectNotFound:
+        raise ModelError(f"model directory {model_uri} has no config.json") from None
+    try:
+        blob = storage.read_bytes(storage.join(model_uri, "model.safetensors"))
+    except storage.ObjectNotFound:
+        raise ModelError(f"model directory {model_uri} has no model.safetensors") from None
+    return GanModel.from_bytes(json.loads(raw), raw, blob, device=device, dtype=dtype)
+
+
+def config_json(cfg: dict) -> bytes:
+    return json.dumps(cfg, indent=2, ensure_ascii=False).encode()

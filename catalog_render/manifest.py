@@ -1,0 +1,87 @@
+"""The run manifest: one Parquet part per flush under ``OUTPUT/manifest/run=<run_id>/``.
+
+Rows follow ``schemas/manifest.schema.json``. A row with status ``ok`` is written only after its
+image object is complete, so a manifest row never points at a missing or partial image. Runs also
+leave ``OUTPUT/runs/<run_id>.json`` (options, counts, timings).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from catalog_render import storage
+from catalog_render.schemas import load_schema
+
+STATUSES = ("ok", "failed", "skipped")
+
+
+def manifest_schema() -> pa.Schema:
+    return load_schema("manifest").arrow
+
+
+def new_run_id() -> str:
+    """``YYYYmmddTHHMMSSZ-<6 hex>``: sortable by start time, unique across concurrent runs."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def manifest_prefix(output_uri: str) -> str:
+    return storage.join(output_uri, "manifest")
+
+
+def to_table(rows: list[dict]) -> pa.Table:
+    """Manifest rows (dicts with schema field names; missing fields null) -> a table of the manifest schema.
+    Raises ValueError on an unknown status."""
+    schema = manifest_schema()
+    for r in rows:
+        if r.get("status") not in STATUSES:
+            raise ValueError(f"bad manifest status {r.get('status')!r}")
+        r.setdefault("finished_at", datetime.now(timezone.utc))
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+
+
+def write_part(output_uri: str, run_id: str, seq: int, rows: list[dict] | pa.Table) -> str | None:
+    """Write one manifest part atomically; returns its URI (None when there are no rows)."""
+    table = rows if isinstance(rows, pa.Table) else to_table(rows)
+    if table.num_rows == 0:
+        return None
+    uri = storage.join(manifest_prefix(output_uri), f"run={run_id}", f"part-{seq:05d}.parquet")
+    storage.write_parquet(table.cast(manifest_schema()), uri)
+    return uri
+
+
+def read_manifest(output_uri: str) -> pa.Table:
+    """All manifest rows of every run under an output, oldest part first (empty table if none)."""
+    parts = storage.list_uris(manifest_prefix(output_uri), suffix=".parquet")
+    schema = manifest_schema()
+    if not parts:
+        return schema.empty_table()
+    return pa.concat_tables([storage.read_parquet(p).select(schema.names).cast(schema) for p in parts])
+
+
+def ok_render_keys(manifest: pa.Table) -> dict[str, str]:
+    """render_key -> image_uri for every ``ok`` row (latest wins)."""
+    ok = manifest.filter(pc.equal(manifest.column("status"), "ok"))
+    return dict(zip(ok.column("render_key").to_pylist(), ok.column("image_uri").to_pylist()))
+
+
+def write_run_record(output_uri: str, run_id: str, record: dict) -> str:
+    uri = storage.join(output_uri, "runs", f"{run_id}.json")
+    storage.write_bytes(uri, json.dumps(record, indent=2, default=str, ensure_ascii=False).encode(), content_type="application/json")
+    return uri
+
+
+def read_run_records(output_uri: str) -> list[dict]:
+    """Every run record under an output, oldest first."""
+    return [json.loads(storage.read_bytes(u)) for u in storage.list_uris(storage.join(output_uri, "runs"), suffix=".json")]
+
+
+def image_uri_for(output_uri: str, product_id: str, render_key: str, fmt: str) -> str:
+    """``OUTPUT/images/<percent-encoded product_id>/<render_key>.<ext>``: one object per render
+    version, so a new render never overwrites the image an older manifest row points at."""
+    ext = {"jpeg": "jpg"}.get(fmt, fmt)
+    return storage.join(output_uri, "images", storage.safe_key(product_id), f"{render_key}.{ext}")

@@ -1,0 +1,1 @@
+"""Image quality metrics: reference-based (PSNR, SSIM) and no-reference catalog checks."""

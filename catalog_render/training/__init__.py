@@ -1,0 +1,1 @@
+"""Training generators on a catalog's own photos."""
