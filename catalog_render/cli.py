@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 
@@ -49,6 +49,27 @@ def domain_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+class _RenderBar:
+    """A progress bar with ETA, shown only once rendering starts (not for runs that fail early)."""
+
+    def __init__(self) -> None:
+        self.progress = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        if self.progress is None:
+            self.progress = Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(),
+                                     TextColumn("ETA"), TimeRemainingColumn(), console=console)
+            self.progress.start()
+            self.task = self.progress.add_task("render", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 JobOpt = Annotated[Optional[Path], typer.Option("--job", help="Job spec (TOML), e.g. jobs/fashion.toml. Defaults apply when omitted.")]
@@ -162,17 +183,16 @@ def run(
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write OUTPUT/report.html at the end.")] = True,
 ) -> None:
     """Render the products that need images, write images, manifest rows, scores and a report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from catalog_render import storage
     from catalog_render.config import load_job
     from catalog_render.execution import run_job
 
     spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size})
-    with Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as bar:
-        task = bar.add_task("render", total=None)
-        summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images,
-                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+    bar = _RenderBar()
+    try:
+        summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images, progress=bar)
+    finally:
+        bar.close()
     c = summary.counts
     if summary.planned == 0:
         console.print(f"nothing to render: {summary.up_to_date} of {summary.in_scope} products in scope are up to date ({summary.quarantined} quarantined)")

@@ -44,6 +44,7 @@ class ExecutionSpec(_Section):
     blocks_per_worker: int = Field(4, ge=1, le=1000)
     manifest_flush_rows: int = Field(64, ge=1)
     use_gpu: Literal["auto", "never", "always"] = "auto"
+    actor_start_timeout_s: int = Field(600, ge=1)
 
 
 class TrainSpec(_Section):

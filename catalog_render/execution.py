@@ -144,6 +144,7 @@ def _init_ray(address: str | None, num_cpus: int | None):
     if address is None:
         # Must be set before ray is imported: makes every Ray socket bind to 127.0.0.1.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's C++ core logs warnings to our stderr otherwise
     import ray
 
     if ray.is_initialized():
@@ -282,8 +283,11 @@ def _flush(output_uri: str, run_id: str, seq: int, tables: list[pa.Table]) -> st
 def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, output_uri: str, params: GenerationParams, run_id: str):
     ex = spec.execution
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # the CLI draws one bar with ETA over the whole run
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Start every actor before dispatching, or the first one ready takes all the (fast) blocks.
+    ctx.wait_for_min_actors_s = ex.actor_start_timeout_s
     resources = ray.cluster_resources()
     total_cpus = float(resources.get("CPU", 1))
     use_gpu = ex.use_gpu == "always" or (ex.use_gpu == "auto" and resources.get("GPU", 0) >= 1)

@@ -18,7 +18,8 @@ from catalog_render import storage
 from catalog_render.errors import ModelError
 from catalog_render.generators import diffusers_pipeline as dp
 from catalog_render.generators.base import Conditioning, GenerationParams, hash_files
-from tiny_models import make_tiny_sd_pipeline  # tests/ is on sys.path (pytest rootdir-relative import)
+from conftest import upload_tree
+from tiny_models import make_tiny_sd_pipeline
 
 STEPS2 = GenerationParams(num_inference_steps=2, guidance_scale=5.0)
 SHIRT = Conditioning(title="red shirt", category="Apparel", prompt="a studio photo of a red shirt")
@@ -150,32 +151,17 @@ def test_no_network_access(tiny_dir, monkeypatch):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
-def test_s3_directory_is_copied_to_a_cache_and_reused(tiny_dir, model, tmp_path, monkeypatch):
-    moto = pytest.importorskip("moto")
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def test_s3_directory_is_copied_to_a_cache_and_reused(tiny_dir, model, tmp_path, bucket, monkeypatch):
     monkeypatch.setenv("CATALOG_RENDER_MODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(storage, "_clients", {})  # a client created inside the mock
-    with moto.mock_aws():
-        storage.s3_client().create_bucket(Bucket="models")
-        root = Path(tiny_dir)
-        for p in root.rglob("*"):
-            if p.is_file():
-                storage.write_bytes(f"s3://models/tiny/{p.relative_to(root).as_posix()}", p.read_bytes())
-        with pytest.raises(ModelError, match="not found or empty: s3://models/nothing-here"):
-            dp.load("s3://models/nothing-here")
-
-        m = dp.load("s3://models/tiny/")
-        assert m.model_id == model.model_id
-        assert np.array_equal(px(m.generate([SHIRT], [9], STEPS2)[0]), px(model.generate([SHIRT], [9], STEPS2)[0]))
-        cached = dp.cache_dir_for("s3://models/tiny")
-        assert (cached / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-
-        def no_s3(*args, **kwargs):
-            raise AssertionError("S3 read although the local copy exists")
-
-        monkeypatch.setattr(storage, "read_bytes", no_s3)
-        assert dp.load("s3://models/tiny").model_id == model.model_id
+    with pytest.raises(ModelError, match=f"not found or empty: s3://{bucket}/nothing-here"):
+        dp.load(f"s3://{bucket}/nothing-here")
+    upload_tree(Path(tiny_dir), f"s3://{bucket}/tiny")
+    m = dp.load(f"s3://{bucket}/tiny/")
+    assert m.model_id == model.model_id
+    assert np.array_equal(px(m.generate([SHIRT], [9], STEPS2)[0]), px(model.generate([SHIRT], [9], STEPS2)[0]))
+    cached = dp.cache_dir_for(f"s3://{bucket}/tiny")
+    assert (cached / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # the objects are gone from S3: a second load must come from the local copy
+    for uri in storage.list_uris(f"s3://{bucket}/tiny"):
+        storage.delete(uri)
+    assert dp.load(f"s3://{bucket}/tiny").model_id == model.model_id

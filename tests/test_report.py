@@ -206,23 +206,15 @@ def test_contact_sheet_png_size_cap(tmp_path):
     assert im.width < w and im.height < h and abs(im.width / im.height - w / h) < 0.1  # downscaled, same shape
 
 
-def test_report_on_s3(tmp_path, monkeypatch):
-    moto = pytest.importorskip("moto")
-    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.setattr(storage, "_clients", {})
-    with moto.mock_aws():
-        storage.s3_client().create_bucket(Bucket="bkt")
-        out = "s3://bkt/out"
-        render = io.BytesIO()
-        Image.new("RGB", (64, 64), (10, 200, 10)).save(render, "PNG")
-        storage.write_bytes(f"{out}/images/p1/k.png", render.getvalue())
-        manifest.write_part(out, RUN, 0, [_row(out, "p1", "ok", image_uri=f"{out}/images/p1/k.png", sharpness=0.01)])
-        uri = report.write_report(out)
-        assert uri == "s3://bkt/out/report.html"
-        page = storage.read_bytes(uri).decode()
-        assert RUN in page and page.count('src="data:image/jpeg;base64,') == 1
-        report.write_contact_sheet_png(out, "s3://bkt/docs/sheet.png")
-        assert storage.read_bytes("s3://bkt/docs/sheet.png")[:8] == b"\x89PNG\r\n\x1a\n"
+def test_report_on_s3(tmp_path, bucket):
+    out = f"s3://{bucket}/out"
+    render = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(render, "PNG")
+    storage.write_bytes(f"{out}/images/p1/k.png", render.getvalue())
+    manifest.write_part(out, RUN, 0, [_row(out, "p1", "ok", image_uri=f"{out}/images/p1/k.png", sharpness=0.01)])
+    uri = report.write_report(out)
+    assert uri == f"s3://{bucket}/out/report.html"
+    page = storage.read_bytes(uri).decode()
+    assert RUN in page and page.count('src="data:image/jpeg;base64,') == 1
+    report.write_contact_sheet_png(out, f"s3://{bucket}/docs/sheet.png")
+    assert storage.read_bytes(f"s3://{bucket}/docs/sheet.png")[:8] == b"\x89PNG\r\n\x1a\n"

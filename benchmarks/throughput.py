@@ -1,0 +1,110 @@
+"""Throughput: `catalog-render run` (Ray actor pool) versus a plain single-process loop.
+
+Both render the same products with the same model and parameters and do the same per-image work
+(generate, PNG-encode, atomic write, score against the reference photo). Prints images/s for each,
+their ratio, and the fixed start-up cost of the Ray path (command start -> first image written).
+
+    python benchmarks/throughput.py [--model DIR] [--catalog PARQUET] [--limit N] [--workers N]
+
+Without --model, a model is trained for 60 s on the embedded sample (examples/fashion-sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CR = str(Path(sys.executable).parent / "catalog-render")
+MAP = "product_id=id,title=productDisplayName,category=articleType,attributes.color=baseColour,attributes.gender=gender,image_uri=image_file"
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, cwd=REPO)
+
+
+def plain_loop(catalog_uri: str, model_uri: str, out_dir: str, limit: int, batch_size: int) -> tuple[float, float, int]:
+    """The same work without Ray: returns (model load seconds, render seconds, images)."""
+    from catalog_render import catalog, imaging, manifest, planning, storage
+    from catalog_render.config import JobSpec
+    from catalog_render.execution import generation_params
+    from catalog_render.generators import registry
+    from catalog_render.generators.base import Conditioning
+    from catalog_render.quality.scores import score_image
+
+    spec = JobSpec()
+    params = generation_params(spec)
+    t0 = time.perf_counter()
+    gen = registry.load_generator(model_uri)
+    load_s = time.perf_counter() - t0
+    info = registry.describe(model_uri)
+    plan = planning.plan(catalog.read_catalog(catalog_uri), mode="backfill", model_id=info.model_id, params_used=info.params_used(params),
+                         job_seed=spec.generation.seed, prompt_template=spec.generation.prompt_template, done_keys={},
+                         existing_images=set(), hide_images=True, limit=limit)
+    items = plan.work.to_pylist()
+    t0 = time.perf_counter()
+    for i in range(0, len(items), batch_size):
+        batch = items[i : i + batch_size]
+        conds = [Conditioning(**{k: v for k, v in json.loads(it["conditioning"]).items()}) for it in batch]
+        images = gen.generate(conds, [it["seed"] for it in batch], params)
+        for it, im in zip(batch, images):
+            uri = manifest.image_uri_for(out_dir, it["product_id"], it["render_key"], "png")
+            storage.write_bytes(uri, imaging.encode(im))
+            ref = imaging.to_array(imaging.letterbox(imaging.decode_rgb(storage.read_bytes(it["reference_uri"])), im.width, im.height))
+            score_image(imaging.to_array(im), ref)
+    return load_s, time.perf_counter() - t0, len(items)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model")
+    ap.add_argument("--catalog")
+    ap.add_argument("--limit", type=int, default=384)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="catalog-render-bench-"))
+    catalog_uri = args.catalog
+    if not catalog_uri:
+        catalog_uri = str(work / "catalog.parquet")
+        sh(CR, "ingest", "--csv", "examples/fashion-sample/metadata.csv", "--images", "examples/fashion-sample/images", "--map", MAP, "--out", catalog_uri)
+    model_uri = args.model
+    if not model_uri:
+        model_uri = str(work / "model")
+        sh(CR, "train", "--catalog", catalog_uri, "--out", model_uri, "--job", "jobs/demo.toml", "--max-minutes", "1")
+
+    out = str(work / "ray-out")
+    t0 = time.perf_counter()
+    sh(CR, "run", "--catalog", catalog_uri, "--model", model_uri, "--output", out, "--hide-images", "--limit", str(args.limit),
+       "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--no-report")
+    ray_total = time.perf_counter() - t0
+    record = json.loads(next((Path(out) / "runs").glob("*.json")).read_text())
+    n_ray = record["counts"]["ok"]
+    first = record["first_image_seconds"]
+    steady = (n_ray - 1) / (record["wall_seconds"] - first) if first and n_ray > 1 else float("nan")
+
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    load_s, loop_s, n_loop = plain_loop(catalog_uri, model_uri, str(work / "loop-out"), args.limit, args.batch_size)
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads in the loop")
+    print(f"model: {model_uri}  products: {n_ray}  batch size: {args.batch_size}  workers: {args.workers}")
+    print(f"(a) catalog-render run : {n_ray / ray_total:8.2f} images/s end to end ({ray_total:.1f}s, process start included); "
+          f"{steady:.2f} images/s after the first image")
+    print(f"(b) plain loop         : {n_loop / (loop_s + load_s):8.2f} images/s end to end ({loop_s + load_s:.1f}s incl. {load_s:.1f}s model load); "
+          f"{n_loop / loop_s:.2f} images/s rendering")
+    print(f"ratio (a)/(b)          : {(n_ray / ray_total) / (n_loop / (loop_s + load_s)):8.2f} end to end, {steady / (n_loop / loop_s):.2f} steady state")
+    print(f"fixed start-up cost (a): {first:.1f}s from run start to the first image written (planning, Ray start, actor start + model load)")
+    print(f"outputs under {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The CLI on bad input: one line naming the problem, a non-zero exit code, nothing written.
+And the `--address` path: a Ray head started separately with `ray start --head` on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from catalog_render import manifest, storage
+from catalog_render.cli import app
+from conftest import _free_port
+
+CR = str(Path(sys.executable).parent / "catalog-render")
+runner = CliRunner()
+
+
+def _one_line_error(result, code: int, *needles: str) -> None:
+    err = result.stderr.strip()
+    assert result.exit_code == code, (result.exit_code, result.stdout, err)
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_ingest_unknown_column_in_map(fashion, tmp_path):
+    out = tmp_path / "c.parquet"
+    r = runner.invoke(app, ["ingest", "--csv", str(fashion / "metadata.csv"), "--images", str(fashion / "images"),
+                            "--map", "product_id=id,category=article_type", "--out", str(out)])
+    _one_line_error(r, 4, "category=article_type", "not in the CSV")
+    assert not out.exists()
+
+
+def test_ingest_duplicate_ids(tmp_path):
+    (tmp_path / "c.csv").write_text("id,name\n7,a\n8,b\n7,c\n", encoding="utf-8")
+    r = runner.invoke(app, ["ingest", "--csv", str(tmp_path / "c.csv"), "--map", "product_id=id,title=name", "--out", str(tmp_path / "o.parquet")])
+    _one_line_error(r, 4, "duplicate product_id values (1): 7")
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_run_bad_inputs_fail_fast_and_write_nothing(tiny_gan, small_catalog, tmp_path):
+    out = tmp_path / "out"
+    base = ["run", "--model", str(tiny_gan), "--output", str(out)]
+    _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "missing.parquet")]), 4, "catalog not found")
+    storage.write_parquet(pa.table({"id": ["1"], "title": ["t"], "category": ["c"]}), str(tmp_path / "noid.parquet"))
+    _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "noid.parquet")]), 4, "product_id: required column is missing")
+    storage.write_parquet(pa.table({"product_id": ["1", "2", "1"], "title": ["t"] * 3, "category": ["c"] * 3}), str(tmp_path / "dup.parquet"))
+    _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "dup.parquet")]), 4, "duplicate product_id values (1): '1'")
+    empty_model = tmp_path / "model"
+    empty_model.mkdir()
+    (empty_model / "model.safetensors").write_bytes(b"")
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(empty_model), "--output", str(out)])
+    _one_line_error(r, 6, "no config.json")
+    job = tmp_path / "bad.toml"
+    job.write_text("[generation]\nnum_inference_steps = 0\n")
+    r = runner.invoke(app, base + ["--catalog", str(small_catalog), "--job", str(job)])
+    _one_line_error(r, 3, "generation.num_inference_steps", "greater than 0")
+    job.write_text("[execution]\nworkerz = 2\n")
+    _one_line_error(runner.invoke(app, base + ["--catalog", str(small_catalog), "--job", str(job)]), 3, "execution.workerz")
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = runner.invoke(app, ["--debug", "validate", str(tmp_path / "nope.parquet")])
+    assert r.exit_code != 0 and r.exception is not None
+
+
+def test_validate_lists_problems(tmp_path):
+    storage.write_parquet(pa.table({"product_id": ["a", "a", ""], "title": ["x"] * 3, "category": ["c"] * 3}), str(tmp_path / "c.parquet"))
+    r = runner.invoke(app, ["validate", str(tmp_path / "c.parquet")])
+    assert r.exit_code == 4
+    assert r.stdout.splitlines() == ["row 1 (product_id='a'): product_id: duplicate of row 0", "row 2 (product_id=''): product_id: is blank"]
+
+
+def test_unreachable_s3_endpoint(tiny_gan, tmp_path):
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "CATALOG_RENDER_S3_MAX_ATTEMPTS": "2", "CATALOG_RENDER_S3_CONNECT_TIMEOUT": "1"}
+    p = subprocess.run([CR, "run", "--catalog", "s3://catalogs/fashion.parquet", "--model", str(tiny_gan), "--output", str(tmp_path / "o")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    err = p.stderr.strip()
+    assert p.returncode == 4 and "\n" not in err and "Traceback" not in err, err
+    assert "cannot reach the S3 endpoint" in err and "s3://catalogs/fashion.parquet" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head started separately (`ray start --head --block`), bound to 127.0.0.1."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="/tmp/rh")  # short: Ray's socket paths must stay < 108 chars
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in psutil.net_connections(kind="tcp")):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("ray head did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    yield f"127.0.0.1:{port}", proc
+    tree = [proc] + [psutil.Process(p.pid) for p in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGTERM)
+    gone, alive = psutil.wait_procs(tree, timeout=20)
+    for p in alive:
+        p.kill()
+
+
+def test_run_joins_an_existing_cluster_with_address(ray_head, small_catalog, tiny_gan, tmp_path):
+    address, head = ray_head
+    out = tmp_path / "out"
+    p = subprocess.run([CR, "run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(out), "--hide-images",
+                        "--limit", "4", "--address", address, "--no-report"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = manifest.read_manifest(str(out))
+    assert m.num_rows == 4 and set(m.column("status").to_pylist()) == {"ok"}
+    record = manifest.read_run_records(str(out))[0]
+    assert record["ray_address"] == address
+    # the workers ran inside the separately started head's process tree, not in a new local Ray
+    head_pids = {head.pid} | {c.pid for c in psutil.Process(head.pid).children(recursive=True)}
+    worker_pids = {int(w.rsplit(":", 1)[1]) for w in m.column("worker").to_pylist()}
+    assert worker_pids <= head_pids | {pp.pid for pid in head_pids if psutil.pid_exists(pid) for pp in psutil.Process(pid).children(recursive=True)}
+    # and the head listens on loopback only
+    listening = [c.laddr.ip for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in head_pids]
+    assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in listening), listening

@@ -1,0 +1,148 @@
+"""The main job on a real local Ray: real photos, a tiny trained GAN and a tiny diffusers
+pipeline, real Parquet, local disk and a real S3 server on loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from catalog_render import catalog, imaging, manifest, storage
+from catalog_render.config import JobSpec
+from catalog_render.execution import run_job
+from catalog_render.quality import scores
+from conftest import upload_tree
+
+SPEC = JobSpec().with_overrides(**{"execution.workers": 2, "execution.batch_size": 4, "generation.seed": 11})
+
+
+def _backfill_catalog(small_catalog, tmp_path):
+    """The 60 real products; 5 lose their image_uri, 2 point to missing files, 1 to a corrupt file."""
+    t = catalog.read_catalog(str(small_catalog))
+    uris = t.column("image_uri").to_pylist()
+    ids = t.column("product_id").to_pylist()
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    for i in range(5):
+        uris[i] = None
+    uris[5] = uris[6] = str(tmp_path / "gone.jpg")
+    uris[7] = str(tmp_path / "corrupt.jpg")
+    t = t.set_column(t.schema.get_field_index("image_uri"), "image_uri", pa.array(uris, pa.string()))
+    path = tmp_path / "catalog.parquet"
+    storage.write_parquet(t, str(path))
+    return str(path), set(ids[:8])
+
+
+def _is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or IPv4-mapped loopback (::ffff:127.0.0.1); never 0.0.0.0/:: or an interface."""
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
+
+
+def _listening_sockets() -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every listening TCP socket of this process tree."""
+    me = psutil.Process()
+    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    out = []
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.pid in pids:
+            out.append((c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()))
+    return out
+
+
+def test_backfill_renders_exactly_the_missing_then_nothing_then_the_changed(ray_local, small_catalog, tiny_gan, tmp_path):
+    cat_uri, expected = _backfill_catalog(small_catalog, tmp_path)
+    out = str(tmp_path / "out")
+    sockets: list = []
+    summary = run_job(SPEC, cat_uri, str(tiny_gan), out, progress=lambda done, total: sockets.extend(_listening_sockets()))
+    assert summary.counts == {"ok": 8, "failed": 0, "skipped": 0}
+    # Loopback only: every socket the local Ray listens on (GCS, raylet, object manager, workers).
+    assert sockets, "no listening sockets seen during the run"
+    assert all(_is_loopback(ip) for ip, _, _ in sockets), sockets
+
+    m = manifest.read_manifest(out)
+    assert set(m.column("product_id").to_pylist()) == expected and m.num_rows == 8
+    rows = m.to_pylist()
+    for r in rows:
+        assert r["status"] == "ok" and r["run_id"] == summary.run_id
+        im = imaging.decode_rgb(storage.read_bytes(r["image_uri"]))
+        assert im.size == (32, 32) == (r["width"], r["height"])
+        assert r["image_uri"].startswith(os.path.join(out, "images", storage.safe_key(r["product_id"])))
+        assert r["sharpness"] == pytest.approx(scores.sharpness(imaging.to_array(im)))
+        assert r["psnr"] is None and r["ssim"] is None
+    # the work was spread over both actors
+    assert len({r["worker"] for r in rows}) == 2
+    record = json.loads(storage.read_bytes(summary.record_uri))
+    assert record["status"] == "finished" and record["counts"]["ok"] == 8 and record["planned"] == 8
+
+    again = run_job(SPEC, cat_uri, str(tiny_gan), out)
+    assert again.planned == 0 and again.up_to_date == 8 and again.counts["ok"] == 0
+
+    t = storage.read_parquet(cat_uri)
+    titles = t.column("title").to_pylist()
+    titles[2] = titles[2] + " (new season)"
+    t = t.set_column(t.schema.get_field_index("title"), "title", pa.array(titles, pa.string()))
+    storage.write_parquet(t, cat_uri)
+    third = run_job(SPEC, cat_uri, str(tiny_gan), out)
+    assert third.counts["ok"] == 1
+    m = manifest.read_manifest(out)
+    latest = m.filter(pc.equal(m["run_id"], third.run_id))
+    assert latest.column("product_id").to_pylist() == [t.column("product_id")[2].as_py()]
+
+
+def test_hidden_photos_are_scored_against_the_reference(ray_local, small_catalog, tiny_gan, tmp_path):
+    out = str(tmp_path / "out")
+    s = run_job(SPEC, str(small_catalog), str(tiny_gan), out, hide_images=True, limit=6)
+    assert s.counts["ok"] == 6 and s.planned == 6
+    for r in manifest.read_manifest(out).to_pylist():
+        render = imaging.to_array(imaging.decode_rgb(storage.read_bytes(r["image_uri"])))
+        ref = imaging.to_array(imaging.letterbox(imaging.decode_rgb(storage.read_bytes(r["reference_uri"])), 32, 32))
+        assert r["psnr"] == pytest.approx(scores.psnr(ref, render))
+        assert r["ssim"] == pytest.approx(scores.ssim(ref, render))
+        assert 0 < r["psnr"] < 40 and -1 <= r["ssim"] <= 1
+
+
+def test_diffusers_pipeline_run_uses_the_prompt_template(ray_local, small_catalog, tiny_sd, tmp_path):
+    from catalog_render.generators import registry
+    from catalog_render.generators.base import Conditioning, GenerationParams
+
+    spec = SPEC.with_overrides(**{"generation.num_inference_steps": 2, "generation.prompt_template": "{title} in {attributes.color}", "mode": "refresh"})
+    out = str(tmp_path / "out")
+    s = run_job(spec, str(small_catalog), str(tiny_sd), out, limit=4)
+    assert s.counts["ok"] == 4
+    cat = {r["product_id"]: r for r in catalog.read_catalog(str(small_catalog)).to_pylist()}
+    model = registry.load_generator(str(tiny_sd))
+    for r in manifest.read_manifest(out).to_pylist():
+        p = cat[r["product_id"]]
+        assert r["prompt"] == f"{p['title']} in {dict(p['attributes'])['color']}"
+        assert r["family"] == "diffusers-pipeline"
+        assert json.loads(r["generation_params"])["num_inference_steps"] == 2
+        direct = model.generate([Conditioning(prompt=r["prompt"])], [r["seed"]], GenerationParams(num_inference_steps=2))[0]
+        rendered = imaging.to_array(imaging.decode_rgb(storage.read_bytes(r["image_uri"])))
+        assert np.abs(rendered.astype(int) - np.asarray(direct, dtype=int)).max() <= 1
+
+
+def test_catalog_model_and_output_on_s3(ray_local, small_catalog, tiny_gan, bucket, tmp_path):
+    cat_uri = f"s3://{bucket}/catalogs/fashion.parquet"
+    storage.write_bytes(cat_uri, small_catalog.read_bytes())
+    model_uri = upload_tree(tiny_gan, f"s3://{bucket}/models/tiny-gan")
+    out = f"s3://{bucket}/renders"
+    s = run_job(SPEC, cat_uri, model_uri, out, hide_images=True, limit=5)
+    assert s.counts["ok"] == 5
+    m = manifest.read_manifest(out)
+    assert m.num_rows == 5
+    for uri in m.column("image_uri").to_pylist():
+        assert uri.startswith(f"s3://{bucket}/renders/images/")
+        assert imaging.decode_rgb(storage.read_bytes(uri)).size == (32, 32)
+    assert storage.list_uris(f"{out}/manifest") and storage.list_uris(f"{out}/runs")
+    again = run_job(SPEC, cat_uri, model_uri, out, hide_images=True, limit=5)
+    assert again.planned == 0
+    from catalog_render.report import write_report
+
+    assert storage.read_bytes(write_report(out)).startswith(b"<!DOCTYPE html>")
