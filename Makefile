@@ -10,29 +10,35 @@ FASHION_MAP := product_id=id,title=productDisplayName,category=articleType,attri
 
 .PHONY: install test test-all demo bench clean
 
+# `make install` always (re)installs; the other targets install first only when .venv is missing.
 install:
+	rm -f $(VENV)/.installed
+	$(MAKE) $(VENV)/.installed
+
+$(VENV)/.installed:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "$(TORCH_SPEC)"
 	$(BIN)/pip install -e ".[test]"
+	touch $@
 
 # Fast suite (CI). pytest's exit code 5 ("no tests collected") is a failure, not a pass.
-test:
+test: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow" tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests collected" >&2; exit 1; fi; exit $$rc
 
-test-all:
+test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests collected" >&2; exit 1; fi; exit $$rc
 
 # The main job on the embedded sample: ingest -> split -> train (8 min) -> backfill the held-out
 # products with their photos hidden -> manifest, scores, report. Local Ray, local files.
-demo:
+demo: $(VENV)/.installed
 	$(CR) ingest --csv $(SAMPLE)/metadata.csv --images $(SAMPLE)/images --map $(FASHION_MAP) --out $(DEMO_OUT)/catalog.parquet
 	$(CR) split --catalog $(DEMO_OUT)/catalog.parquet --train-out $(DEMO_OUT)/train.parquet --holdout-out $(DEMO_OUT)/holdout.parquet --fraction 0.15
 	$(CR) train --catalog $(DEMO_OUT)/train.parquet --out $(DEMO_OUT)/model --job jobs/demo.toml
 	$(CR) run --catalog $(DEMO_OUT)/holdout.parquet --model $(DEMO_OUT)/model --output $(DEMO_OUT)/renders --job jobs/demo.toml --hide-images
 	@echo "open $(DEMO_OUT)/renders/report.html"
 
-bench:
+bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/throughput.py
 
 clean:

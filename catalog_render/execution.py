@@ -30,7 +30,7 @@ import pyarrow as pa
 from catalog_render import catalog as catalog_mod
 from catalog_render import imaging, manifest, planning, storage
 from catalog_render.config import JobSpec
-from catalog_render.errors import RunError
+from catalog_render.errors import ModelError, RunError
 from catalog_render.generators import registry
 from catalog_render.generators.base import Conditioning, GenerationParams
 
@@ -61,7 +61,7 @@ class RenderWorker:
     completes. An image is written (atomically) before its row is returned.
     """
 
-    def __init__(self, model_uri: str, output_uri: str, params: dict, image_format: str, run_id: str,
+    def __init__(self, model_uri: str, model_id: str, output_uri: str, params: dict, image_format: str, run_id: str,
                  white_threshold: int, border_fraction: float, threads: int, use_gpu: bool):
         import torch
 
@@ -69,6 +69,8 @@ class RenderWorker:
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         self.generator = registry.load_generator(model_uri, device=self.device, dtype=dtype)
+        if self.generator.model_id != model_id:
+            raise ModelError(f"model {model_uri} changed since the run was planned (planned {model_id}, loaded {self.generator.model_id})")
         self.params = GenerationParams(**params)
         self.params_json = json.dumps(self.generator.params_used(self.params), sort_keys=True)
         self.output_uri = output_uri
@@ -138,20 +140,48 @@ class RenderWorker:
         return pa.Table.from_pylist(rows)
 
 
+def _is_loopback_address(address: str) -> bool:
+    """True for host:port / ray://host:port addresses whose host is 127.0.0.0/8, ::1 or localhost."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth_token_available() -> bool:
+    from pathlib import Path
+
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path).is_file()
+
+
 def _init_ray(address: str | None, num_cpus: int | None):
     """Connect to ``address`` (or RAY_ADDRESS), or start a local Ray bound to 127.0.0.1."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None:
-        # Must be set before ray is imported: makes every Ray socket bind to 127.0.0.1.
+    if address is None or _is_loopback_address(address):
+        # Must be set before ray is imported: every Ray socket of ours binds to (and the driver
+        # registers as) 127.0.0.1. A driver joining a head on 127.0.0.1 needs it as well, or it
+        # registers under the machine's interface address and waits forever for its raylet.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's C++ core logs warnings to our stderr otherwise
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    if address and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
+        # Ray >= 2.5x clusters use token authentication by default; a driver joining one only
+        # presents its token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) in token mode.
+        os.environ["RAY_AUTH_MODE"] = "token"  # Ray's C++ core logs warnings to our stderr otherwise
     import ray
 
     if ray.is_initialized():
         return ray
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            kwargs = {"_node_ip_address": "127.0.0.1"} if _is_loopback_address(address) else {}
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **kwargs)
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, _node_ip_address="127.0.0.1")
@@ -191,6 +221,8 @@ def run_job(
     ModelError, StorageError (bad inputs, before anything is written) or RunError (Ray failed)."""
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc)
+    # Absolute local paths: manifest rows must resolve from any directory, and actors may run elsewhere.
+    catalog_uri, model_uri, output_uri = (u if storage.is_s3(u) else storage.display(u) for u in (catalog_uri, model_uri, output_uri))
     params = generation_params(spec)
     info = registry.describe(model_uri)
     table = catalog_mod.read_catalog(catalog_uri)
@@ -223,7 +255,7 @@ def run_job(
     try:
         if n_work:
             ray = _init_ray(address, num_cpus)
-            ds = _dataset(ray, the_plan.work, spec, model_uri, output_uri, params, run_id)
+            ds = _dataset(ray, the_plan.work, spec, model_uri, info.model_id, output_uri, params, run_id)
             buffer: list[pa.Table] = []
             buffered = 0
             last_flush = time.monotonic()
@@ -280,7 +312,7 @@ def _flush(output_uri: str, run_id: str, seq: int, tables: list[pa.Table]) -> st
     return manifest.write_part(output_uri, run_id, seq, pa.Table.from_arrays(cols, schema=schema))
 
 
-def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, output_uri: str, params: GenerationParams, run_id: str):
+def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, output_uri: str, params: GenerationParams, run_id: str):
     ex = spec.execution
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws one bar with ETA over the whole run
@@ -305,7 +337,7 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, output_uri: str
     return ds.map_batches(
         RenderWorker,
         fn_constructor_kwargs=dict(
-            model_uri=model_uri, output_uri=output_uri, params=params.__dict__, image_format=spec.generation.image_format, run_id=run_id,
+            model_uri=model_uri, model_id=model_id, output_uri=output_uri, params=params.__dict__, image_format=spec.generation.image_format, run_id=run_id,
             white_threshold=spec.scores.white_threshold, border_fraction=spec.scores.border_fraction, threads=threads, use_gpu=use_gpu,
         ),
         batch_size=ex.batch_size,

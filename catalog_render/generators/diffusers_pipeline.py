@@ -316,7 +316,7 @@ class DiffusersPipelineModel:
         return [im.convert("RGB") if im.mode != "RGB" else im for im in out.images]
 
 
-def load(model_uri: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusersPipelineModel:
+def load(model_uri: str, device: str = "cpu", dtype: torch.dtype = torch.float32, expected_model_id: str | None = None) -> DiffusersPipelineModel:
     """Load a Stable Diffusion pipeline directory (local path or ``s3://`` prefix) offline.
 
     ``device`` is a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``); ``dtype`` the weights'
@@ -326,7 +326,9 @@ def load(model_uri: str, device: str = "cpu", dtype: torch.dtype = torch.float32
 
     Raises ModelError (one line naming the directory and the missing or invalid part) when the
     directory is missing/empty, is not a Stable Diffusion layout, lacks a component, its config or
-    its safetensors weights, or diffusers/transformers cannot load it.
+    its safetensors weights, or diffusers/transformers cannot load it. With ``expected_model_id``
+    (the identity the driver planned with), a cached copy of an ``s3://`` directory whose content
+    no longer matches is fetched again, so a stale cache never renders under a new identity.
     """
     os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub on first import
     shown = model_uri if storage.is_s3(model_uri) else storage.display(model_uri)
@@ -338,6 +340,11 @@ def load(model_uri: str, device: str = "cpu", dtype: torch.dtype = torch.float32
             raise ModelError(f"model directory not found: {shown}")
     check_layout(local_dir, shown)
     model_id = _hash_dir(local_dir)
+    if storage.is_s3(model_uri) and expected_model_id and model_id != expected_model_id:
+        shutil.rmtree(local_dir, ignore_errors=True)  # stale copy of an overwritten directory
+        local_dir = _download(model_uri)
+        check_layout(local_dir, shown)
+        model_id = _hash_dir(local_dir)
 
     from diffusers import StableDiffusionPipeline
 

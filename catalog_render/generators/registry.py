@@ -115,4 +115,4 @@ def load_generator(model_uri: str, device: str = "cpu", dtype=None):
         return gan.load(model_uri, device=device, dtype=dtype)
     from catalog_render.generators import diffusers_pipeline
 
-    return diffusers_pipeline.load(model_uri, device=device, dtype=dtype)
+    return diffusers_pipeline.load(model_uri, device=device, dtype=dtype, expected_model_id=info.model_id)
