@@ -111,7 +111,7 @@ def ray_head():
     else:
         proc.kill()
         pytest.fail("ray head did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-    yield f"127.0.0.1:{port}", proc
+    yield f"127.0.0.1:{port}", proc, temp
     tree = [proc] + [psutil.Process(p.pid) for p in psutil.Process(proc.pid).children(recursive=True)]
     os.killpg(proc.pid, signal.SIGTERM)
     gone, alive = psutil.wait_procs(tree, timeout=20)
@@ -120,7 +120,7 @@ def ray_head():
 
 
 def test_run_joins_an_existing_cluster_with_address(ray_head, small_catalog, tiny_gan, tmp_path):
-    address, head = ray_head
+    address, head, temp = ray_head
     out = tmp_path / "out"
     p = subprocess.run([CR, "run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(out), "--hide-images",
                         "--limit", "4", "--address", address, "--no-report"], capture_output=True, text=True, timeout=600)
@@ -129,10 +129,11 @@ def test_run_joins_an_existing_cluster_with_address(ray_head, small_catalog, tin
     assert m.num_rows == 4 and set(m.column("status").to_pylist()) == {"ok"}
     record = manifest.read_run_records(str(out))[0]
     assert record["ray_address"] == address
-    # the workers ran inside the separately started head's process tree, not in a new local Ray
-    head_pids = {head.pid} | {c.pid for c in psutil.Process(head.pid).children(recursive=True)}
-    worker_pids = {int(w.rsplit(":", 1)[1]) for w in m.column("worker").to_pylist()}
-    assert worker_pids <= head_pids | {pp.pid for pid in head_pids if psutil.pid_exists(pid) for pp in psutil.Process(pid).children(recursive=True)}
+    # the actors were workers of the separately started head: their logs are in its session folder
+    worker_pids = {w.rsplit(":", 1)[1] for w in m.column("worker").to_pylist()}
+    head_logs = [p.name for p in Path(temp).glob("session_*/logs/worker-*.out")]
+    assert all(any(name.endswith(f"-{pid}.out") for name in head_logs) for pid in worker_pids), (worker_pids, head_logs[:5])
     # and the head listens on loopback only
+    head_pids = {head.pid} | {c.pid for c in psutil.Process(head.pid).children(recursive=True)}
     listening = [c.laddr.ip for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in head_pids]
     assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in listening), listening

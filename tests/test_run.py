@@ -141,8 +141,13 @@ def test_catalog_model_and_output_on_s3(ray_local, small_catalog, tiny_gan, buck
         assert uri.startswith(f"s3://{bucket}/renders/images/")
         assert imaging.decode_rgb(storage.read_bytes(uri)).size == (32, 32)
     assert storage.list_uris(f"{out}/manifest") and storage.list_uris(f"{out}/runs")
+    # --limit takes the next products: the first five are up to date, five others are rendered
     again = run_job(SPEC, cat_uri, model_uri, out, hide_images=True, limit=5)
-    assert again.planned == 0
+    assert again.up_to_date == 5 and again.counts["ok"] == 5
+    m2 = manifest.read_manifest(out)
+    first = set(m.column("product_id").to_pylist())
+    second = set(m2.filter(pc.equal(m2["run_id"], again.run_id)).column("product_id").to_pylist())
+    assert len(second) == 5 and not first & second
     from catalog_render.report import write_report
 
     assert storage.read_bytes(write_report(out)).startswith(b"<!DOCTYPE html>")
