@@ -250,7 +250,7 @@ def run_job(
         parts.append(manifest.write_part(output_uri, run_id, seq, rows))
         seq += 1
         counts["skipped"] += len(rows)
-    first_image_s = None
+    first_written = None
     n_work = the_plan.work.num_rows
     try:
         if n_work:
@@ -270,8 +270,9 @@ def run_job(
                 statuses = batch.column("status").to_pylist()
                 for s in statuses:
                     counts[s] += 1
-                if first_image_s is None and "ok" in statuses:
-                    first_image_s = time.monotonic() - t_start
+                if "ok" in statuses:  # when the actor wrote it, not when the driver heard of it
+                    written = min(t for t, st in zip(batch.column("finished_at").to_pylist(), statuses) if st == "ok")
+                    first_written = written if first_written is None else min(first_written, written)
                 if buffered >= spec.execution.manifest_flush_rows or time.monotonic() - last_flush > 10:
                     parts.append(_flush(output_uri, run_id, seq, buffer))
                     seq, buffer, buffered, last_flush = seq + 1, [], 0, time.monotonic()
@@ -286,6 +287,7 @@ def run_job(
             raise
         raise RunError(f"run {run_id} failed: {_root_cause(exc)}; finished rows are kept, re-run to resume") from exc
     wall = time.monotonic() - t_start
+    first_image_s = (first_written - started_at).total_seconds() if first_written else None
     ok = counts["ok"]
     ips = ok / wall if ok else None
     record.update(status="finished", counts=counts, finished_at=datetime.now(timezone.utc).isoformat(), wall_seconds=round(wall, 2),
