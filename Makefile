@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests collected" >&2; exit 1; fi; exit $$rc
 
-# The main job on the embedded sample: ingest -> split -> train (8 min) -> backfill the held-out
+# The main job on the embedded sample: ingest -> split -> train (10 min) -> backfill the held-out
 # products with their photos hidden -> manifest, scores, report. Local Ray, local files.
 demo: $(VENV)/.installed
 	$(CR) ingest --csv $(SAMPLE)/metadata.csv --images $(SAMPLE)/images --map $(FASHION_MAP) --out $(DEMO_OUT)/catalog.parquet
