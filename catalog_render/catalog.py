@@ -158,7 +158,10 @@ def ingest(
     ``missing_images``). Raises CatalogError for an unknown column in the mapping, duplicate
     product ids (listing them), or no usable rows; StorageError when the CSV cannot be read.
     """
-    data = storage.read_bytes(csv_uri)
+    try:
+        data = storage.read_bytes(csv_uri)
+    except storage.ObjectNotFound:
+        raise CatalogError(f"CSV not found: {csv_uri}") from None
     parsed = read_csv_rows(data, overflow_column=mapping.get("title"))
     unknown = [f"{t}={s}" for t, s in mapping.items() if s not in parsed.header]
     if unknown:
@@ -174,6 +177,8 @@ def ingest(
     if images and not storage.is_s3(images):
         images = storage.display(images)  # absolute, so the catalog works from any directory
     index = _index_images(images) if images else {}
+    if images and not index:
+        raise CatalogError(f"--images {images}: folder not found or holds no .jpg/.jpeg/.png/.webp images")
     image_col = mapping.get("image_uri")
     attr_cols = {t[len("attributes.") :]: s for t, s in mapping.items() if t.startswith("attributes.")}
     cols: dict[str, list] = {k: [] for k in ("product_id", "title", "description", "category", "attributes", "image_uri", "updated_at")}

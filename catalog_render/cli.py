@@ -45,7 +45,7 @@ def domain_errors(fn):
             console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.print("interrupted")
+            console.print("interrupted: finished rows are kept; run the same command again to resume")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -157,7 +157,7 @@ def train(
     spec = load_job(job).with_overrides(**{"train.max_minutes": max_minutes, "train.max_steps": max_steps})
     table = catalog.read_catalog(catalog_uri)
     data = load_image_set(table, spec.train.width, spec.train.height)
-    console.print(f"training {spec.train.family} on {data.images.shape[0]} photos ({len(data.skipped)} rows skipped) at {spec.train.width}x{spec.train.height}px")
+    console.print(f"training {spec.train.family} on {data.images.shape[0]} photos ({len(data.skipped)} rows skipped) at {spec.train.height}x{spec.train.width} px (height x width)")
     with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("train", total=spec.train.max_steps, losses="")
         result = train_gan(
@@ -200,7 +200,7 @@ def run(
         rate = f", {summary.images_per_second:.2f} images/s" if summary.images_per_second else ""
         first = f", first image after {summary.first_image_seconds:.1f}s" if summary.first_image_seconds else ""
         console.print(f"run {summary.run_id}: rendered {c['ok']} ok, {c['failed']} failed, {summary.quarantined} quarantined; {summary.up_to_date} already up to date; {summary.wall_seconds:.1f}s{rate}{first}")
-    if report:
+    if report and summary.planned:
         from catalog_render.report import write_report
 
         console.print(f"report: {storage.display(write_report(output, summary.run_id))}")

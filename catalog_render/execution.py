@@ -154,6 +154,19 @@ def _is_loopback_address(address: str) -> bool:
         return False
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (RunError) when nothing listens at the head's host:port; Ray itself retries for minutes."""
+    import socket as _socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(f"//{address}")
+    try:
+        with _socket.create_connection((parts.hostname, parts.port or 6379), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot reach the Ray head at {address} ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def _auth_token_available() -> bool:
     from pathlib import Path
 
@@ -169,11 +182,12 @@ def _init_ray(address: str | None, num_cpus: int | None):
         # registers as) 127.0.0.1. A driver joining a head on 127.0.0.1 needs it as well, or it
         # registers under the machine's interface address and waits forever for its raylet.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     if address and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
         # Ray >= 2.5x clusters use token authentication by default; a driver joining one only
         # presents its token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) in token mode.
-        os.environ["RAY_AUTH_MODE"] = "token"  # Ray's C++ core logs warnings to our stderr otherwise
+        os.environ["RAY_AUTH_MODE"] = "token"
+    if address and not address.startswith("ray://"):
+        _check_reachable(address)
     import ray
 
     if ray.is_initialized():
@@ -181,9 +195,9 @@ def _init_ray(address: str | None, num_cpus: int | None):
     try:
         if address:
             kwargs = {"_node_ip_address": "127.0.0.1"} if _is_loopback_address(address) else {}
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **kwargs)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False, _node_ip_address="127.0.0.1")
     except Exception as exc:
         raise RunError(f"cannot start or join Ray ({'address ' + address if address else 'local'}): {type(exc).__name__}: {exc}") from None
@@ -251,12 +265,13 @@ def run_job(
         seq += 1
         counts["skipped"] += len(rows)
     first_written = None
+    buffer: list[pa.Table] = []
     n_work = the_plan.work.num_rows
     try:
         if n_work:
             ray = _init_ray(address, num_cpus)
             ds = _dataset(ray, the_plan.work, spec, model_uri, info.model_id, output_uri, params, run_id)
-            buffer: list[pa.Table] = []
+            _sigterm_as_interrupt()
             buffered = 0
             last_flush = time.monotonic()
             done = 0
@@ -274,13 +289,22 @@ def run_job(
                     written = min(t for t, st in zip(batch.column("finished_at").to_pylist(), statuses) if st == "ok")
                     first_written = written if first_written is None else min(first_written, written)
                 if buffered >= spec.execution.manifest_flush_rows or time.monotonic() - last_flush > 10:
-                    parts.append(_flush(output_uri, run_id, seq, buffer))
-                    seq, buffer, buffered, last_flush = seq + 1, [], 0, time.monotonic()
+                    flushing, buffer = buffer, []
+                    parts.append(_flush(output_uri, run_id, seq, flushing))
+                    seq, buffered, last_flush = seq + 1, 0, time.monotonic()
                 if progress:
                     progress(done, n_work)
             if buffer:
-                parts.append(_flush(output_uri, run_id, seq, buffer))
-    except Exception as exc:
+                flushing, buffer = buffer, []
+                parts.append(_flush(output_uri, run_id, seq, flushing))
+                seq += 1
+    except BaseException as exc:
+        if buffer:  # rows whose images are written: keep them
+            parts.append(_flush(output_uri, run_id, seq, buffer))
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            record.update(status="interrupted", counts=counts, finished_at=datetime.now(timezone.utc).isoformat())
+            manifest.write_run_record(output_uri, run_id, record)
+            raise
         record.update(status="crashed", error=f"{type(exc).__name__}: {exc}"[:1000], counts=counts, finished_at=datetime.now(timezone.utc).isoformat())
         manifest.write_run_record(output_uri, run_id, record)
         if isinstance(exc, RunError):
@@ -294,6 +318,19 @@ def run_job(
                   first_image_seconds=first_image_s, images_per_second=ips)
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts)
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (cron/Airflow stopping the job) unwinds like Ctrl-C: received rows are flushed and the
+    run record says 'interrupted'. Installed after ray.init, whose own handler would abort."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -332,7 +369,9 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
     else:
         num_cpus = 1.0 if use_gpu else max(0.1, min(1.0, (total_cpus - 1) / workers))
     threads = max(1, int(total_cpus // workers))
-    n_blocks = max(1, min(work.num_rows, workers * ex.blocks_per_worker))
+    # Blocks of about one batch: every actor gets work, and rows (manifest parts, progress) come back
+    # batch by batch instead of in a few large chunks.
+    n_blocks = max(1, min(work.num_rows, max(workers * ex.blocks_per_worker, -(-work.num_rows // ex.batch_size))))
     bounds = np.linspace(0, work.num_rows, n_blocks + 1).astype(int)
     blocks = [work.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     ds = ray.data.from_arrow(blocks)

@@ -108,14 +108,16 @@ WORK_SCHEMA = pa.schema(
 
 
 def probe_image(uri: str) -> str | None:
-    """None when the image object exists and decodes (within the pixel caps), else why not."""
+    """None when the image object exists and decodes (within the pixel caps), else why not.
+
+    Raises StorageError when the store cannot answer (unreachable endpoint, denied access, a
+    directory): a photo that cannot be checked is not a missing photo, and a backfill must not
+    render a whole catalog because S3 is down."""
     try:
         imaging.decode_rgb(storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES))
         return None
     except storage.ObjectNotFound:
         return "image missing"
-    except storage.StorageError as exc:
-        return f"image unreadable ({exc})"
     except imaging.ImageDecodeError as exc:
         return f"image undecodable ({exc})"
 

@@ -164,8 +164,8 @@ def _load(output_uri: str, run_id: str | None):
         raise StorageError(f"no manifest under {output_uri}")
     records = _run_record_uris(output_uri)
     known = sorted(set(manifest.column("run_id").unique().to_pylist()) | set(records))
-    if run_id is None:
-        run_id = known[-1]
+    if run_id is None:  # the latest run that rendered something (a no-op re-run has no rows)
+        run_id = sorted(set(manifest.column("run_id").unique().to_pylist()))[-1]
     elif run_id not in known:
         raise StorageError(f"no run {run_id} under {output_uri} (runs: {', '.join(known) or 'none'})")
     rows = manifest.filter(pc.equal(manifest.column("run_id"), run_id))

@@ -16,6 +16,7 @@ the URI (``FileNotFoundError`` semantics are kept by :class:`ObjectNotFound`, a 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -28,6 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog_render.errors import StorageError
+
+
+#: Longest object-key segment derived from a product id (file systems cap names at 255 bytes).
+MAX_KEY_SEGMENT = 200
 
 
 class ObjectNotFound(StorageError):
@@ -76,11 +81,15 @@ def safe_key(product_id: str) -> str:
 
     Percent-encoding (RFC 3986, every byte outside ``[A-Za-z0-9_.-~]``) is injective, so two ids
     never share a key, and it removes ``/``; ids made only of dots (``.``, ``..``) are encoded
-    further so no segment can step out of its prefix.
+    further so no segment can step out of its prefix. An encoding longer than
+    :data:`MAX_KEY_SEGMENT` characters keeps its start plus ``~`` and 16 hex digits of the id's
+    sha256: such keys are exactly MAX_KEY_SEGMENT + 1 long, so they never equal a short id's key.
     """
     enc = quote(str(product_id), safe="")
     if set(enc) <= {"."}:
         enc = enc.replace(".", "%2E")
+    if len(enc) > MAX_KEY_SEGMENT:  # file systems cap a name at 255 bytes: keep a prefix + a hash of the id
+        enc = enc[: MAX_KEY_SEGMENT - 16] + "~" + hashlib.sha256(str(product_id).encode()).hexdigest()[:16]
     return enc
 
 
@@ -148,7 +157,7 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise ObjectNotFound(f"not found: {uri}") from exc
-    except IsADirectoryError as exc:
+    except (IsADirectoryError, NotADirectoryError) as exc:
         raise StorageError(f"is a directory, not a file: {uri}") from exc
     except PermissionError as exc:
         raise StorageError(f"permission denied: {uri}") from exc

@@ -92,6 +92,34 @@ def test_unreachable_s3_endpoint(tiny_gan, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_ingest_missing_csv_or_images_folder(fashion, tmp_path):
+    r = runner.invoke(app, ["ingest", "--csv", str(tmp_path / "nope.csv"), "--map", "product_id=id", "--out", str(tmp_path / "o.parquet")])
+    _one_line_error(r, 4, "CSV not found")
+    r = runner.invoke(app, ["ingest", "--csv", str(fashion / "metadata.csv"), "--images", str(fashion / "imagez"),
+                            "--map", "product_id=id", "--out", str(tmp_path / "o.parquet")])
+    _one_line_error(r, 4, "imagez: folder not found or holds no")
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_photos_on_an_unreachable_store_stop_the_backfill(tiny_gan, small_catalog, tmp_path):
+    t = storage.read_parquet(str(small_catalog)).slice(0, 5)
+    t = t.set_column(t.schema.get_field_index("image_uri"), "image_uri", pa.array([f"s3://photos/{i}.jpg" for i in range(5)], pa.string()))
+    storage.write_parquet(t, str(tmp_path / "c.parquet"))
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "CATALOG_RENDER_S3_MAX_ATTEMPTS": "1", "CATALOG_RENDER_S3_CONNECT_TIMEOUT": "1"}
+    p = subprocess.run([CR, "run", "--catalog", str(tmp_path / "c.parquet"), "--model", str(tiny_gan), "--output", str(tmp_path / "o")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    err = p.stderr.strip()
+    assert p.returncode == 5 and "\n" not in err and "cannot reach the S3 endpoint for s3://photos/" in err, err
+    assert not (tmp_path / "o").exists()  # nothing rendered, nothing written
+
+
+def test_dead_ray_head_fails_fast(tiny_gan, small_catalog, tmp_path):
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(tmp_path / "o"),
+                            "--hide-images", "--address", f"127.0.0.1:{_free_port()}"])
+    _one_line_error(r, 7, "cannot reach the Ray head at 127.0.0.1:")
+
+
 @pytest.fixture
 def ray_head():
     """A Ray head started separately (`ray start --head --block`), bound to 127.0.0.1."""

@@ -97,3 +97,20 @@ def test_model_id_tracks_weights_and_bad_directories_fail_clearly(tiny_gan, tmp_
     (mismatch / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="do not match config.json"):
         registry.describe(str(mismatch))
+
+
+def test_training_on_fewer_photos_than_the_sample_sheet(small_catalog, tmp_path):
+    from catalog_render import catalog
+    from catalog_render.config import TrainSpec
+    from catalog_render.training.data import load_image_set
+    from catalog_render.training.gan_trainer import train_gan
+
+    spec = TrainSpec(height=32, width=32, base_channels=16, z_dim=8, embed_dim=4, batch_size=4, max_steps=1, min_count=1)
+    data = load_image_set(catalog.read_catalog(str(small_catalog)).slice(0, 5), 32, 32)
+    r = train_gan(data, spec, str(tmp_path / "m"), "c", "h")
+    assert r.steps == 1 and registry.describe(str(tmp_path / "m")).model_id == r.model_id
+
+
+def test_a_file_is_not_a_model_directory(tiny_gan):
+    with pytest.raises(ModelError, match="is a file"):
+        registry.describe(str(tiny_gan / "config.json"))

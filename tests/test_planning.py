@@ -124,3 +124,14 @@ def test_limit_and_prompt_template(tmp_path):
         planning.check_template("{title} {colour}")
     with pytest.raises(ConfigError, match="mode"):
         _plan(_catalog(tmp_path), "nightly")
+
+
+def test_a_photo_that_cannot_be_checked_stops_the_plan(tmp_path):
+    from catalog_render.errors import StorageError
+
+    table = _catalog(tmp_path)
+    uris = table.column("image_uri").to_pylist()
+    uris[0] = str(tmp_path)  # a directory: the store answers with an error, not "not found"
+    table = table.set_column(table.schema.get_field_index("image_uri"), "image_uri", pa.array(uris, pa.string()))
+    with pytest.raises(StorageError, match="is a directory"):
+        _plan(table, "backfill")

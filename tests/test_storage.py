@@ -58,3 +58,13 @@ def test_unreachable_endpoint_is_one_clear_error(tmp_path):
            "CATALOG_RENDER_S3_MAX_ATTEMPTS": "2", "CATALOG_RENDER_S3_CONNECT_TIMEOUT": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ERR cannot reach the S3 endpoint for s3://b/k (http://127.0.0.1:9/b/k)"
+
+
+def test_long_ids_get_bounded_distinct_keys_that_can_be_written(tmp_path):
+    ids = ["y" * 256, "y" * 257, "é" * 200, "日本" * 15, "y" * 200]
+    keys = [storage.safe_key(i) for i in ids]
+    assert len(set(keys)) == len(ids)
+    assert [len(k) for k in keys] == [storage.MAX_KEY_SEGMENT + 1] * 4 + [200]
+    for k in keys:
+        storage.write_bytes(str(tmp_path / k / "x.png"), b"1")  # a file system accepts every key
+    assert len(os.listdir(tmp_path)) == len(ids)

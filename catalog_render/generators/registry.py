@@ -64,9 +64,13 @@ def _files(model_uri: str) -> list[str]:
 def describe(model_uri: str) -> ModelInfo:
     """Identify a model directory. Raises ModelError when it does not exist, has neither
     config.json nor model_index.json, names an unknown family, or holds pickle weights only."""
+    if not storage.is_s3(model_uri) and storage.exists(model_uri):
+        raise ModelError(f"{model_uri} is a file; --model takes a model directory")
     cfg = _read_json(storage.join(model_uri, "config.json"))
     if cfg is not None:
         config, raw = cfg
+        if not isinstance(config, dict):
+            raise ModelError(f"{model_uri}/config.json: expected a JSON object, got {type(config).__name__}")
         family = config.get("family")
         if family != "gan":
             raise ModelError(f"{model_uri}/config.json: unknown model family {family!r} (known: {', '.join(KNOWN_FAMILIES)})")

@@ -115,8 +115,9 @@ def train_gan(data: ImageSet, spec: TrainSpec, out_uri: str, catalog_uri: str, c
     gen = torch.Generator().manual_seed(spec.seed)
     bs = min(spec.batch_size, n)
     # Fixed sample sheet: the most common conditions, same latents every time.
-    sample_idx = idx_all[torch.randperm(n, generator=torch.Generator().manual_seed(1))[:32]]
-    sample_z = gan.latents(list(range(32)), spec.z_dim)
+    n_samples = min(32, n)
+    sample_idx = idx_all[torch.randperm(n, generator=torch.Generator().manual_seed(1))[:n_samples]]
+    sample_z = gan.latents(list(range(n_samples)), spec.z_dim)
     curve: list[dict] = []
     step = 0
     stopped_by = "max_steps"
