@@ -19,7 +19,6 @@ import html
 import io
 import json
 import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 

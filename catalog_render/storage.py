@@ -93,6 +93,9 @@ def safe_key(product_id: str) -> str:
     return enc
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 _clients: dict[int, object] = {}
 _lock = threading.Lock()
 
@@ -178,6 +181,7 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be read by others
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()

@@ -1,7 +1,6 @@
 """Catalog ingest/validate on real files and crafted edge cases."""
 
 import csv
-import io
 
 import pyarrow as pa
 import pytest

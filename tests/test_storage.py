@@ -8,7 +8,6 @@ import pyarrow as pa
 import pytest
 
 from catalog_render import storage
-from catalog_render.errors import StorageError
 
 
 def test_local_atomic_write_leaves_no_temp_files(tmp_path):
@@ -17,6 +16,9 @@ def test_local_atomic_write_leaves_no_temp_files(tmp_path):
     storage.write_bytes(uri, b"y")
     assert storage.read_bytes(uri) == b"y"
     assert sorted(os.listdir(tmp_path / "a")) == ["b.bin"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(uri).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     assert storage.exists(uri) and not storage.exists(str(tmp_path / "nope"))
     with pytest.raises(storage.ObjectNotFound, match="not found"):
         storage.read_bytes(str(tmp_path / "nope"))

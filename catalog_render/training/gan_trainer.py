@@ -27,7 +27,6 @@ from torch.nn.utils.parametrizations import spectral_norm
 from catalog_render import storage
 from catalog_render.config import TrainSpec
 from catalog_render.generators import gan
-from catalog_render.generators.base import Conditioning
 from catalog_render.training.data import ImageSet, build_vocab
 
 
