@@ -265,13 +265,14 @@ def run_job(
         seq += 1
         counts["skipped"] += len(rows)
     first_written = None
+    previous_sigterm = None
     buffer: list[pa.Table] = []
     n_work = the_plan.work.num_rows
     try:
         if n_work:
             ray = _init_ray(address, num_cpus)
             ds = _dataset(ray, the_plan.work, spec, model_uri, info.model_id, output_uri, params, run_id)
-            _sigterm_as_interrupt()
+            previous_sigterm = _sigterm_as_interrupt()
             buffered = 0
             last_flush = time.monotonic()
             done = 0
@@ -310,6 +311,11 @@ def run_job(
         if isinstance(exc, RunError):
             raise
         raise RunError(f"run {run_id} failed: {_root_cause(exc)}; finished rows are kept, re-run to resume") from exc
+    finally:
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
     wall = time.monotonic() - t_start
     first_image_s = (first_written - started_at).total_seconds() if first_written else None
     ok = counts["ok"]
@@ -320,17 +326,19 @@ def run_job(
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts)
 
 
-def _sigterm_as_interrupt() -> None:
+def _sigterm_as_interrupt():
     """SIGTERM (cron/Airflow stopping the job) unwinds like Ctrl-C: received rows are flushed and the
-    run record says 'interrupted'. Installed after ray.init, whose own handler would abort."""
+    run record says 'interrupted'. Installed after ray.init, whose own handler would abort; returns
+    the previous handler (None off the main thread) for run_job to restore."""
     import signal
     import threading
 
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _root_cause(exc: BaseException) -> str:
