@@ -64,6 +64,12 @@ def _files(model_uri: str) -> list[str]:
 def describe(model_uri: str) -> ModelInfo:
     """Identify a model directory. Raises ModelError when it does not exist, has neither
     config.json nor model_index.json, names an unknown family, or holds pickle weights only."""
+    return _inspect(model_uri)[0]
+
+
+def _inspect(model_uri: str, device: str = "cpu", dtype=None):
+    """(ModelInfo, the loaded GanModel or None). A GAN is small: it is loaded here once, which also
+    validates its weights against config.json; a diffusers pipeline is only identified."""
     if not storage.is_s3(model_uri) and storage.exists(model_uri):
         raise ModelError(f"{model_uri} is a file; --model takes a model directory")
     cfg = _read_json(storage.join(model_uri, "config.json"))
@@ -78,13 +84,15 @@ def describe(model_uri: str) -> ModelInfo:
             weights = storage.read_bytes(storage.join(model_uri, "model.safetensors"))
         except storage.ObjectNotFound:
             raise ModelError(f"model directory {model_uri} has no model.safetensors") from None
+        import torch
+
         from catalog_render.generators import gan
 
         try:
-            model = gan.GanModel.from_bytes(config, raw, weights)  # validates shapes now, not in every actor
+            model = gan.GanModel.from_bytes(config, raw, weights, device=device, dtype=dtype or torch.float32)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{model_uri}/config.json: invalid GAN config ({type(exc).__name__}: {exc})") from None
-        return ModelInfo(model_uri, "gan", model.model_id, int(config["width"]), int(config["height"]))
+        return ModelInfo(model_uri, "gan", model.model_id, int(config["width"]), int(config["height"])), model
     index = _read_json(storage.join(model_uri, "model_index.json"))
     if index is not None:
         files = _files(model_uri)
@@ -100,7 +108,7 @@ def describe(model_uri: str) -> ModelInfo:
         sample = unet[0]["sample_size"]
         scale = 2 ** (len(vae[0].get("block_out_channels", [0])) - 1)
         h, w = (sample, sample) if isinstance(sample, int) else sample
-        return ModelInfo(model_uri, "diffusers-pipeline", model_id, int(w * scale), int(h * scale))
+        return ModelInfo(model_uri, "diffusers-pipeline", model_id, int(w * scale), int(h * scale)), None
     if not _files(model_uri):
         raise ModelError(f"model directory not found or empty: {model_uri}")
     raise ModelError(f"{model_uri} is not a model directory: no config.json (catalog-render model) or model_index.json (diffusers pipeline)")
@@ -112,11 +120,9 @@ def load_generator(model_uri: str, device: str = "cpu", dtype=None):
     import torch
 
     dtype = dtype or torch.float32
-    info = describe(model_uri)
-    if info.family == "gan":
-        from catalog_render.generators import gan
-
-        return gan.load(model_uri, device=device, dtype=dtype)
+    info, gan_model = _inspect(model_uri, device=device, dtype=dtype)
+    if gan_model is not None:
+        return gan_model  # loaded once by _inspect, not read and built a second time
     from catalog_render.generators import diffusers_pipeline
 
     return diffusers_pipeline.load(model_uri, device=device, dtype=dtype, expected_model_id=info.model_id)
