@@ -45,6 +45,10 @@ class ExecutionSpec(_Section):
     manifest_flush_rows: int = Field(64, ge=1)
     use_gpu: Literal["auto", "never", "always"] = "auto"
     actor_start_timeout_s: int = Field(600, ge=1)
+    #: Tries of a batch whose actor process died (killed, out of memory) before its products are
+    #: retried one by one; a product that kills its worker ``max_task_retries + 1`` times alone is
+    #: failed as a poison input. Each death costs an actor restart (model load).
+    max_task_retries: int = Field(2, ge=0, le=20)
 
 
 class TrainSpec(_Section):

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 _ROW_FIELDS = (
     "product_id", "render_key", "status", "error", "image_uri", "reference_uri", "seed", "model_id", "family",
     "generation_params", "conditioning", "prompt", "width", "height", "sharpness", "background_whiteness",
-    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "worker", "finished_at",
+    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "reused", "worker", "finished_at",
 )
 
 
@@ -97,29 +98,56 @@ class RenderWorker:
                     out.append((None, f"generation failed: {type(exc).__name__}: {exc}"[:500], time.perf_counter() - t1))
             return out
 
+    def _existing(self, uris: list[str]) -> list:
+        """For each target URI: the decoded image if a complete one is already there, else None.
+
+        Writes are atomic (temp + rename / one PutObject), so an object under its final name is a
+        whole image from an earlier attempt with the same render_key (same pixels, by determinism):
+        it is reused instead of rendered again. One that does not decode is rendered again."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def probe(uri):
+            try:
+                if not storage.exists(uri):
+                    return None
+                return imaging.decode_rgb(storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES))
+            except (storage.StorageError, imaging.ImageDecodeError):
+                return None
+
+        if not any(storage.is_s3(u) for u in uris):
+            return [probe(u) for u in uris]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # S3: one HEAD per item, in parallel
+            return list(pool.map(probe, uris))
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         from catalog_render.quality.scores import score_image
 
         items = batch.to_pylist()
+        uris = [manifest.image_uri_for(self.output_uri, it["product_id"], it["render_key"], self.image_format) for it in items]
+        present = self._existing(uris)
+        todo = [i for i, im in enumerate(present) if im is None]
         conds = []
-        for it in items:
-            c = json.loads(it["conditioning"])
+        for i in todo:
+            c = json.loads(items[i]["conditioning"])
             conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
-        results = self._generate(conds, [int(it["seed"]) for it in items])
+        results = dict(zip(todo, self._generate(conds, [int(items[i]["seed"]) for i in todo]) if todo else []))
         rows = []
-        for it, (image, error, render_s) in zip(items, results):
+        for i, (it, uri) in enumerate(zip(items, uris)):
+            reused = present[i] is not None
+            image, error, render_s = (present[i], None, None) if reused else results[i]
             row = {k: None for k in _ROW_FIELDS}
             row.update(
                 product_id=it["product_id"], render_key=it["render_key"], seed=it["seed"], model_id=self.generator.model_id,
                 family=self.generator.family, generation_params=self.params_json, conditioning=it["conditioning"],
-                prompt=it["prompt"], reference_uri=it["reference_uri"], render_seconds=render_s, worker=self.worker,
+                prompt=it["prompt"], reference_uri=it["reference_uri"], render_seconds=render_s, worker=self.worker, reused=reused,
             )
             if image is not None:
                 try:
-                    t1 = time.perf_counter()
-                    uri = manifest.image_uri_for(self.output_uri, it["product_id"], it["render_key"], self.image_format)
-                    storage.write_bytes(uri, imaging.encode(image, self.image_format), content_type=f"image/{self.image_format}")
-                    row["write_seconds"] = time.perf_counter() - t1
+                    if not reused:
+                        _failpoint_crash(it["product_id"])
+                        t1 = time.perf_counter()
+                        storage.write_bytes(uri, imaging.encode(image, self.image_format), content_type=f"image/{self.image_format}")
+                        row["write_seconds"] = time.perf_counter() - t1
                     row.update(image_uri=uri, width=image.width, height=image.height)
                     rgb = imaging.to_array(image)
                     ref = None
@@ -138,6 +166,28 @@ class RenderWorker:
             row["finished_at"] = datetime.now(timezone.utc)
             rows.append(row)
         return pa.Table.from_pylist(rows)
+
+
+#: Fault injection for the reliability tests (never set in production): a comma-separated list of
+#: product ids. The actor process rendering one of them exits abruptly (``os._exit``, as an OOM kill
+#: would) just before writing that product's image, i.e. mid-batch. With
+#: ``CATALOG_RENDER_FAILPOINT_ONCE_DIR`` set, each product crashes its worker only the first time
+#: (a marker file per product, created with O_EXCL), which models a transient crash.
+FAILPOINT_ENV = "CATALOG_RENDER_FAILPOINT_CRASH_ON"
+FAILPOINT_ONCE_ENV = "CATALOG_RENDER_FAILPOINT_ONCE_DIR"
+
+
+def _failpoint_crash(product_id: str) -> None:
+    ids = os.environ.get(FAILPOINT_ENV)
+    if not ids or product_id not in ids.split(","):
+        return
+    once_dir = os.environ.get(FAILPOINT_ONCE_ENV)
+    if once_dir:
+        try:
+            os.close(os.open(os.path.join(once_dir, storage.safe_key(product_id)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os._exit(77)
 
 
 def _is_loopback_address(address: str) -> bool:
@@ -182,6 +232,11 @@ def _init_ray(address: str | None, num_cpus: int | None):
         # registers as) 127.0.0.1. A driver joining a head on 127.0.0.1 needs it as well, or it
         # registers under the machine's interface address and waits forever for its raylet.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address is None:
+        # If the embedded Ray dies under us (killed, out of memory), the driver's core worker ends
+        # the process once it gives up on the GCS: 15 s instead of Ray's 60 s. Finished work is
+        # kept either way (images are reused, flushed manifest parts stay); the next run resumes.
+        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "15")
     if address and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
         # Ray >= 2.5x clusters use token authentication by default; a driver joining one only
         # presents its token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) in token mode.
@@ -256,52 +311,40 @@ def run_job(
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
     }
     manifest.write_run_record(output_uri, run_id, record)
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-    parts: list[str] = []
-    seq = 0
+    sink = _ManifestSink(output_uri, run_id, spec.execution.manifest_flush_rows, progress)
     if the_plan.quarantined:
         rows = [{"run_id": run_id, "product_id": pid if pid is not None else "", "status": "skipped", "error": why} for pid, why in the_plan.quarantined]
-        parts.append(manifest.write_part(output_uri, run_id, seq, rows))
-        seq += 1
-        counts["skipped"] += len(rows)
-    first_written = None
+        sink.write_rows(rows)
+    counts = sink.counts
     previous_sigterm = None
-    buffer: list[pa.Table] = []
     n_work = the_plan.work.num_rows
     try:
         if n_work:
             ray = _init_ray(address, num_cpus)
-            ds = _dataset(ray, the_plan.work, spec, model_uri, info.model_id, output_uri, params, run_id)
             previous_sigterm = _sigterm_as_interrupt()
-            buffered = 0
-            last_flush = time.monotonic()
-            done = 0
-            if progress:
-                progress(0, n_work)
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                batch = batch.append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
-                buffer.append(batch)
-                buffered += batch.num_rows
-                done += batch.num_rows
-                statuses = batch.column("status").to_pylist()
-                for s in statuses:
-                    counts[s] += 1
-                if "ok" in statuses:  # when the actor wrote it, not when the driver heard of it
-                    written = min(t for t, st in zip(batch.column("finished_at").to_pylist(), statuses) if st == "ok")
-                    first_written = written if first_written is None else min(first_written, written)
-                if buffered >= spec.execution.manifest_flush_rows or time.monotonic() - last_flush > 10:
-                    flushing, buffer = buffer, []
-                    parts.append(_flush(output_uri, run_id, seq, flushing))
-                    seq, buffered, last_flush = seq + 1, 0, time.monotonic()
-                if progress:
-                    progress(done, n_work)
-            if buffer:
-                flushing, buffer = buffer, []
-                parts.append(_flush(output_uri, run_id, seq, flushing))
-                seq += 1
+            sink.total = n_work
+            sink.progress_now()
+            common = dict(spec=spec, model_uri=model_uri, model_id=info.model_id, output_uri=output_uri, params=params, run_id=run_id)
+            sink.consume(_dataset(ray, the_plan.work, **common))
+            missing = _not_returned(the_plan.work, sink.returned)
+            if missing.num_rows:
+                # A batch whose worker died on every try: its products are retried alone, so only a
+                # product that kills its worker by itself (a poison input) is given up.
+                if missing.num_rows == n_work and n_work > spec.execution.batch_size:
+                    raise RunError(f"every batch of run {run_id} crashed its worker process; see the Ray worker logs (not a single poison input)")
+                log.warning("%d products were in batches whose worker died; retrying them one by one", missing.num_rows)
+                sink.consume(_dataset(ray, missing, isolate=True, **common))
+                poison = _not_returned(missing, sink.returned)
+                tries = spec.execution.max_task_retries + 1
+                sink.write_rows([
+                    {"run_id": run_id, "product_id": r["product_id"], "render_key": r["render_key"], "seed": r["seed"], "status": "failed",
+                     "model_id": info.model_id, "conditioning": r["conditioning"], "prompt": r["prompt"], "reference_uri": r["reference_uri"],
+                     "error": f"worker process died {tries} times while rendering this product alone (poison input); quarantined"}
+                    for r in poison.to_pylist()
+                ])
+            sink.flush()
     except BaseException as exc:
-        if buffer:  # rows whose images are written: keep them
-            parts.append(_flush(output_uri, run_id, seq, buffer))
+        sink.flush()  # rows whose images are written: keep them
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             record.update(status="interrupted", counts=counts, finished_at=datetime.now(timezone.utc).isoformat())
             manifest.write_run_record(output_uri, run_id, record)
@@ -316,6 +359,7 @@ def run_job(
             import signal
 
             signal.signal(signal.SIGTERM, previous_sigterm)
+    first_written, parts = sink.first_written, sink.parts
     wall = time.monotonic() - t_start
     first_image_s = (first_written - started_at).total_seconds() if first_written else None
     ok = counts["ok"]
@@ -324,6 +368,72 @@ def run_job(
                   first_image_seconds=first_image_s, images_per_second=ips)
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts)
+
+
+class _ManifestSink:
+    """Driver side of the manifest: takes row batches as actors return them, counts them, and
+    flushes them to Parquet parts every ``flush_rows`` rows or 10 s (so a killed driver loses at
+    most that much bookkeeping; the images themselves are reused by the next run)."""
+
+    def __init__(self, output_uri: str, run_id: str, flush_rows: int, progress=None):
+        self.output_uri, self.run_id, self.flush_rows, self.progress = output_uri, run_id, flush_rows, progress
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.parts: list[str] = []
+        self.returned: set[str] = set()
+        self.first_written = None
+        self.total = 0
+        self.done = 0
+        self._seq = 0
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+
+    def progress_now(self) -> None:
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        """Rows made by the driver (quarantined, poison): written at once as their own part."""
+        if rows:
+            self.flush()
+            self.parts.append(manifest.write_part(self.output_uri, self.run_id, self._seq, rows))
+            self._seq += 1
+            for r in rows:
+                self.counts[r["status"]] += 1
+                if r.get("render_key"):
+                    self.done += 1
+            self.progress_now()
+
+    def consume(self, ds) -> None:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            batch = batch.append_column("run_id", pa.array([self.run_id] * batch.num_rows, pa.string()))
+            self._buffer.append(batch)
+            self._buffered += batch.num_rows
+            self.done += batch.num_rows
+            self.returned.update(batch.column("product_id").to_pylist())
+            statuses = batch.column("status").to_pylist()
+            for st in statuses:
+                self.counts[st] += 1
+            if "ok" in statuses:  # when the actor wrote it, not when the driver heard of it
+                written = min(t for t, st in zip(batch.column("finished_at").to_pylist(), statuses) if st == "ok")
+                self.first_written = written if self.first_written is None else min(self.first_written, written)
+            if self._buffered >= self.flush_rows or time.monotonic() - self._last_flush > 10:
+                self.flush()
+            self.progress_now()
+
+    def flush(self) -> None:
+        if self._buffer:
+            tables, self._buffer, self._buffered = self._buffer, [], 0
+            self.parts.append(_flush(self.output_uri, self.run_id, self._seq, tables))
+            self._seq += 1
+        self._last_flush = time.monotonic()
+
+
+def _not_returned(work: pa.Table, returned: set[str]) -> pa.Table:
+    """Work items whose manifest row never came back (their batch was dropped after its retries)."""
+    import pyarrow.compute as pc
+
+    return work.filter(pc.invert(pc.is_in(work.column("product_id"), value_set=pa.array(sorted(returned), pa.string()))))
 
 
 def _sigterm_as_interrupt():
@@ -359,12 +469,21 @@ def _flush(output_uri: str, run_id: str, seq: int, tables: list[pa.Table]) -> st
     return manifest.write_part(output_uri, run_id, seq, pa.Table.from_arrays(cols, schema=schema))
 
 
-def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, output_uri: str, params: GenerationParams, run_id: str):
+def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, output_uri: str, params: GenerationParams, run_id: str,
+             isolate: bool = False):
+    """The render dataset. A task whose actor died is retried ``max_task_retries`` times on a
+    restarted actor (Ray's default, -1, would retry a poison batch forever); a block that still
+    fails is dropped (``max_errored_blocks=-1``) and its items come back missing, for run_job to
+    retry alone (``isolate=True``: one item per block and batch)."""
     ex = spec.execution
     ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = -1
     ctx.enable_progress_bars = False  # the CLI draws one bar with ETA over the whole run
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Ray Data logs a traceback per dropped block (a worker death we handle); failures that matter
+    # are raised to run_job, which reports them in one line.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
     # Start every actor before dispatching, or the first one ready takes all the (fast) blocks.
     ctx.wait_for_min_actors_s = ex.actor_start_timeout_s
     resources = ray.cluster_resources()
@@ -379,7 +498,7 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
     threads = max(1, int(total_cpus // workers))
     # Blocks of about one batch: every actor gets work, and rows (manifest parts, progress) come back
     # batch by batch instead of in a few large chunks.
-    n_blocks = max(1, min(work.num_rows, max(workers * ex.blocks_per_worker, -(-work.num_rows // ex.batch_size))))
+    n_blocks = work.num_rows if isolate else max(1, min(work.num_rows, max(workers * ex.blocks_per_worker, -(-work.num_rows // ex.batch_size))))
     bounds = np.linspace(0, work.num_rows, n_blocks + 1).astype(int)
     blocks = [work.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     ds = ray.data.from_arrow(blocks)
@@ -389,9 +508,15 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
             model_uri=model_uri, model_id=model_id, output_uri=output_uri, params=params.__dict__, image_format=spec.generation.image_format, run_id=run_id,
             white_threshold=spec.scores.white_threshold, border_fraction=spec.scores.border_fraction, threads=threads, use_gpu=use_gpu,
         ),
-        batch_size=ex.batch_size,
+        batch_size=1 if isolate else ex.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        # One task at a time per actor when isolating: a poison product's crash must not also fail
+        # (and use up the retries of) innocent products queued on the same actor.
+        compute=ray.data.ActorPoolStrategy(size=min(workers, work.num_rows), max_tasks_in_flight_per_actor=1 if isolate else None),
+        # No named parameter exists for these in Ray 2.60 (the **kwargs form is deprecated for 2.64;
+        # pyproject caps ray below it).
+        max_restarts=-1,
+        max_task_retries=ex.max_task_retries,
         num_cpus=num_cpus,
         num_gpus=1 if use_gpu else None,
     )
