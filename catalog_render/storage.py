@@ -94,7 +94,8 @@ def safe_key(product_id: str) -> str:
     so two distinct ids never share a key, and its output holds no ``/``, ``\\``, NUL or other
     control byte, so a key is always one segment. Ids made only of dots (``.``, ``..``), the only
     encodings that a path would read as "this folder" or "the parent", have their dots encoded as
-    ``%2E`` too; plain percent-encoding never emits ``%2E``, so this stays injective. An encoding
+    ``%2E`` too; plain percent-encoding never emits ``%2E``, so this stays injective. The empty id
+    (which would name the parent folder itself) is ``%``, which no encoding produces. An encoding
     longer than :data:`MAX_KEY_SEGMENT` (200) characters keeps its first 184 characters plus ``~``
     and 16 hex digits of the id's sha256: such keys are exactly 201 characters, so they never equal
     a short id's key, and two long ids share one only if their sha256 prefixes collide (2**-64).
@@ -105,6 +106,8 @@ def safe_key(product_id: str) -> str:
     """
     raw = str(product_id).encode("utf-8", "surrogatepass")
     enc = quote(raw, safe="")
+    if not enc:
+        return "%"  # the empty id: a lone '%' is never produced by percent-encoding
     if set(enc) <= {"."}:
         enc = enc.replace(".", "%2E")
     if len(enc) > MAX_KEY_SEGMENT:  # file systems cap a name at 255 bytes: keep a prefix + a hash of the id
