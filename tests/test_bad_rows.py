@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bad_files
@@ -383,3 +384,27 @@ def test_the_manifest_says_why_each_row_was_planned(ray_local, small_catalog, ti
     assert m["good"]["status"] == "ok" and m["good"]["plan_reason"] == "image missing (no image_uri)"
     assert m["lamp"]["status"] == "skipped" and m["lamp"]["plan_reason"].startswith("rejected: cannot condition: category 'Lamps'")
     assert m["bad/../id"]["plan_reason"] == "rejected: bad product_id: has a '.' or '..' path segment: a path, not a product id"
+
+
+def test_old_manifest_parts_read_with_a_null_plan_reason(tmp_path):
+    old_schema = pa.schema([f for f in manifest.manifest_schema() if f.name != "plan_reason"])
+    rows = [{"run_id": "r0", "product_id": "p1", "status": "ok", "finished_at": datetime.now(UTC)}]
+    storage.write_parquet(pa.Table.from_pylist([{f.name: r.get(f.name) for f in old_schema} for r in rows], schema=old_schema),
+                          str(tmp_path / "manifest" / "run=r0" / "part-00000.parquet"))
+    manifest.write_part(str(tmp_path), "r1", 0, [{"run_id": "r1", "product_id": "p2", "status": "skipped", "plan_reason": "rejected: x"}])
+    m = manifest.read_manifest(str(tmp_path))
+    assert m.schema.equals(manifest.manifest_schema())
+    assert list(zip(m["product_id"].to_pylist(), m["plan_reason"].to_pylist())) == [("p1", None), ("p2", "rejected: x")]
+
+
+def test_training_never_reads_a_refused_image_uri(small_catalog, tmp_path):
+    from catalog_render.training.data import load_image_set
+
+    t = catalog.read_catalog(str(small_catalog)).slice(0, 2)
+    uris = t.column("image_uri").to_pylist()
+    first = Path(uris[0])
+    uris[1] = str(first.parent / ".." / first.parent.name / first.name)  # the same, existing photo, through '..'
+    t = t.set_column(t.schema.get_field_index("image_uri"), "image_uri", pa.array(uris, pa.string()))
+    data = load_image_set(t, 16, 16)
+    assert data.product_ids == [t["product_id"][0].as_py()]
+    assert data.skipped == [(t["product_id"][1].as_py(), "image_uri refused: contains a '..' segment")]
