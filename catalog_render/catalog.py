@@ -12,6 +12,7 @@ import io
 import math
 import posixpath
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -260,9 +261,22 @@ class Problem:
 
 
 def validate(table: pa.Table) -> list[Problem]:
-    """Every schema problem of a catalog table: missing required columns, wrong column types,
-    null/blank/over-long/control-character product ids, duplicate product ids (one problem per
-    repeated row), unsafe image URIs (``..`` segments). Returns [] for a valid catalog."""
+    """Every problem of a catalog table, table-level first, then by row. Returns [] for a valid catalog.
+
+    Table-level (``row`` None; ``run`` refuses the catalog): a required column is missing, or a
+    column has a type that cannot be read as its schema type. Accepted without a problem, because
+    :func:`conform` converts them losslessly: integer columns where text is expected (integer
+    product ids become their decimal strings), dictionary-encoded and large strings, an all-null
+    column of any type (pandas writes an all-NaN column as float64). Refused: floats with values
+    (``1.0`` vs ``1`` is ambiguous), booleans, and nested types other than the schema's (e.g.
+    ``attributes`` as a struct or a list instead of ``map<string,string>``); the message names the
+    column, its type and the expected one.
+
+    Row-level (``run`` quarantines these rows, see :func:`catalog_render.planning.plan`):
+    unusable product ids (:func:`product_id_problem`), duplicate product ids (one problem per
+    repeated row), rows with neither title nor category, unsafe image URIs
+    (:func:`image_uri_problem`).
+    """
     schema = catalog_schema()
     problems: list[Problem] = []
     for f in schema.fields:
@@ -270,12 +284,12 @@ def validate(table: pa.Table) -> list[Problem]:
             if f.required:
                 problems.append(Problem(None, None, f.name, "required column is missing"))
             continue
-        actual = table.schema.field(f.name).type
-        if not _type_compatible(actual, f.type):
-            problems.append(Problem(None, None, f.name, f"type is {actual}, expected {f.type}"))
-    if "product_id" not in table.column_names or not _type_compatible(table.schema.field("product_id").type, pa.string()):
+        why = _column_type_problem(table.column(f.name), f.type)
+        if why:
+            problems.append(Problem(None, None, f.name, why))
+    if "product_id" not in table.column_names or any(p.field == "product_id" for p in problems):
         return problems
-    ids = table.column("product_id").cast(pa.string()).to_pylist()
+    ids = _as_strings(table.column("product_id")).to_pylist()
     seen: dict[str, int] = {}
     for i, pid in enumerate(ids):
         reason = product_id_problem(pid)
@@ -286,46 +300,134 @@ def validate(table: pa.Table) -> list[Problem]:
             problems.append(Problem(i, pid, "product_id", f"duplicate of row {seen[pid]}"))
         else:
             seen[pid] = i
-    if "image_uri" in table.column_names and pa.types.is_string(table.schema.field("image_uri").type):
-        for i, uri in enumerate(table.column("image_uri").to_pylist()):
-            if uri and ".." in re.split(r"[/\\]", uri):
-                problems.append(Problem(i, ids[i], "image_uri", "contains a '..' segment"))
+    bad_cols = {p.field for p in problems if p.row is None}
+
+    def text(name: str) -> list:
+        if name in table.column_names and name not in bad_cols:
+            return _as_strings(table.column(name)).to_pylist()
+        return [None] * table.num_rows
+
+    for i, (title, category) in enumerate(zip(text("title"), text("category"))):
+        why = conditioning_fields_problem(title, category)
+        if why:
+            problems.append(Problem(i, ids[i], "title/category", why))
+    for i, uri in enumerate(text("image_uri")):
+        why = image_uri_problem(uri)
+        if why:
+            problems.append(Problem(i, ids[i], "image_uri", why))
     return problems
 
 
+#: Unicode general categories refused in product ids: control (Cc) and invisible format (Cf,
+#: e.g. zero-width space U+200B, right-to-left override U+202E) characters.
+_REFUSED_CATEGORIES = {"Cc": "control characters", "Cf": "invisible format characters"}
+
+
 def product_id_problem(pid) -> str | None:
-    """Why a product id cannot be used (None if it can): null, blank, too long, control characters."""
+    """Why a product id cannot be rendered, or None if it can.
+
+    Refused: null, not a string, empty, only whitespace, longer than
+    :data:`MAX_PRODUCT_ID_CHARS` characters, containing control characters (NUL, tab, newline...)
+    or invisible format characters (zero-width space, bidi overrides: two ids that look the same),
+    and ids shaped like file paths: one starting with ``/`` or ``\\`` (an absolute path) or with a
+    ``.``/``..`` segment between ``/`` or ``\\`` (a relative path such as ``../x``). Object keys
+    are safe for any id (:func:`catalog_render.storage.safe_key`); path-shaped ids are refused
+    because in a catalog they are a path pasted into the id column or an attack, never a SKU.
+    Accepted as the real ids they are: non-ASCII text (``Jäger-Schal-42``), a ``/`` inside an id
+    (``AB/123-4``), spaces around or inside an id (kept as they are, never stripped: stripping could
+    merge two ids).
+    """
     if pid is None or (isinstance(pid, float) and math.isnan(pid)):
         return "is null"
     if not isinstance(pid, str):
         return f"is not a string ({type(pid).__name__})"
+    if not pid:
+        return "is empty"
     if not pid.strip():
-        return "is blank"
+        return "is blank (only whitespace)"
     if len(pid) > MAX_PRODUCT_ID_CHARS:
-        return f"is {len(pid)} characters long (max {MAX_PRODUCT_ID_CHARS})"
-    if any(ord(c) < 32 or ord(c) == 127 for c in pid):
+        return f"is {len(pid):,} characters long (max {MAX_PRODUCT_ID_CHARS})"
+    for c in pid:
+        cat = unicodedata.category(c)
+        if cat in _REFUSED_CATEGORIES:
+            return f"contains {_REFUSED_CATEGORIES[cat]} (U+{ord(c):04X})"
+    if pid[0] in "/\\":
+        return f"starts with {pid[0]!r}: a path, not a product id"
+    if any(seg in (".", "..") for seg in re.split(r"[/\\]", pid)):
+        return "has a '.' or '..' path segment: a path, not a product id"
+    return None
+
+
+def conditioning_fields_problem(title, category) -> str | None:
+    """Why a row has nothing to condition a render on (None if it has): neither a title nor a
+    category (null, empty or only whitespace both count as missing)."""
+    if not (title or "").strip() and not (category or "").strip():
+        return "no title and no category to condition on"
+    return None
+
+
+def image_uri_problem(uri) -> str | None:
+    """Why an image URI must not be read (None if it may, or when it is null/empty): it has a
+    ``..`` segment (a catalog must not steer reads outside where it points), or holds control
+    characters (NUL cannot be in a path)."""
+    if not uri:
+        return None
+    if ".." in re.split(r"[/\\]", uri):
+        return "contains a '..' segment"
+    if any(unicodedata.category(c) == "Cc" for c in uri):
         return "contains control characters"
     return None
 
 
-def _type_compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
-    if actual == expected:
-        return True
+def _is_textual(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _column_type_problem(col: pa.ChunkedArray, expected: pa.DataType) -> str | None:
+    """None when ``col`` can be conformed to ``expected`` losslessly, else the message."""
+    actual = col.type
+    if actual == expected or pa.types.is_null(actual) or col.null_count == len(col):
+        return None
+    if pa.types.is_floating(actual) and pc.all(pc.is_nan(col.fill_null(float("nan")))).as_py():
+        return None  # an all-NaN float column (how pandas writes a column with no values)
     if pa.types.is_string(expected):
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or pa.types.is_dictionary(actual)
+        if _is_textual(actual) or pa.types.is_integer(actual):
+            return None
+        if pa.types.is_dictionary(actual) and (_is_textual(actual.value_type) or pa.types.is_integer(actual.value_type)):
+            return None
+        hint = " (floats are not cast: 1.0 vs 1 is ambiguous; write the column as strings)" if pa.types.is_floating(actual) else ""
+        return f"type is {actual}, expected {expected}{hint}"
     if pa.types.is_timestamp(expected):
-        return pa.types.is_timestamp(actual) or pa.types.is_date(actual) or pa.types.is_null(actual)
+        if pa.types.is_timestamp(actual) or pa.types.is_date(actual):
+            return None
+        return f"type is {actual}, expected {expected}"
     if pa.types.is_map(expected):
-        return pa.types.is_map(actual) or pa.types.is_null(actual)
-    return pa.types.is_null(actual)
+        if pa.types.is_map(actual) and _is_textual(actual.key_type) and _is_textual(actual.item_type):
+            return None
+        return f"type is {actual}, expected {expected} (attribute name -> value, both strings)"
+    return f"type is {actual}, expected {expected}"
+
+
+def _as_strings(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A text/integer/dictionary/all-null column as strings (integers as decimal digits, NaN as null)."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+        t = col.type
+    if pa.types.is_floating(t) or pa.types.is_null(t):
+        return pa.nulls(len(col), pa.string()) if len(col) else pa.chunked_array([], pa.string())
+    return col.cast(pa.string())
 
 
 def read_catalog(uri: str) -> pa.Table:
-    """Read a catalog and conform it to the catalog schema (optional columns added as nulls).
+    """Read a catalog and conform it to the catalog schema (optional columns added as nulls,
+    integer ids and text cast to strings; see :func:`validate` for what is accepted).
 
-    Raises StorageError when it cannot be read, CatalogError when it lacks a required column, has a
-    column of the wrong type, or repeats product ids (the message lists them). Row-level problems
-    (bad product ids) are left for the planner to quarantine.
+    Raises StorageError when it cannot be read, CatalogError naming the column when it lacks a
+    required column or has a column of a type that cannot be read as the schema's. Row-level
+    problems are left for the planner, which quarantines those rows and renders the rest: bad
+    product ids, rows with nothing to condition on, unsafe image URIs, and duplicate product ids
+    (every row sharing an id is quarantined, since which one is right cannot be known).
     """
     try:
         table = storage.read_parquet(uri)
@@ -333,26 +435,25 @@ def read_catalog(uri: str) -> pa.Table:
         raise CatalogError(f"catalog not found: {uri}") from None
     except StorageError as exc:
         raise CatalogError(f"cannot read catalog {uri}: {exc}") from None
-    problems = validate(table)
-    fatal = [p for p in problems if p.row is None]
+    fatal = [p for p in validate(table) if p.row is None]
     if fatal:
         raise CatalogError(f"catalog {uri}: " + "; ".join(f"{p.field}: {p.message}" for p in fatal))
-    dups = sorted({p.product_id for p in problems if p.message.startswith("duplicate")})
-    if dups:
-        shown = ", ".join(map(repr, dups[:20])) + (f" … and {len(dups) - 20} more" if len(dups) > 20 else "")
-        raise CatalogError(f"catalog {uri}: duplicate product_id values ({len(dups)}): {shown}")
     return conform(table)
 
 
 def conform(table: pa.Table) -> pa.Table:
-    """Cast/extend a validated table to exactly the catalog schema's columns and types."""
+    """Cast/extend a table without table-level :func:`validate` problems to exactly the catalog
+    schema's columns and types: text-typed columns via :func:`_as_strings` (integers -> decimal
+    strings, all-NaN/all-null -> nulls), other columns cast, missing optional columns as nulls."""
     schema = catalog_schema().arrow
     cols = []
     for f in schema:
         if f.name in table.column_names:
             col = table.column(f.name)
-            if pa.types.is_dictionary(col.type):
-                col = col.cast(col.type.value_type)
+            if pa.types.is_string(f.type):
+                col = _as_strings(col)
+            elif pa.types.is_null(col.type) or col.null_count == len(col) or pa.types.is_floating(col.type):
+                col = pa.nulls(len(col), f.type)
             cols.append(col.cast(f.type) if col.type != f.type else col)
         else:
             cols.append(pa.nulls(table.num_rows, f.type))

@@ -55,12 +55,27 @@ def write_part(output_uri: str, run_id: str, seq: int, rows: list[dict] | pa.Tab
 
 
 def read_manifest(output_uri: str) -> pa.Table:
-    """All manifest rows of every run under an output, oldest part first (empty table if none)."""
+    """All manifest rows of every run under an output, oldest part first (empty table if none).
+    Parts written before a nullable column was added to the schema read with that column null."""
     parts = storage.list_uris(manifest_prefix(output_uri), suffix=".parquet")
     schema = manifest_schema()
     if not parts:
         return schema.empty_table()
-    return pa.concat_tables([storage.read_parquet(p).select(schema.names).cast(schema) for p in parts])
+    return pa.concat_tables([_conform_part(storage.read_parquet(p), schema) for p in parts])
+
+
+def _conform_part(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A part as the current schema: columns added since it was written (nullable ones, e.g.
+    ``plan_reason``) are nulls; a missing non-nullable column raises KeyError naming it."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        elif f.nullable:
+            cols.append(pa.nulls(table.num_rows, f.type))
+        else:
+            raise KeyError(f"manifest part lacks required column {f.name!r}")
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def ok_render_keys(manifest: pa.Table) -> dict[str, str]:

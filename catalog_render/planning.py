@@ -6,10 +6,12 @@ Pure functions over Arrow tables plus an injectable image probe, so they test wi
   attributes, prompt), the model identity, the generation parameters that affect the pixels, and
   the seed. A product is up to date when the manifest holds an ``ok`` row for its current
   render_key and that image object exists.
-* ``backfill`` selects products whose ``image_uri`` is empty or points to a missing or undecodable
-  object (or all products with ``hide_images``, an evaluation that keeps the photo as reference),
-  minus those already up to date.
+* ``backfill`` selects products whose ``image_uri`` is empty or points to a missing, undecodable
+  or over-cap object (or all products with ``hide_images``, an evaluation that keeps the photo as
+  reference), minus those already up to date.
 * ``refresh`` selects every product that is not up to date.
+* Rows that cannot be rendered (bad or duplicate product ids, nothing to condition on, a
+  conditioning the model cannot use) are quarantined with their reason; see :func:`plan`.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ import hashlib
 import json
 import re
 import string
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import pyarrow as pa
 
 from catalog_render import imaging, storage
-from catalog_render.catalog import product_id_problem
+from catalog_render.catalog import (
+    conditioning_fields_problem,
+    image_uri_problem,
+    product_id_problem,
+)
 from catalog_render.errors import ConfigError
 from catalog_render.generators.base import Conditioning
 
@@ -83,9 +90,13 @@ def build_prompt(template: str, product_id: str, title, category, description, a
 
 @dataclass
 class Plan:
-    """``work``: one row per product to render (product_id, render_key, seed, conditioning JSON,
-    prompt, reference_uri, reason). ``quarantined``: (product_id, reason) rows that cannot be
-    rendered. ``up_to_date``: products in scope that already have a current ok render."""
+    """What a run must do.
+
+    ``work``: one row per product to render (:data:`WORK_SCHEMA`: product_id, render_key, seed,
+    conditioning JSON, prompt, reference_uri, plan_reason). ``quarantined``: (product_id, reason)
+    of rows that cannot be rendered, in catalog order (product_id None when it is not a string).
+    ``up_to_date``: products in scope that already have a current ok render; ``in_scope``: products
+    the mode selects (up to date or not); ``total``: catalog rows."""
 
     work: pa.Table
     quarantined: list[tuple[str | None, str]]
@@ -93,7 +104,22 @@ class Plan:
     in_scope: int
     total: int
 
+    def quarantine_rows(self, run_id: str) -> list[dict]:
+        """The manifest rows of the quarantined products: status ``skipped``, ``error`` the reason,
+        ``plan_reason`` ``"rejected: <reason>"``; a product_id that is not a string is recorded
+        as ``""`` (the manifest's product_id is not nullable)."""
+        return [
+            {"run_id": run_id, "product_id": pid if pid is not None else "", "status": "skipped", "error": why, "plan_reason": f"rejected: {why}"}
+            for pid, why in self.quarantined
+        ]
 
+
+#: Columns of the work-item table. ``plan_reason`` says why the planner selected the product:
+#: ``image missing (no image_uri)``, ``image missing (not found)``, ``image undecodable: <why>``,
+#: ``image refused: exceeds pixel cap: ...`` / ``exceeds byte cap: ...``, ``image_uri refused:
+#: <why>`` (backfill), ``photo hidden (--hide-images)``, ``render_key not in manifest`` /
+#: ``render_key in manifest but its image is missing`` (refresh; ``; no reference: <why>`` is
+#: appended when the product's photo cannot serve as reference).
 WORK_SCHEMA = pa.schema(
     [
         ("product_id", pa.string()),
@@ -102,13 +128,17 @@ WORK_SCHEMA = pa.schema(
         ("conditioning", pa.string()),
         ("prompt", pa.string()),
         ("reference_uri", pa.string()),
-        ("reason", pa.string()),
+        ("plan_reason", pa.string()),
     ]
 )
 
 
 def probe_image(uri: str) -> str | None:
-    """None when the image object exists and decodes (within the pixel caps), else why not.
+    """None when the image object exists and decodes within the caps, else why not:
+    ``image missing (not found)``, ``image undecodable: <empty file (0 bytes) | not an image |
+    truncated (...) | corrupt (...)>``, ``image refused: exceeds pixel cap: 900,000,000 px (...)``
+    or ``image refused: exceeds byte cap: ...`` (caps: :data:`imaging.MAX_PIXELS`,
+    :data:`imaging.MAX_BYTES`; an over-cap object is refused before it is read or decompressed).
 
     Raises StorageError when the store cannot answer (unreachable endpoint, denied access, a
     directory): a photo that cannot be checked is not a missing photo, and a backfill must not
@@ -117,9 +147,13 @@ def probe_image(uri: str) -> str | None:
         imaging.decode_rgb(storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES))
         return None
     except storage.ObjectNotFound:
-        return "image missing"
+        return "image missing (not found)"
+    except storage.ObjectTooLarge as exc:
+        return f"image refused: exceeds byte cap: {exc.size:,} bytes (max {exc.limit:,})"
+    except imaging.ImageTooLarge as exc:
+        return f"image refused: {exc}"
     except imaging.ImageDecodeError as exc:
-        return f"image undecodable ({exc})"
+        return f"image undecodable: {exc}"
 
 
 def plan(
@@ -136,63 +170,98 @@ def plan(
     limit: int | None = None,
     probe: Callable[[str], str | None] = probe_image,
     threads: int = 16,
+    conditioning_problem: Callable[[Conditioning], str | None] | None = None,
 ) -> Plan:
     """Decide what to render. ``catalog`` follows the catalog schema (see catalog.conform);
     ``done_keys`` maps render_key -> image_uri of ok manifest rows; ``existing_images`` is the set
     of image URIs present under the output. ``limit`` caps the work rows (catalog order).
-    Raises ConfigError for an unknown mode or a bad prompt template."""
+    ``conditioning_problem`` is the model's check (``ModelInfo.conditioning_problem``): a product
+    the run would render and it objects to is quarantined as ``cannot condition: <its reason>``
+    (products the mode does not select are not checked: the model does not matter to them).
+
+    Quarantined (with the reason, in catalog order; the rest of the catalog is planned as usual):
+    a product id that :func:`catalog.product_id_problem` refuses (``bad product_id: ...``); every
+    row of a product id that appears more than once (``duplicate product_id: N rows share this
+    id``): which row is right cannot be known, so none is rendered rather than one at random; a row
+    with neither title nor category; a row the model cannot condition on.
+
+    Not quarantined: a photo that is missing, undecodable, over the caps or at a refused
+    ``image_uri`` is exactly why a backfill renders the product (the reason is its
+    ``plan_reason``); it is never used as reference. Photos in odd modes (CMYK, greyscale, 16-bit,
+    alpha, palette) are valid: they decode to RGB and serve as reference.
+
+    Raises ConfigError for an unknown mode or a bad prompt template, StorageError when a photo
+    cannot be checked (see :func:`probe_image`)."""
     if mode not in ("backfill", "refresh"):
         raise ConfigError(f"mode: must be backfill or refresh, got {mode!r}")
     check_template(prompt_template)
     rows = catalog.to_pylist()
-    quarantined: list[tuple[str | None, str]] = []
+    counts = Counter(r["product_id"] for r in rows if isinstance(r["product_id"], str))
+    quarantined: list[tuple[int, str | None, str]] = []  # (catalog row, product_id, reason)
     candidates = []
-    for r in rows:
+    for i, r in enumerate(rows):
         pid = r["product_id"]
         why = product_id_problem(pid)
         if why:
-            quarantined.append((pid if isinstance(pid, str) else None, f"bad product_id: {why}"))
+            quarantined.append((i, pid if isinstance(pid, str) else None, f"bad product_id: {why}"))
             continue
-        if not (r.get("title") or "").strip() and not (r.get("category") or "").strip():
-            quarantined.append((pid, "bad row: no title and no category to condition on"))
+        if counts[pid] > 1:
+            quarantined.append((i, pid, f"duplicate product_id: {counts[pid]} rows share this id (none is rendered: which is right cannot be known)"))
             continue
-        candidates.append(r)
+        why = conditioning_fields_problem(r.get("title"), r.get("category"))
+        if why:
+            quarantined.append((i, pid, f"bad row: {why}"))
+            continue
+        candidates.append((i, r))
 
     # Photos: probe only what matters (backfill needs validity; refresh only uses valid ones as reference).
-    uris = [r.get("image_uri") for r in candidates]
+    def photo_problem(uri) -> str | None:
+        if not uri:
+            return "image missing (no image_uri)"
+        refused = image_uri_problem(uri)
+        return f"image_uri refused: {refused}" if refused else probe(uri)
+
     with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(lambda u: probe(u) if u else "no image_uri", uris))
+        problems = list(pool.map(photo_problem, [r.get("image_uri") for _, r in candidates]))
 
     work_rows = []
     up_to_date = 0
     in_scope = 0
-    for r, photo_problem in zip(candidates, problems):
-        if mode == "backfill" and photo_problem is None and not hide_images:
+    for (i, r), photo in zip(candidates, problems):
+        if mode == "backfill" and photo is None and not hide_images:
+            continue
+        pid = r["product_id"]
+        attrs = dict(r.get("attributes") or [])
+        prompt = build_prompt(prompt_template, pid, r.get("title"), r.get("category"), r.get("description"), attrs)
+        cond = Conditioning(title=r.get("title"), category=r.get("category"), attributes=attrs, prompt=prompt)
+        why = conditioning_problem(cond) if conditioning_problem else None
+        if why:  # only products the run would render: the model does not matter to the others
+            quarantined.append((i, pid, f"cannot condition: {why}"))
             continue
         in_scope += 1
-        attrs = dict(r.get("attributes") or [])
-        prompt = build_prompt(prompt_template, r["product_id"], r.get("title"), r.get("category"), r.get("description"), attrs)
-        cond = Conditioning(title=r.get("title"), category=r.get("category"), attributes=attrs, prompt=prompt)
-        seed = product_seed(job_seed, r["product_id"])
+        seed = product_seed(job_seed, pid)
         key = render_key(cond, model_id, params_used, seed)
         if key in done_keys and done_keys[key] in existing_images:
             up_to_date += 1
             continue
         if mode == "backfill":
-            reason = "photo hidden (evaluation)" if photo_problem is None else photo_problem
+            reason = "photo hidden (--hide-images)" if photo is None else photo
         else:
-            reason = "no current render"
+            reason = "render_key in manifest but its image is missing" if key in done_keys else "render_key not in manifest"
+            if photo is not None and r.get("image_uri"):
+                reason += f"; no reference: {photo}"
         work_rows.append(
             {
-                "product_id": r["product_id"],
+                "product_id": pid,
                 "render_key": key,
                 "seed": seed,
                 "conditioning": cond.to_json(),
                 "prompt": prompt,
-                "reference_uri": r.get("image_uri") if photo_problem is None else None,
-                "reason": reason,
+                "reference_uri": r.get("image_uri") if photo is None else None,
+                "plan_reason": reason,
             }
         )
         if limit is not None and len(work_rows) >= limit:
             break
-    return Plan(pa.Table.from_pylist(work_rows, schema=WORK_SCHEMA), quarantined, up_to_date, in_scope, len(rows))
+    quarantined.sort(key=lambda q: q[0])
+    return Plan(pa.Table.from_pylist(work_rows, schema=WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope, len(rows))

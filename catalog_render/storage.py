@@ -16,6 +16,7 @@ the URI (``FileNotFoundError`` semantics are kept by :class:`ObjectNotFound`, a 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -37,6 +38,15 @@ MAX_KEY_SEGMENT = 200
 
 class ObjectNotFound(StorageError):
     """The object or file does not exist."""
+
+
+class ObjectTooLarge(StorageError):
+    """The object is larger than the ``max_bytes`` a reader accepts; ``size`` is its length in bytes."""
+
+    def __init__(self, message: str, size: int, limit: int):
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -79,17 +89,29 @@ def join(base: str, *parts: str) -> str:
 def safe_key(product_id: str) -> str:
     """Encode an untrusted product id into a single, collision-free object-key segment.
 
-    Percent-encoding (RFC 3986, every byte outside ``[A-Za-z0-9_.-~]``) is injective, so two ids
-    never share a key, and it removes ``/``; ids made only of dots (``.``, ``..``) are encoded
-    further so no segment can step out of its prefix. An encoding longer than
-    :data:`MAX_KEY_SEGMENT` characters keeps its start plus ``~`` and 16 hex digits of the id's
-    sha256: such keys are exactly MAX_KEY_SEGMENT + 1 long, so they never equal a short id's key.
+    The id's UTF-8 bytes (lone surrogates kept with ``surrogatepass``) are percent-encoded
+    (RFC 3986: every byte outside ``[A-Za-z0-9_.~-]`` becomes ``%XX``). That encoding is injective,
+    so two distinct ids never share a key, and its output holds no ``/``, ``\\``, NUL or other
+    control byte, so a key is always one segment. Ids made only of dots (``.``, ``..``), the only
+    encodings that a path would read as "this folder" or "the parent", have their dots encoded as
+    ``%2E`` too; plain percent-encoding never emits ``%2E``, so this stays injective. The empty id
+    (which would name the parent folder itself) is ``%``, which no encoding produces. An encoding
+    longer than :data:`MAX_KEY_SEGMENT` (200) characters keeps its first 184 characters plus ``~``
+    and 16 hex digits of the id's sha256: such keys are exactly 201 characters, so they never equal
+    a short id's key, and two long ids share one only if their sha256 prefixes collide (2**-64).
+    Keys are ASCII, so at most 201 bytes: under the 255-byte name limit of common file systems.
+
+    Keys keep letter case: on a case-insensitive file system (macOS, Windows defaults) ``SKU-a``
+    and ``SKU-A`` would share a folder; S3 and Linux file systems are case-sensitive.
     """
-    enc = quote(str(product_id), safe="")
+    raw = str(product_id).encode("utf-8", "surrogatepass")
+    enc = quote(raw, safe="")
+    if not enc:
+        return "%"  # the empty id: a lone '%' is never produced by percent-encoding
     if set(enc) <= {"."}:
         enc = enc.replace(".", "%2E")
     if len(enc) > MAX_KEY_SEGMENT:  # file systems cap a name at 255 bytes: keep a prefix + a hash of the id
-        enc = enc[: MAX_KEY_SEGMENT - 16] + "~" + hashlib.sha256(str(product_id).encode()).hexdigest()[:16]
+        enc = enc[: MAX_KEY_SEGMENT - 16] + "~" + hashlib.sha256(raw).hexdigest()[:16]
     return enc
 
 
@@ -141,13 +163,15 @@ def _s3_error(uri: str, exc: Exception) -> StorageError:
 
 
 def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
-    """Read a whole object. Raises ObjectNotFound, or StorageError (also when larger than ``max_bytes``)."""
+    """Read a whole object. Raises ObjectNotFound, ObjectTooLarge when it is larger than
+    ``max_bytes`` (checked before its bytes are read), or StorageError."""
     if is_s3(uri):
         loc = parse_s3(uri)
         try:
             obj = s3_client().get_object(Bucket=loc.bucket, Key=loc.key)
             if max_bytes is not None and obj["ContentLength"] > max_bytes:
-                raise StorageError(f"object too large ({obj['ContentLength']} bytes > {max_bytes}): {uri}")
+                obj["Body"].close()
+                raise ObjectTooLarge(f"object too large ({obj['ContentLength']:,} bytes > {max_bytes:,}): {uri}", obj["ContentLength"], max_bytes)
             return obj["Body"].read()
         except StorageError:
             raise
@@ -155,8 +179,9 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
             raise _s3_error(uri, exc) from exc
     path = _local(uri)
     try:
-        if max_bytes is not None and path.stat().st_size > max_bytes:
-            raise StorageError(f"file too large ({path.stat().st_size} bytes > {max_bytes}): {uri}")
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ObjectTooLarge(f"file too large ({size:,} bytes > {max_bytes:,}): {uri}", size, max_bytes)
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise ObjectNotFound(f"not found: {uri}") from exc
@@ -164,6 +189,12 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
         raise StorageError(f"is a directory, not a file: {uri}") from exc
     except PermissionError as exc:
         raise StorageError(f"permission denied: {uri}") from exc
+    except ValueError as exc:  # e.g. "embedded null byte": no such file can exist
+        raise ObjectNotFound(f"not found (invalid path: {exc}): {uri!r}") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # no such file can exist either
+            raise ObjectNotFound(f"not found (file name too long): {uri[:200]}") from exc
+        raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from exc
 
 
 def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:

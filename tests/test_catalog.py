@@ -82,15 +82,23 @@ def test_ingest_errors(tmp_path):
 
 
 def test_validate_reports_every_problem_with_its_row():
-    t = pa.table({"product_id": ["a", "", None, "a", "x" * 300, "ok\x00"], "title": ["t"] * 6, "image_uri": [None, None, None, "../../etc/passwd", None, None]})
+    t = pa.table({
+        "product_id": ["a", "", None, "a", "x" * 300, "ok\x00", "../up", "/abs", "zw\u200bsp", "b"],
+        "title": ["t"] * 9 + [" "],
+        "image_uri": [None, None, None, "../../etc/passwd", None, None, None, None, None, None],
+    })
     problems = [str(p) for p in catalog.validate(t)]
     assert problems == [
         "table: category: required column is missing",
-        "row 1 (product_id=''): product_id: is blank",
+        "row 1 (product_id=''): product_id: is empty",
         "row 2: product_id: is null",
         "row 3 (product_id='a'): product_id: duplicate of row 0",
         f"row 4 (product_id='{'x' * 300}'): product_id: is 300 characters long (max 256)",
-        "row 5 (product_id='ok\\x00'): product_id: contains control characters",
+        "row 5 (product_id='ok\\x00'): product_id: contains control characters (U+0000)",
+        "row 6 (product_id='../up'): product_id: has a '.' or '..' path segment: a path, not a product id",
+        "row 7 (product_id='/abs'): product_id: starts with '/': a path, not a product id",
+        "row 8 (product_id='zw\\u200bsp'): product_id: contains invisible format characters (U+200B)",
+        "row 9 (product_id='b'): title/category: no title and no category to condition on",
         "row 3 (product_id='a'): image_uri: contains a '..' segment",
     ]
 
@@ -101,12 +109,12 @@ def test_read_catalog_structural_errors(tmp_path):
         catalog.read_catalog(str(tmp_path / "noid.parquet"))
     with pytest.raises(CatalogError, match="catalog not found"):
         catalog.read_catalog(str(tmp_path / "missing.parquet"))
-    storage.write_parquet(pa.table({"product_id": ["1", "1"], "title": ["x", "y"], "category": ["c", "c"]}), str(tmp_path / "dup.parquet"))
-    with pytest.raises(CatalogError, match=r"duplicate product_id values \(1\): '1'"):
-        catalog.read_catalog(str(tmp_path / "dup.parquet"))
     (tmp_path / "garbage.parquet").write_bytes(b"not parquet")
     with pytest.raises(CatalogError, match="not a readable Parquet"):
         catalog.read_catalog(str(tmp_path / "garbage.parquet"))
+    # duplicates are row problems: read_catalog keeps the rows, the planner quarantines them all
+    storage.write_parquet(pa.table({"product_id": ["1", "1"], "title": ["x", "y"], "category": ["c", "c"]}), str(tmp_path / "dup.parquet"))
+    assert catalog.read_catalog(str(tmp_path / "dup.parquet")).column("title").to_pylist() == ["x", "y"]
 
 
 def test_split_is_deterministic_and_disjoint():

@@ -53,8 +53,9 @@ def test_run_bad_inputs_fail_fast_and_write_nothing(tiny_gan, small_catalog, tmp
     _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "missing.parquet")]), 4, "catalog not found")
     storage.write_parquet(pa.table({"id": ["1"], "title": ["t"], "category": ["c"]}), str(tmp_path / "noid.parquet"))
     _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "noid.parquet")]), 4, "product_id: required column is missing")
-    storage.write_parquet(pa.table({"product_id": ["1", "2", "1"], "title": ["t"] * 3, "category": ["c"] * 3}), str(tmp_path / "dup.parquet"))
-    _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "dup.parquet")]), 4, "duplicate product_id values (1): '1'")
+    storage.write_parquet(pa.table({"product_id": ["1"], "title": ["t"], "category": ["c"], "attributes": [["red"]]}), str(tmp_path / "nested.parquet"))
+    _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "nested.parquet")]), 4,
+                    "attributes: type is list<element: string>, expected map<string, string>")
     empty_model = tmp_path / "model"
     empty_model.mkdir()
     (empty_model / "model.safetensors").write_bytes(b"")
@@ -75,10 +76,19 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_validate_lists_problems(tmp_path):
-    storage.write_parquet(pa.table({"product_id": ["a", "a", ""], "title": ["x"] * 3, "category": ["c"] * 3}), str(tmp_path / "c.parquet"))
+    t = pa.table({"product_id": ["a", "a", "", "d"], "title": ["x", "x", "x", None], "category": ["c", "c", "c", "  "]})
+    storage.write_parquet(t, str(tmp_path / "c.parquet"))
     r = runner.invoke(app, ["validate", str(tmp_path / "c.parquet")])
     assert r.exit_code == 4
-    assert r.stdout.splitlines() == ["row 1 (product_id='a'): product_id: duplicate of row 0", "row 2 (product_id=''): product_id: is blank"]
+    assert r.stdout.splitlines() == [
+        "row 1 (product_id='a'): product_id: duplicate of row 0",
+        "row 2 (product_id=''): product_id: is empty",
+        "row 3 (product_id='d'): title/category: no title and no category to condition on",
+    ]
+    # integer ids are read as their decimal strings: not a problem
+    storage.write_parquet(pa.table({"product_id": [15970, 39386], "title": ["x", "y"], "category": ["c", "c"]}), str(tmp_path / "int.parquet"))
+    r = runner.invoke(app, ["validate", str(tmp_path / "int.parquet")])
+    assert r.exit_code == 0 and r.stdout.strip() == "ok: 2 rows, no problems"
 
 
 def test_unreachable_s3_endpoint(tiny_gan, tmp_path):

@@ -58,12 +58,15 @@ def test_product_seed_is_sha256_derived():
 def test_backfill_selects_exactly_missing_or_unreadable_photos(tmp_path):
     p = _plan(_catalog(tmp_path), "backfill")
     assert sorted(p.work.column("product_id").to_pylist()) == ["corrupt", "missing-file", "no-uri", "zero-bytes"]
-    reasons = dict(zip(p.work.column("product_id").to_pylist(), p.work.column("reason").to_pylist()))
-    assert reasons["missing-file"] == "image missing"
-    assert reasons["no-uri"] == "no image_uri"
-    assert reasons["zero-bytes"].startswith("image undecodable (empty file")
-    assert reasons["corrupt"].startswith("image undecodable")
-    assert p.quarantined == [("   ", "bad product_id: is blank"), ("no-fields", "bad row: no title and no category to condition on")]
+    reasons = dict(zip(p.work.column("product_id").to_pylist(), p.work.column("plan_reason").to_pylist()))
+    assert reasons == {
+        "missing-file": "image missing (not found)",
+        "no-uri": "image missing (no image_uri)",
+        "zero-bytes": "image undecodable: empty file (0 bytes)",
+        "corrupt": reasons["corrupt"],
+    }
+    assert reasons["corrupt"].startswith("image undecodable: truncated (")
+    assert p.quarantined == [("   ", "bad product_id: is blank (only whitespace)"), ("no-fields", "bad row: no title and no category to condition on")]
     assert p.work.column("reference_uri").to_pylist() == [None] * 4
 
 
@@ -72,13 +75,17 @@ def test_hide_images_renders_products_with_photos_and_keeps_them_as_reference(tm
     rows = {r["product_id"]: r for r in p.work.to_pylist()}
     assert set(rows) == {"has-photo", "corrupt", "missing-file", "no-uri", "zero-bytes"}
     assert rows["has-photo"]["reference_uri"] == str(tmp_path / "good.png")
-    assert rows["has-photo"]["reason"] == "photo hidden (evaluation)"
+    assert rows["has-photo"]["plan_reason"] == "photo hidden (--hide-images)"
 
 
 def test_refresh_is_idempotent_and_rerenders_exactly_a_changed_title(tmp_path):
     table = _catalog(tmp_path)
     first = _plan(table, "refresh")
     assert first.work.num_rows == 5
+    reasons = dict(zip(first.work.column("product_id").to_pylist(), first.work.column("plan_reason").to_pylist()))
+    assert reasons["has-photo"] == reasons["no-uri"] == "render_key not in manifest"
+    assert reasons["missing-file"] == "render_key not in manifest; no reference: image missing (not found)"
+    assert reasons["zero-bytes"] == "render_key not in manifest; no reference: image undecodable: empty file (0 bytes)"
     done = {r["render_key"]: f"img/{r['product_id']}" for r in first.work.to_pylist()}
     existing = set(done.values())
     again = _plan(table, "refresh", done, existing)
@@ -86,6 +93,7 @@ def test_refresh_is_idempotent_and_rerenders_exactly_a_changed_title(tmp_path):
     # the image of one done product vanished from storage: it is rendered again
     gone = _plan(table, "refresh", done, existing - {"img/corrupt"})
     assert gone.work.column("product_id").to_pylist() == ["corrupt"]
+    assert gone.work.column("plan_reason")[0].as_py().startswith("render_key in manifest but its image is missing; no reference: image undecodable: ")
     # one title changes: exactly that product
     titles = table.column("title").to_pylist()
     titles[1] = "Red running shoe"

@@ -75,6 +75,12 @@ class Generator(Protocol):
         """The parameters that actually affect this family's output (goes into the render key)."""
         ...
 
+    def conditioning_problem(self, conditioning: Conditioning) -> str | None:
+        """Why this model cannot condition a render on ``conditioning`` (one line, naming the field
+        and value), or None when it can. A class-conditional model objects to a value outside its
+        vocabulary; a text-to-image pipeline takes any prompt and returns None."""
+        ...
+
 
 def hash_files(blobs: list[tuple[str, bytes]]) -> str:
     """Model identity: sha256 over (name, content) pairs in name order, first 16 hex digits."""

@@ -33,6 +33,7 @@ from PIL import Image
 from catalog_render import storage
 from catalog_render.errors import ConfigError, ModelError, StorageError
 from catalog_render.generators.base import Conditioning, GenerationParams
+from catalog_render.generators.registry import PICKLE_SUFFIXES
 
 FAMILY = "diffusers-pipeline"
 
@@ -52,7 +53,6 @@ _WEIGHTS_FILE = {
     "vae": "diffusion_pytorch_model.safetensors",
     "text_encoder": "model.safetensors",
 }
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _CACHE_ENV = "CATALOG_RENDER_MODEL_CACHE"
 
 
@@ -183,8 +183,8 @@ def check_layout(local_dir: Path, shown: str) -> dict:
         if name in _WEIGHTS_FILE:
             weights = _WEIGHTS_FILE[name]
             if not ((folder / weights).is_file() or (folder / f"{weights}.index.json").is_file()):
-                pickled = any(p.suffix in _PICKLE_SUFFIXES for p in folder.iterdir())
-                why = " (only pickle weights, which catalog-render never loads)" if pickled else ""
+                pickled = sorted(f"{name}/{p.name}" for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+                why = f" (it has pickle checkpoint(s) {', '.join(pickled)}: pickle checkpoints are not loaded)" if pickled else ""
                 raise ModelError(f"model directory {shown} has no {name}/{weights}{why}")
     return index
 
@@ -250,6 +250,10 @@ class DiffusersPipelineModel:
             except Exception as exc:  # a scheduler that cannot take this pipeline's config
                 raise ModelError(f"scheduler {name!r} cannot be built from this pipeline's scheduler config ({_one_line(exc)})") from None
         return self._schedulers[name]
+
+    def conditioning_problem(self, conditioning: Conditioning) -> str | None:
+        """Always None: the prompt template turns any catalog fields into a prompt."""
+        return None
 
     def params_used(self, params: GenerationParams) -> dict:
         """The parameters that actually determine the pixels (goes into the manifest).

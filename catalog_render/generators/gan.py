@@ -103,6 +103,31 @@ def condition_indices(cfg: dict, conditionings: list[Conditioning]) -> torch.Ten
     return torch.tensor(rows, dtype=torch.int64)
 
 
+#: Conditioning fields a render cannot do without: a missing or unseen value would render a
+#: generic product of no particular kind. Other fields (colour, gender, ...) fall back to the
+#: "unknown" embedding: the render shows the right kind of product in an arbitrary colour.
+REQUIRED_FIELDS = ("category",)
+
+
+def conditioning_problem(conditions: list[dict], conditioning: Conditioning) -> str | None:
+    """Why a GAN with these ``conditions`` (config.json's ``[{"field", "values"}]``) cannot render
+    ``conditioning``, or None. Only :data:`REQUIRED_FIELDS` the model conditions on are checked:
+    a missing value (null, empty, whitespace) or one outside the vocabulary (never seen in
+    training, or seen fewer than ``min_count`` times; matching is exact, case included)."""
+    for c in conditions:
+        name = c["field"]
+        if name not in REQUIRED_FIELDS:
+            continue
+        value = conditioning.value(name)
+        known = [v for v in c["values"] if v != UNKNOWN]
+        if value is None or not str(value).strip():
+            return f"no {name}: this GAN renders by {name} and cannot use the title"
+        if value not in known:
+            shown = ", ".join(known[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
+            return f"{name} {value!r} is not in the model's vocabulary (known: {shown})"
+    return None
+
+
 def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
     """One latent per seed from its own torch.Generator: (B, z_dim) float32, N(0, 1)."""
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
@@ -151,6 +176,10 @@ class GanModel:
         w, h = self.native_size
         return {"width": params.width or w, "height": params.height or h}
 
+    def conditioning_problem(self, conditioning: Conditioning) -> str | None:
+        """See :func:`conditioning_problem` (checks the model's own vocabulary)."""
+        return conditioning_problem(self.cfg["conditions"], conditioning)
+
     @torch.inference_mode()
     def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]:
         if len(conditionings) != len(seeds):
@@ -166,15 +195,15 @@ class GanModel:
 
 def load(model_uri: str, device: str = "cpu", dtype=torch.float32) -> GanModel:
     """Load a GAN model directory (config.json + model.safetensors). Raises ModelError when a
-    file is missing, the weights are not safetensors, or they do not match the config."""
+    file is missing, the weights are not safetensors (a pickle checkpoint is named and never
+    read), or they do not match the config."""
+    from catalog_render.generators.registry import read_safetensors
+
     try:
         raw = storage.read_bytes(storage.join(model_uri, "config.json"))
     except storage.ObjectNotFound:
         raise ModelError(f"model directory {model_uri} has no config.json") from None
-    try:
-        blob = storage.read_bytes(storage.join(model_uri, "model.safetensors"))
-    except storage.ObjectNotFound:
-        raise ModelError(f"model directory {model_uri} has no model.safetensors") from None
+    blob = read_safetensors(model_uri, "model.safetensors")
     return GanModel.from_bytes(json.loads(raw), raw, blob, device=device, dtype=dtype)
 
 

@@ -4,7 +4,9 @@
 * ``model_index.json`` (diffusers pipeline layout, e.g. Stable Diffusion) ->
   :mod:`catalog_render.generators.diffusers_pipeline`
 
-Weights are read with safetensors only; nothing is ever downloaded from a hub.
+Weights are read with safetensors only; nothing is ever downloaded from a hub. A directory whose
+weights are pickle checkpoints only (:data:`PICKLE_SUFFIXES`) is refused with a ModelError naming
+the file, before any of its bytes are read: unpickling a file runs whatever code it names.
 """
 
 from __future__ import annotations
@@ -17,17 +19,61 @@ from catalog_render.errors import ModelError, StorageError
 from catalog_render.generators.base import GenerationParams, hash_files
 
 KNOWN_FAMILIES = ("gan", "diffusers-pipeline")
+#: File name endings of pickle checkpoints (torch.save, pickle, joblib): never loaded.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib")
+
+
+def pickle_refusal(model_uri: str, pickles: list[str]) -> ModelError:
+    """The ModelError for a directory that offers pickle checkpoints instead of safetensors."""
+    shown = ", ".join(pickles[:5]) + (f" and {len(pickles) - 5} more" if len(pickles) > 5 else "")
+    return ModelError(
+        f"model directory {model_uri} has pickle checkpoint(s) {shown} and no safetensors weights: "
+        "pickle checkpoints are not loaded (unpickling runs code); convert them to safetensors"
+    )
+
+
+def _pickles(model_uri: str, under: str = "") -> list[str]:
+    """Relative names of the pickle checkpoints in a model directory (or its ``under`` folder)."""
+    base = model_uri.rstrip("/")
+    rel = [f[len(base) :].lstrip("/").replace("\\", "/") for f in _files(model_uri)]
+    return [r for r in rel if r.endswith(PICKLE_SUFFIXES) and (not under or r.startswith(under.rstrip("/") + "/"))]
+
+
+def read_safetensors(model_uri: str, name: str) -> bytes:
+    """The bytes of ``name`` (a .safetensors file) in a model directory. Raises ModelError when it
+    is missing: naming the directory's pickle checkpoints, if any, as refused (never read)."""
+    try:
+        return storage.read_bytes(storage.join(model_uri, name))
+    except storage.ObjectNotFound:
+        pickles = _pickles(model_uri)
+        if pickles:
+            raise pickle_refusal(model_uri, pickles) from None
+        raise ModelError(f"model directory {model_uri} has no {name}") from None
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the driver needs to plan without loading the model: family, identity, native size (pixels)."""
+    """What the driver needs to plan without loading the model: family, identity, native size
+    (pixels), and for a class-conditional model its vocabulary: ``conditions`` holds
+    (field, values) pairs in config order (empty for a text-to-image pipeline)."""
 
     uri: str
     family: str
     model_id: str
     width: int
     height: int
+    conditions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def conditioning_problem(self, conditioning) -> str | None:
+        """Why this model cannot condition a render on ``conditioning``, or None (see
+        :meth:`catalog_render.generators.base.Generator.conditioning_problem`): a GAN checks its
+        vocabulary (:func:`catalog_render.generators.gan.conditioning_problem`); a diffusers
+        pipeline takes any prompt."""
+        if self.family != "gan":
+            return None
+        from catalog_render.generators import gan
+
+        return gan.conditioning_problem([{"field": f, "values": list(v)} for f, v in self.conditions], conditioning)
 
     def params_used(self, params: GenerationParams) -> dict:
         """The generation parameters that change this family's pixels (part of the render key)."""
@@ -80,10 +126,7 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
         family = config.get("family")
         if family != "gan":
             raise ModelError(f"{model_uri}/config.json: unknown model family {family!r} (known: {', '.join(KNOWN_FAMILIES)})")
-        try:
-            weights = storage.read_bytes(storage.join(model_uri, "model.safetensors"))
-        except storage.ObjectNotFound:
-            raise ModelError(f"model directory {model_uri} has no model.safetensors") from None
+        weights = read_safetensors(model_uri, "model.safetensors")
         import torch
 
         from catalog_render.generators import gan
@@ -92,14 +135,15 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
             model = gan.GanModel.from_bytes(config, raw, weights, device=device, dtype=dtype or torch.float32)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{model_uri}/config.json: invalid GAN config ({type(exc).__name__}: {exc})") from None
-        return ModelInfo(model_uri, "gan", model.model_id, int(config["width"]), int(config["height"])), model
+        conditions = tuple((c["field"], tuple(c["values"])) for c in config["conditions"])
+        return ModelInfo(model_uri, "gan", model.model_id, int(config["width"]), int(config["height"]), conditions), model
     index = _read_json(storage.join(model_uri, "model_index.json"))
     if index is not None:
         files = _files(model_uri)
         base = model_uri.rstrip("/")
         rel = [f[len(base) :].lstrip("/").replace("\\", "/") for f in files]
-        if any(r.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")) for r in rel) and not any(r.endswith(".safetensors") for r in rel):
-            raise ModelError(f"{model_uri} holds pickle weights only; catalog-render loads safetensors only")
+        if not any(r.endswith(".safetensors") for r in rel) and any(r.endswith(PICKLE_SUFFIXES) for r in rel):
+            raise pickle_refusal(model_uri, [r for r in rel if r.endswith(PICKLE_SUFFIXES)])
         model_id = hash_files([(r, storage.read_bytes(f)) for r, f in zip(rel, files) if not r.startswith(".")])
         unet = _read_json(storage.join(model_uri, "unet", "config.json"))
         vae = _read_json(storage.join(model_uri, "vae", "config.json"))
@@ -111,6 +155,9 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
         return ModelInfo(model_uri, "diffusers-pipeline", model_id, int(w * scale), int(h * scale)), None
     if not _files(model_uri):
         raise ModelError(f"model directory not found or empty: {model_uri}")
+    pickles = _pickles(model_uri)
+    if pickles:
+        raise pickle_refusal(model_uri, pickles)
     raise ModelError(f"{model_uri} is not a model directory: no config.json (catalog-render model) or model_index.json (diffusers pipeline)")
 
 

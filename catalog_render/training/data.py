@@ -11,6 +11,7 @@ import pyarrow as pa
 import torch
 
 from catalog_render import imaging, storage
+from catalog_render.catalog import image_uri_problem
 from catalog_render.errors import CatalogError
 from catalog_render.generators.base import Conditioning
 from catalog_render.generators.gan import UNKNOWN
@@ -46,7 +47,8 @@ class ImageSet:
 
 def load_image_set(table: pa.Table, width: int, height: int, threads: int = 8) -> ImageSet:
     """Decode every row's photo (rows without image_uri are skipped), letterbox to width x height
-    pixels on white. Undecodable photos are skipped with their reason. Raises CatalogError when no
+    pixels on white. Undecodable or over-cap photos, and image URIs that
+    :func:`catalog_render.catalog.image_uri_problem` refuses (never read), are skipped with their reason. Raises CatalogError when no
     photo could be loaded."""
     ids = table.column("product_id").to_pylist()
     uris = table.column("image_uri").to_pylist()
@@ -55,6 +57,9 @@ def load_image_set(table: pa.Table, width: int, height: int, threads: int = 8) -
     def load(i: int):
         if not uris[i]:
             return i, None, "no image_uri"
+        refused = image_uri_problem(uris[i])
+        if refused:
+            return i, None, f"image_uri refused: {refused}"
         try:
             im = imaging.decode_rgb(storage.read_bytes(uris[i], max_bytes=imaging.MAX_BYTES))
             return i, imaging.to_array(imaging.letterbox(im, width, height)), None
