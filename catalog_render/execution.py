@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 _ROW_FIELDS = (
     "product_id", "render_key", "status", "error", "image_uri", "reference_uri", "seed", "model_id", "family",
     "generation_params", "conditioning", "prompt", "width", "height", "sharpness", "background_whiteness",
-    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "reused", "worker", "finished_at",
+    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "finished_at",
 )
 
 
@@ -140,6 +140,7 @@ class RenderWorker:
                 product_id=it["product_id"], render_key=it["render_key"], seed=it["seed"], model_id=self.generator.model_id,
                 family=self.generator.family, generation_params=self.params_json, conditioning=it["conditioning"],
                 prompt=it["prompt"], reference_uri=it["reference_uri"], render_seconds=render_s, worker=self.worker, reused=reused,
+                plan_reason=it["plan_reason"],
             )
             if image is not None:
                 try:
@@ -300,7 +301,7 @@ def run_job(
     the_plan = planning.plan(
         table, mode=spec.mode, model_id=info.model_id, params_used=info.params_used(params), job_seed=spec.generation.seed,
         prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
-        hide_images=hide_images, limit=limit,
+        hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem,
     )
     run_id = manifest.new_run_id()
     record = {
@@ -313,8 +314,7 @@ def run_job(
     manifest.write_run_record(output_uri, run_id, record)
     sink = _ManifestSink(output_uri, run_id, spec.execution.manifest_flush_rows, progress)
     if the_plan.quarantined:
-        rows = [{"run_id": run_id, "product_id": pid if pid is not None else "", "status": "skipped", "error": why} for pid, why in the_plan.quarantined]
-        sink.write_rows(rows)
+        sink.write_rows(the_plan.quarantine_rows(run_id))
     counts = sink.counts
     previous_sigterm = None
     n_work = the_plan.work.num_rows
@@ -338,7 +338,7 @@ def run_job(
                 tries = spec.execution.max_task_retries + 1
                 sink.write_rows([
                     {"run_id": run_id, "product_id": r["product_id"], "render_key": r["render_key"], "seed": r["seed"], "status": "failed",
-                     "model_id": info.model_id, "conditioning": r["conditioning"], "prompt": r["prompt"], "reference_uri": r["reference_uri"],
+                     "model_id": info.model_id, "conditioning": r["conditioning"], "prompt": r["prompt"], "reference_uri": r["reference_uri"], "plan_reason": r["plan_reason"],
                      "error": f"worker process died {tries} times while rendering this product alone (poison input); quarantined"}
                     for r in poison.to_pylist()
                 ])

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pytest
 
 from catalog_render import catalog, manifest, storage
 from catalog_render.execution import FAILPOINT_ENV, FAILPOINT_ONCE_ENV
