@@ -22,9 +22,13 @@ with a fault instead of forwarding:
 connections are refused; requests on already-open keep-alive connections are reset) and reopens it
 on the same port when the proxy comes back up.
 
+``trip_after(n, mode, match)`` goes down by itself once ``n`` matching requests were forwarded.
+
 ``counts`` (a ``collections.Counter``) says how many requests were ``forwarded`` and how many got
 each fault (``slowdown``, ``internal``, ``reset``, ``reset_after``, ``down``); ``log`` lists
-``(method, path, outcome)`` per request so a test can check that faults were really injected.
+``(method, path, outcome, status)`` per request (status: the upstream's answer for forwarded and
+``reset_after`` requests, the injected status for error answers, None for resets) so a test can
+check that faults were really injected.
 
 Request bodies: ``Content-Length`` bodies are read exactly; ``Transfer-Encoding: chunked`` bodies
 (aws-chunked uploads with checksum trailers) are parsed chunk by chunk and forwarded byte for
@@ -40,6 +44,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
@@ -114,15 +119,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         body, chunked = self._read_body()
-        kind = proxy._choose()
-        proxy._record(self.command, self.path, kind or "forwarded")
+        kind = proxy._choose(self.command, self.path)
         if kind in ("reset", "down-reset"):
+            proxy._record(self.command, self.path, kind, None)
             return self._reset()
         if kind in ("slowdown", "internal", "down-503"):
+            proxy._record(self.command, self.path, kind, _S3_ERRORS["slowdown" if kind == "down-503" else kind][0])
             return self._send_error_xml("slowdown" if kind == "down-503" else kind)
-        self._forward(body, chunked, reset_after=kind == "reset_after")
+        status = self._forward(body, chunked, reset_after=kind == "reset_after")
+        proxy._record(self.command, self.path, kind or "forwarded", status)
 
-    def _forward(self, body: bytes, chunked: bool, reset_after: bool) -> None:
+    def _forward(self, body: bytes, chunked: bool, reset_after: bool) -> int:
+        """Forward the request; returns the upstream's status (502 when it cannot be reached)."""
         proxy = self.server.proxy
         conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=proxy.upstream_timeout)
         try:
@@ -143,11 +151,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(msg)))
             self.end_headers()
             self.wfile.write(msg)
-            return
+            return 502
         try:
             if reset_after:
                 resp.read()
-                return self._reset()
+                self._reset()
+                return resp.status
             self.send_response_only(resp.status, resp.reason)
             length = resp.getheader("Content-Length")
             for k, v in resp.getheaders():
@@ -159,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             if no_body:
-                return
+                return resp.status
             while True:
                 piece = resp.read(65536)
                 if not piece:
@@ -167,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if rechunk else piece)
             if rechunk:
                 self.wfile.write(b"0\r\n\r\n")
+            return resp.status
         finally:
             conn.close()
 
@@ -191,10 +201,13 @@ class FaultProxy:
         if unknown:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
         self.counts: Counter[str] = Counter()
-        self.log: list[tuple[str, str, str]] = []
+        self.log: list[tuple[str, str, str, int | None]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._down: str | None = None
+        self._trip: tuple[int, str, object] | None = None
+        self._closer: threading.Thread | None = None
+        self.down_since: float | None = None  # time.monotonic() when the proxy last went down
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -210,6 +223,11 @@ class FaultProxy:
         self._thread.start()
         return self
 
+    def _join_closer(self) -> None:
+        if self._closer is not None:
+            self._closer.join()
+            self._closer = None
+
     def _close_listener(self) -> None:
         if self._server is not None:
             self._server.shutdown()
@@ -218,6 +236,7 @@ class FaultProxy:
             self._server = self._thread = None
 
     def stop(self) -> None:
+        self._join_closer()
         self._close_listener()
 
     def __enter__(self) -> Self:
@@ -230,26 +249,47 @@ class FaultProxy:
         """``"503"``, ``"reset"`` or ``"refuse"``: every request fails from now on; ``None``: back up."""
         if mode not in (None, "503", "reset", "refuse"):
             raise ValueError(f"unknown down mode {mode!r}")
+        self._join_closer()
         with self._lock:
             previous, self._down = self._down, mode
+            self.down_since = time.monotonic() if mode is not None and previous is None else self.down_since
         if mode == "refuse" and previous != "refuse":
             self._close_listener()
         elif previous == "refuse" and mode != "refuse":
             self.start()  # same port (SO_REUSEADDR)
 
-    def _choose(self) -> str | None:
+    def trip_after(self, n: int, mode: str, match) -> None:
+        """Go down (``mode``, as in :meth:`set_down`) once ``n`` requests for which
+        ``match(method, path)`` is true have been forwarded: an outage at an exact point of a run."""
+        if mode not in ("503", "reset", "refuse"):
+            raise ValueError(f"unknown down mode {mode!r}")
+        with self._lock:
+            self._trip = (n, mode, match)
+
+    def _choose(self, method: str, path: str) -> str | None:
+        close = False
         with self._lock:
             if self._down is not None:
                 return "down-503" if self._down == "503" else "down-reset"
-            if self.fault_rate and self._rng.random() < self.fault_rate:
-                return self._rng.choice(self.kinds)
-            return None
+            if self._trip is not None and self._trip[0] <= 0:
+                self._down, close, self._trip = self._trip[1], self._trip[1] == "refuse", None
+                self.down_since = time.monotonic()
+        if close:  # from a handler thread: serve_forever runs in another one
+            self._closer = threading.Thread(target=self._close_listener, daemon=True)
+            self._closer.start()
+        with self._lock:
+            if self._down is not None:
+                return "down-503" if self._down == "503" else "down-reset"
+            kind = self._rng.choice(self.kinds) if self.fault_rate and self._rng.random() < self.fault_rate else None
+            if kind is None and self._trip is not None and self._trip[2](method, path):
+                self._trip = (self._trip[0] - 1, *self._trip[1:])
+            return kind
 
-    def _record(self, method: str, path: str, outcome: str) -> None:
+    def _record(self, method: str, path: str, outcome: str, status: int | None) -> None:
         with self._lock:
             key = "down" if outcome.startswith("down-") else outcome
             self.counts[key] += 1
-            self.log.append((method, path, key))
+            self.log.append((method, path, key, status))
 
     def injected(self) -> int:
         """Requests that got a fault (any kind, down included)."""
