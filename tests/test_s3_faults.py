@@ -160,6 +160,9 @@ def test_run_on_s3_through_30_percent_faults(via_proxy, direct, bucket, small_ca
     assert record["status"] == "finished" and record["counts"]["ok"] == 12
     c = proxy.counts
     assert min(c["slowdown"], c["internal"], c["reset"]) >= 3, c  # faults really hit the run
+    # the Ray actors (which write the images) went through the proxy too: they inherit the driver's env
+    image_puts = {path for m, path, k, st in proxy.log if m == "PUT" and "/renders/images/" in path and k == "forwarded"}
+    assert len(image_puts) == 12, image_puts
     print(f"run through faults: {wall:.1f}s, {dict(c)}")
 
 
