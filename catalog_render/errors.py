@@ -37,3 +37,20 @@ class RunError(CatalogRenderError):
     """A run could not complete (Ray failure, no work could be scheduled)."""
 
     exit_code = 7
+
+
+class LeaseHeld(RunError):
+    """Another run holds the output's lease (and still held it after waiting); the message names it.
+
+    ``holder`` is the lease's owner record (run_id, host, pid, command), ``expires_at`` its expiry
+    (ISO 8601, UTC) as last renewed."""
+
+    def __init__(self, message: str, holder: dict | None = None, expires_at: str | None = None):
+        super().__init__(message)
+        self.holder = holder or {}
+        self.expires_at = expires_at
+
+
+class LeaseLost(RunError):
+    """This run's lease was taken over by another run (or could not be renewed before it expired):
+    the run must stop writing to the output."""

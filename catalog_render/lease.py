@@ -1,0 +1,295 @@
+"""A lease on an output root, so that two runs never write the same output at once.
+
+The lease is one object, ``<output>/_lease.json`` (local or S3)::
+
+    {"version": 1, "owner": {"run_id": ..., "host": ..., "pid": ..., "command": ...},
+     "nonce": "<32 hex>", "ttl_s": 120.0,
+     "acquired_at": "2026-11-30T12:00:00.000000+00:00", "renewed_at": "...", "expires_at": "..."}
+
+Times are UTC, ISO 8601. A lease is held until ``expires_at``; its holder renews it (every
+``ttl_s / 3`` with :meth:`Lease.start_heartbeat`), so a lease expires only when its holder died, hung
+or lost the store for a whole ``ttl_s``. Expiry compares the reader's clock with the writer's: hosts
+sharing an output must have clocks within a small part of ``ttl_s`` of each other (NTP).
+
+Every change is a compare-and-swap on that object (see :mod:`catalog_render.storage`):
+
+- acquire: create it only if absent (S3 ``PutObject`` ``If-None-Match: *``; local: a complete temp
+  file hard-linked to the name under an ``fcntl.flock`` on ``_lease.json.lock``);
+- take over an expired lease, renew: replace it only if it is still the version read (S3
+  ``If-Match: <ETag>``; local: content sha256 compared under the flock). Of several contenders for
+  one expired lease, exactly one replace succeeds; the others see a changed object and re-read it;
+- release: delete it only if it is still ours (S3 ``DeleteObject`` ``If-Match``).
+
+A conditional write whose answer was lost (connection reset after S3 executed it) is retried by
+botocore and then fails its condition against our own write. Each lease record carries a random
+nonce, so acquire and renew recognise their own landed write by reading the object back.
+
+Errors: :class:`~catalog_render.errors.LeaseHeld` when another run holds the lease after
+``wait_s``; :class:`~catalog_render.errors.LeaseLost` from :meth:`Lease.renew` / :meth:`Lease.check`
+once another run took it over; StorageError when the store cannot answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Self
+
+from catalog_render import storage
+from catalog_render.errors import LeaseHeld, LeaseLost, StorageError
+
+log = logging.getLogger(__name__)
+
+#: Name of the lease object under an output root.
+LEASE_NAME = "_lease.json"
+#: Default time to live, seconds: a dead holder blocks the output at most this long.
+DEFAULT_TTL_S = 120.0
+
+
+def lease_uri(output_uri: str) -> str:
+    """``<output>/_lease.json``."""
+    return storage.join(output_uri, LEASE_NAME)
+
+
+def default_owner(run_id: str, command: str | None = None) -> dict:
+    """The owner record of this process: run_id, host name, pid and command line."""
+    return {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "command": command if command is not None else " ".join(sys.argv)}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat()
+
+
+def _parse(data: bytes) -> dict:
+    """A lease record; {} when unreadable (treated as expired: nobody can be holding it)."""
+    try:
+        record = json.loads(data)
+        datetime.fromisoformat(record["expires_at"])
+        return record if isinstance(record, dict) else {}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def _expired(record: dict, now: datetime) -> bool:
+    return not record or now >= datetime.fromisoformat(record["expires_at"])
+
+
+def read_lease(output_uri: str) -> dict | None:
+    """The current lease record of an output, or None when there is none. Raises StorageError."""
+    try:
+        data = storage.read_bytes(lease_uri(output_uri))
+    except storage.ObjectNotFound:
+        return None
+    return _parse(data) or None
+
+
+def _describe(record: dict) -> str:
+    o = record.get("owner") or {}
+    cmd = str(o.get("command", "?"))
+    cmd = cmd if len(cmd) <= 200 else cmd[:197] + "..."
+    return f"run {o.get('run_id', '?')} (host {o.get('host', '?')}, pid {o.get('pid', '?')}, command {cmd!r})"
+
+
+def acquire(output_uri: str, owner: dict, ttl_s: float = DEFAULT_TTL_S, wait_s: float = 0.0,
+            poll_s: float | None = None) -> Lease:
+    """Take the lease on ``output_uri`` for ``ttl_s`` seconds; returns the :class:`Lease`.
+
+    Takes it when there is none, or takes over one whose ``expires_at`` has passed. While another
+    run holds an unexpired lease, polls every ``poll_s`` seconds (default ``ttl_s / 20``, between
+    0.05 and 1 s) for up to ``wait_s`` seconds (0: do not wait), then raises LeaseHeld naming the
+    holder's run_id, host, pid, command and expiry. ``owner`` is stored as given (JSON), see
+    :func:`default_owner`. Raises ValueError on a non-positive ``ttl_s`` or negative ``wait_s``,
+    StorageError when the store cannot answer.
+
+    The returned lease is not renewed by itself: use it as a context manager (starts the heartbeat,
+    releases at the end) or call :meth:`Lease.start_heartbeat`.
+    """
+    if not ttl_s > 0:
+        raise ValueError(f"ttl_s must be > 0, not {ttl_s!r}")
+    if not wait_s >= 0:
+        raise ValueError(f"wait_s must be >= 0, not {wait_s!r}")
+    uri = lease_uri(output_uri)
+    poll = poll_s if poll_s is not None else min(1.0, max(0.05, ttl_s / 20))
+    nonce = secrets.token_hex(16)
+    t0 = time.monotonic()
+    while True:
+        now = _now()
+        record = {"version": 1, "owner": owner, "nonce": nonce, "ttl_s": ttl_s, "acquired_at": _iso(now),
+                  "renewed_at": _iso(now), "expires_at": _iso(now + timedelta(seconds=ttl_s))}
+        data = json.dumps(record, sort_keys=True).encode()
+        try:
+            return Lease(uri, record, storage.create_exclusive(uri, data, content_type="application/json"))
+        except storage.PreconditionFailed:
+            pass
+        try:
+            current, token = storage.read_versioned(uri)
+        except storage.ObjectNotFound:
+            continue  # released since our create: try again at once
+        held = _parse(current)
+        if held.get("nonce") == nonce:  # our own write landed; only its answer was lost
+            return Lease(uri, held, token)
+        if _expired(held, now):
+            try:
+                lease = Lease(uri, record, storage.replace_if_match(uri, data, token, content_type="application/json"))
+            except storage.PreconditionFailed:
+                continue  # another contender (or the holder's renewal) got there first: re-read
+            lease.took_over = held
+            log.warning("took over the expired lease %s of %s (expired at %s)", uri, _describe(held), held.get("expires_at", "?"))
+            return lease
+        waited = time.monotonic() - t0
+        if waited >= wait_s:
+            waited_txt = f"; waited {waited:.0f}s" if wait_s else ""
+            raise LeaseHeld(
+                f"output {storage.display(output_uri)} is in use by {_describe(held)}: its lease {uri} expires at "
+                f"{held['expires_at']} unless renewed{waited_txt}. Wait for it (--wait-lease SECONDS) or, "
+                f"if that run is dead, re-run after that time",
+                holder=held.get("owner"), expires_at=held["expires_at"],
+            )
+        time.sleep(min(poll, wait_s - waited))
+
+
+class Lease:
+    """A held lease. ``lost`` (a threading.Event) is set once another run took it over, or once it
+    could not be renewed before it expired; ``lost_reason`` then says why.
+
+    ``expires_at`` (datetime, UTC) is the expiry last written; ``token`` the object's version
+    (S3 ETag or local sha256); ``took_over`` the expired record this lease replaced, if any.
+    """
+
+    def __init__(self, uri: str, record: dict, token: str):
+        self.uri = uri
+        self.record = record
+        self.token = token
+        self.took_over: dict | None = None
+        self.lost = threading.Event()
+        self.lost_reason: str | None = None
+        self.last_error: Exception | None = None
+        self._lock = threading.Lock()
+        self._released = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def owner(self) -> dict:
+        return self.record["owner"]
+
+    @property
+    def ttl_s(self) -> float:
+        return float(self.record["ttl_s"])
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromisoformat(self.record["expires_at"])
+
+    def _mark_lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.lost.set()
+        log.error("%s", reason)
+
+    def check(self) -> None:
+        """Raise LeaseLost when the lease is lost (call it between units of work)."""
+        if self.lost.is_set():
+            raise LeaseLost(self.lost_reason or f"lease {self.uri} lost")
+
+    def renew(self) -> None:
+        """Push ``expires_at`` to now + ``ttl_s``.
+
+        Raises LeaseLost (and sets ``lost``) when the lease is no longer ours (taken over after it
+        expired, or deleted) or was released; StorageError when the store cannot answer (the lease
+        is then still ours until ``expires_at``)."""
+        with self._lock:
+            self.check()
+            if self._released:
+                raise LeaseLost(f"lease {self.uri} was released")
+            now = _now()
+            record = {**self.record, "renewed_at": _iso(now), "expires_at": _iso(now + timedelta(seconds=self.ttl_s))}
+            data = json.dumps(record, sort_keys=True).encode()
+            try:
+                token = storage.replace_if_match(self.uri, data, self.token, content_type="application/json")
+            except storage.PreconditionFailed:
+                try:
+                    current, token = storage.read_versioned(self.uri)
+                except storage.ObjectNotFound:
+                    current, token = None, None
+                if current != data:  # not our own landed write with a lost answer
+                    holder = _parse(current) if current else {}
+                    now_by = f"is now held by {_describe(holder)}" if holder else "was deleted"
+                    self._mark_lost(f"lease {self.uri} of run {self.owner.get('run_id', '?')} was lost: it {now_by}; "
+                                    f"this run stops writing to the output")
+                    self.check()
+            self.token, self.record = token, record
+
+    def _beat(self, interval_s: float, on_lost: Callable[[str], None] | None) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.renew()
+                self.last_error = None
+            except LeaseLost:
+                break
+            except StorageError as exc:
+                self.last_error = exc
+                log.warning("could not renew lease %s: %s", self.uri, exc)
+                if _now() >= self.expires_at:
+                    self._mark_lost(f"lease {self.uri} expired at {self.record['expires_at']} before it could be renewed "
+                                    f"({exc}); this run stops writing to the output")
+                    break
+        if self.lost.is_set() and on_lost is not None:
+            on_lost(self.lost_reason or "")
+
+    def start_heartbeat(self, interval_s: float | None = None, on_lost: Callable[[str], None] | None = None) -> Self:
+        """Renew in a daemon thread every ``interval_s`` seconds (default ``ttl_s / 3``).
+
+        A renewal that fails for a store error is tried again at the next beat; once the lease has
+        expired unrenewed, or was taken over, ``lost`` is set, ``on_lost(reason)`` is called (in the
+        heartbeat thread) and the heartbeat stops."""
+        if self._thread is None:
+            interval = interval_s if interval_s is not None else self.ttl_s / 3
+            self._thread = threading.Thread(target=self._beat, args=(interval, on_lost), name=f"lease-heartbeat {self.uri}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def stop_heartbeat(self) -> None:
+        """Stop renewing (waits for a renewal in flight)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def release(self) -> bool:
+        """Stop the heartbeat and delete the lease if it is still ours.
+
+        Returns True when deleted, False when it was no longer ours (lost, taken over, already
+        released, or deleted by a retry whose first answer was lost). Raises StorageError when the
+        store cannot answer (the lease then expires after ``ttl_s``)."""
+        self.stop_heartbeat()
+        with self._lock:
+            if self._released or self.lost.is_set():
+                self._released = True
+                return False
+            self._released = True
+            return storage.delete_if_match(self.uri, self.token)
+
+    def __enter__(self) -> Self:
+        return self.start_heartbeat()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.release()
+        except StorageError as err:
+            if exc_type is None:
+                raise
+            log.warning("could not release lease %s (it expires at %s): %s", self.uri, self.record["expires_at"], err)
