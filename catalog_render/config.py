@@ -49,6 +49,9 @@ class ExecutionSpec(_Section):
     #: retried one by one; a product that kills its worker ``max_task_retries + 1`` times alone is
     #: failed as a poison input. Each death costs an actor restart (model load).
     max_task_retries: int = Field(2, ge=0, le=20)
+    #: Lease on the output (see catalog_render.lease): renewed every lease_ttl_s / 3 seconds; a run
+    #: killed on another host blocks the output for at most this long (on the same host, not at all).
+    lease_ttl_s: float = Field(120.0, ge=5, le=3600)
 
 
 class TrainSpec(_Section):

@@ -41,9 +41,12 @@ class RunError(CatalogRenderError):
 
 class LeaseHeld(RunError):
     """Another run holds the output's lease (and still held it after waiting); the message names it.
+    Exit code 8 ("output busy"), so a scheduler can tell it from a failed run and retry later.
 
     ``holder`` is the lease's owner record (run_id, host, pid, command), ``expires_at`` its expiry
     (ISO 8601, UTC) as last renewed."""
+
+    exit_code = 8
 
     def __init__(self, message: str, holder: dict | None = None, expires_at: str | None = None):
         super().__init__(message)

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from catalog_render import catalog as catalog_mod
 from catalog_render import imaging, manifest, planning, storage
+from catalog_render import lease as lease_mod
 from catalog_render.config import JobSpec
 from catalog_render.errors import ModelError, RunError
 from catalog_render.generators import registry
@@ -132,6 +133,7 @@ class RenderWorker:
             conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
         results = dict(zip(todo, self._generate(conds, [int(items[i]["seed"]) for i in todo]) if todo else []))
         rows = []
+        storage_down = None  # after one write failed (its retries spent), the rest of the batch is not tried
         for i, (it, uri) in enumerate(zip(items, uris)):
             reused = present[i] is not None
             image, error, render_s = (present[i], None, None) if reused else results[i]
@@ -142,7 +144,9 @@ class RenderWorker:
                 prompt=it["prompt"], reference_uri=it["reference_uri"], render_seconds=render_s, worker=self.worker, reused=reused,
                 plan_reason=it["plan_reason"],
             )
-            if image is not None:
+            if image is not None and not reused and storage_down:
+                row.update(status="failed", error=f"not written: an earlier write of this batch failed ({storage_down})"[:500])
+            elif image is not None:
                 try:
                     if not reused:
                         _failpoint_crash(it["product_id"])
@@ -161,6 +165,8 @@ class RenderWorker:
                     row.update(score_image(rgb, ref, self.white_threshold, self.border_fraction))
                     row["status"] = "ok"
                 except Exception as exc:
+                    if isinstance(exc, storage.StorageError):
+                        storage_down = str(exc)[:300]
                     row.update(status="failed", image_uri=None, error=f"write/score failed: {type(exc).__name__}: {exc}"[:500])
             else:
                 row.update(status="failed", error=error)
@@ -286,16 +292,50 @@ def run_job(
     hide_images: bool = False,
     progress=None,
     num_cpus: int | None = None,
+    wait_lease_s: float = 0.0,
 ) -> RunSummary:
-    """Plan and render. ``progress(done, total)`` is called as rows arrive. Raises CatalogError,
-    ModelError, StorageError (bad inputs, before anything is written) or RunError (Ray failed)."""
+    """Plan and render. ``progress(done, total)`` is called as rows arrive.
+
+    The run holds the output's lease (catalog_render.lease) from planning to the end, so two runs
+    on one output never render the same products; with another run holding it, waits up to
+    ``wait_lease_s`` seconds, then raises LeaseHeld (exit 8) naming that run.
+
+    Raises CatalogError, ModelError, StorageError (bad inputs, before anything is written),
+    LeaseHeld, or RunError (Ray failed; finished rows are kept)."""
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc)
     # Absolute local paths: manifest rows must resolve from any directory, and actors may run elsewhere.
     catalog_uri, model_uri, output_uri = (u if storage.is_s3(u) else storage.display(u) for u in (catalog_uri, model_uri, output_uri))
-    params = generation_params(spec)
     info = registry.describe(model_uri)
     table = catalog_mod.read_catalog(catalog_uri)
+    run_id = manifest.new_run_id()
+    held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
+    with held:  # renewed in the background; released at the end, also on errors
+        if held.took_over:
+            _mark_abandoned(output_uri, held.took_over)
+        return _run_leased(spec, table, catalog_uri, model_uri, output_uri, info, run_id, held, t_start, started_at,
+                           address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus)
+
+
+def _mark_abandoned(output_uri: str, expired: dict) -> None:
+    """The run whose expired lease we took over died without finishing: say so in its record."""
+    run_id = (expired.get("owner") or {}).get("run_id")
+    if not run_id:
+        return
+    try:
+        uri = storage.join(output_uri, "runs", f"{run_id}.json")
+        record = json.loads(storage.read_bytes(uri))
+        if record.get("status") == "running":
+            record.update(status="abandoned", error=f"the run died without finishing (its lease expired at {expired.get('expires_at')}); "
+                                                    "its written images and flushed manifest rows were kept")
+            manifest.write_run_record(output_uri, run_id, record)
+    except (storage.StorageError, ValueError):
+        log.warning("could not mark run %s as abandoned", run_id)
+
+
+def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str, output_uri: str, info, run_id: str, held,
+                t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus) -> RunSummary:
+    params = generation_params(spec)
     past = manifest.read_manifest(output_uri)
     existing = set(storage.list_uris(storage.join(output_uri, "images")))
     the_plan = planning.plan(
@@ -303,7 +343,6 @@ def run_job(
         prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
         hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem,
     )
-    run_id = manifest.new_run_id()
     record = {
         "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
         "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),
@@ -312,7 +351,7 @@ def run_job(
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
     }
     manifest.write_run_record(output_uri, run_id, record)
-    sink = _ManifestSink(output_uri, run_id, spec.execution.manifest_flush_rows, progress)
+    sink = _ManifestSink(output_uri, run_id, spec.execution.manifest_flush_rows, progress, guard=held.check)
     if the_plan.quarantined:
         sink.write_rows(the_plan.quarantine_rows(run_id))
     counts = sink.counts
@@ -344,14 +383,20 @@ def run_job(
                 ])
             sink.flush()
     except BaseException as exc:
-        sink.flush()  # rows whose images are written: keep them
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            record.update(status="interrupted", counts=counts, finished_at=datetime.now(timezone.utc).isoformat())
+        # Best effort: the store may be what failed; the original error is what the user must see.
+        try:
+            sink.flush()  # rows whose images are written: keep them
+        except Exception as flush_exc:  # noqa: BLE001
+            log.warning("could not flush the last manifest rows: %s", flush_exc)
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        record.update(status="interrupted" if interrupted else "crashed", counts=counts, finished_at=datetime.now(timezone.utc).isoformat())
+        if not interrupted:
+            record["error"] = f"{type(exc).__name__}: {exc}"[:1000]
+        try:
             manifest.write_run_record(output_uri, run_id, record)
-            raise
-        record.update(status="crashed", error=f"{type(exc).__name__}: {exc}"[:1000], counts=counts, finished_at=datetime.now(timezone.utc).isoformat())
-        manifest.write_run_record(output_uri, run_id, record)
-        if isinstance(exc, RunError):
+        except Exception as rec_exc:  # noqa: BLE001
+            log.warning("could not write the run record: %s", rec_exc)
+        if interrupted or isinstance(exc, (RunError, storage.StorageError)):
             raise
         raise RunError(f"run {run_id} failed: {_root_cause(exc)}; finished rows are kept, re-run to resume") from exc
     finally:
@@ -375,8 +420,9 @@ class _ManifestSink:
     flushes them to Parquet parts every ``flush_rows`` rows or 10 s (so a killed driver loses at
     most that much bookkeeping; the images themselves are reused by the next run)."""
 
-    def __init__(self, output_uri: str, run_id: str, flush_rows: int, progress=None):
+    def __init__(self, output_uri: str, run_id: str, flush_rows: int, progress=None, guard=None):
         self.output_uri, self.run_id, self.flush_rows, self.progress = output_uri, run_id, flush_rows, progress
+        self.guard = guard or (lambda: None)  # raises (LeaseLost) when this run may no longer write
         self.counts = {"ok": 0, "failed": 0, "skipped": 0}
         self.parts: list[str] = []
         self.returned: set[str] = set()
@@ -396,6 +442,7 @@ class _ManifestSink:
         """Rows made by the driver (quarantined, poison): written at once as their own part."""
         if rows:
             self.flush()
+            self.guard()
             self.parts.append(manifest.write_part(self.output_uri, self.run_id, self._seq, rows))
             self._seq += 1
             for r in rows:
@@ -423,6 +470,7 @@ class _ManifestSink:
 
     def flush(self) -> None:
         if self._buffer:
+            self.guard()
             tables, self._buffer, self._buffered = self._buffer, [], 0
             self.parts.append(_flush(self.output_uri, self.run_id, self._seq, tables))
             self._seq += 1

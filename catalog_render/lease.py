@@ -84,7 +84,25 @@ def _parse(data: bytes) -> dict:
 
 
 def _expired(record: dict, now: datetime) -> bool:
-    return not record or now >= datetime.fromisoformat(record["expires_at"])
+    return not record or now >= datetime.fromisoformat(record["expires_at"]) or _holder_dead_here(record)
+
+
+def _holder_dead_here(record: dict) -> bool:
+    """True when the holder ran on this host (same host name) and its process no longer exists:
+    a SIGKILLed run on a laptop or cron host frees its output at once instead of after ``ttl_s``.
+    A pid reused by an unrelated process within ``ttl_s`` only delays the takeover until expiry.
+    Hosts sharing a host name but not a pid namespace (two containers named alike) must not share an
+    output; Kubernetes pods and default Docker containers have distinct host names."""
+    owner = record.get("owner") or {}
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by another user
+        return False
+    return False
 
 
 def read_lease(output_uri: str) -> dict | None:

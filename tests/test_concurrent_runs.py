@@ -1,0 +1,81 @@
+"""Two `run` commands on one output at once (local disk and S3): the second refuses (exit 8)
+naming the first, or waits with --wait-lease; the lease of a SIGKILLed run is taken over and its
+run record marked abandoned; nothing is rendered twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from catalog_render import lease, manifest, storage
+from conftest import upload_tree
+
+CR = str(Path(sys.executable).parent / "catalog-render")
+
+
+def _wait_for_lease(output: str, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        rec = lease.read_lease(output)
+        if rec:
+            return rec
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.1)
+    pytest.fail("the first run never took the lease")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_second_run_refuses_then_waits_and_nothing_is_rendered_twice(where, small_catalog, tiny_gan, tmp_path, request):
+    if where == "s3":
+        bucket = request.getfixturevalue("bucket")
+        cat = f"s3://{bucket}/c.parquet"
+        storage.write_bytes(cat, small_catalog.read_bytes())
+        model = upload_tree(tiny_gan, f"s3://{bucket}/m")
+        out = f"s3://{bucket}/out"
+    else:
+        cat, model, out = str(small_catalog), str(tiny_gan), str(tmp_path / "out")
+    args = ["run", "--catalog", cat, "--model", model, "--output", out, "--hide-images", "--no-report", "--workers", "1", "--batch-size", "2"]
+    first = subprocess.Popen([CR, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = _wait_for_lease(out, first)
+    second = subprocess.run([CR, *args], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 8, second.stderr[-2000:]
+    err = second.stderr.strip()
+    assert err.startswith("error: output") and "in use by run " + held["owner"]["run_id"] in err and f"pid {first.pid}" in err, err
+    third = subprocess.run([CR, *args, "--wait-lease", "600"], capture_output=True, text=True, timeout=900)
+    assert first.wait(timeout=600) == 0
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "nothing to render" in third.stdout + third.stderr
+    rows = manifest.read_manifest(out).to_pylist()
+    assert len(rows) == 60 and len({r["product_id"] for r in rows}) == 60 and {r["status"] for r in rows} == {"ok"}
+    assert lease.read_lease(out) is None  # released
+
+
+def test_lease_of_a_killed_run_is_taken_over_and_its_record_marked(small_catalog, tiny_gan, tmp_path):
+    out = str(tmp_path / "out")
+    args = ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", out, "--hide-images", "--no-report",
+            "--workers", "1", "--batch-size", "2"]
+    first = subprocess.Popen([CR, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = _wait_for_lease(out, first)
+    record = os.path.join(out, "runs", f"{held['owner']['run_id']}.json")
+    while not os.path.exists(record):  # the lease is taken before planning; the record after it
+        assert first.poll() is None
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # Same host, holder gone: taken over at once, long before the 120 s ttl.
+    t0 = time.monotonic()
+    again = subprocess.run([CR, *args], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert time.monotonic() - t0 < 110
+    killed = json.loads(storage.read_bytes(record))
+    assert killed["status"] == "abandoned"
+    rows = manifest.read_manifest(out).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert sorted(r["product_id"] for r in ok) == sorted({r["product_id"] for r in ok}) and len(ok) == 60
