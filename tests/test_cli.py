@@ -121,7 +121,8 @@ def test_photos_on_an_unreachable_store_stop_the_backfill(tiny_gan, small_catalo
                        env=env, capture_output=True, text=True, timeout=300)
     err = p.stderr.strip()
     assert p.returncode == 5 and "\n" not in err and "cannot reach the S3 endpoint for s3://photos/" in err, err
-    assert not (tmp_path / "o").exists()  # nothing rendered, nothing written
+    # nothing rendered, nothing written: only the lease's lock file (the run held the output's lease)
+    assert [p.name for p in (tmp_path / "o").rglob("*")] == ["_lease.json.lock"]
 
 
 def test_dead_ray_head_fails_fast(tiny_gan, small_catalog, tmp_path):

@@ -61,7 +61,7 @@ def test_second_acquire_is_refused_naming_the_holder(out):
     with pytest.raises(LeaseHeld) as info:
         lease.acquire(out, owner("run-b"), ttl_s=30)
     msg = str(info.value)
-    assert isinstance(info.value, RunError) and info.value.exit_code == 7
+    assert isinstance(info.value, RunError) and info.value.exit_code == 8  # "output busy"
     for needle in ("in use by run run-a", "host host-run-a", "pid 4242", "catalog-render run --output X (run-a)",
                    f"expires at {rec['expires_at']}", lease.lease_uri(out)):
         assert needle in msg, msg
@@ -270,3 +270,19 @@ def test_lease_over_a_faulty_network(s3_server, bucket, monkeypatch):
     # conditional writes that S3 executed but whose answer was lost: acquire and renew recognised their own
     lost = [m for m, path, k, st in proxy.log if k == "reset_after" and m == "PUT" and path.endswith("/_lease.json") and st == 200]
     assert len(lost) >= 2, proxy.log
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_before_expiry(out):
+    """Same host name, pid gone (a SIGKILLed run): no need to wait for the ttl."""
+    import socket
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = {"run_id": "run-dead", "host": socket.gethostname(), "pid": gone.pid, "command": "x"}
+    lease.acquire(out, dead, ttl_s=3600)
+    alive = {"run_id": "run-alive", "host": socket.gethostname(), "pid": os.getpid(), "command": "y"}
+    new = lease.acquire(out, alive, ttl_s=30)
+    assert new.took_over["owner"]["run_id"] == "run-dead"
+    with pytest.raises(LeaseHeld):  # a live holder on this host is respected
+        lease.acquire(out, dead, ttl_s=30)
+    assert new.release() is True
