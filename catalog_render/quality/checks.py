@@ -235,31 +235,38 @@ class Border:
     colour: tuple[int, int, int] | None
 
 
-def _line_is_uniform(line: np.ndarray, ref: np.ndarray, tolerance: int, min_share: float) -> bool:
-    close = (np.abs(line.astype(np.int16) - ref.astype(np.int16)) <= tolerance).all(axis=1)
+def _line_median(line: np.ndarray) -> np.ndarray:
+    return np.median(line, axis=0).round().astype(np.uint8)
+
+
+def _line_is_uniform(line: np.ndarray, tolerance: int, min_share: float) -> bool:
+    """At least ``min_share`` of the line's pixels within ``tolerance`` levels of its median, every channel."""
+    close = (np.abs(line.astype(np.int16) - _line_median(line).astype(np.int16)) <= tolerance).all(axis=1)
     return bool(close.mean() >= min_share)
 
 
-def detect_border(image, tolerance: int = 12, min_share: float = 0.98, max_fraction: float = 0.1,
+def detect_border(image, tolerance: int = 20, min_share: float = 0.95, max_fraction: float = 0.25,
                   min_step_delta_e: float = DISTINCT_COLOUR_DELTA_E, white_level: int = HIGHLIGHT_LEVEL,
                   transition_px: int = 2) -> Border:
     """Find uniform bands along the edges that are not background (an added frame or bars).
 
     For each side, lines (rows or columns) are peeled from the edge inwards while each line is
-    uniform — at least ``min_share`` of its pixels within ``tolerance`` levels on every channel of
-    the edge line's median colour (JPEG noise on a flat band stays within a few levels) — for at
-    most ``max_fraction`` of the image's extent (a uniform edge region wider than that is the
-    background, not a band). The peeled lines form a band when the image inside them steps away
-    from them: the line ``transition_px`` past the band (skipping anti-aliased or JPEG-ringing
-    transition rows) has a median colour whose CIEDE2000 distance from the band's median
-    colour exceeds ``min_step_delta_e`` (5: "two different colours", Mokrzycki & Tatol 2011), so a
-    smooth studio gradient is not a band. A white band (every channel >= ``white_level``) is the
-    pure-white background presets ask for, so it counts only when that inner line is itself a flat
-    non-white background spanning the whole side (uniform as above): white padding around a
-    grey-background photo is a border, a white margin around a product is not. Measured on
-    ../shared/data: no border found on any of the 2,187 IKEA cut-outs or 2,946 fashion photos
-    (none has an added frame). Limits: a flat product spanning a whole side inside a white margin
-    reads as a border; a frame wider than ``max_fraction`` is taken for background.
+    uniform — at least ``min_share`` of its pixels within ``tolerance`` levels of the line's median
+    on every channel (JPEG at quality 85 moves a saturated flat band by up to ~20 levels) — and of
+    the same colour as the edge line (ΔE00 of the two medians <= ``min_step_delta_e``), for at most
+    ``max_fraction`` of the image's extent (25 %: covers the bars that pad a 3:4 image to a square,
+    12.5 % per side; a uniform edge region wider than that is the background). The peeled lines
+    form a band when the image inside them steps away from them: the line ``transition_px`` past
+    the band (skipping anti-aliased or JPEG-ringing transition rows) has a median colour whose
+    CIEDE2000 distance from the band's median colour exceeds ``min_step_delta_e`` (5: "two
+    different colours", Mokrzycki & Tatol 2011), so a smooth studio gradient is not a band. A white
+    band (every channel >= ``white_level``) is the pure-white background presets ask for, so it
+    counts only when that inner line is itself a flat non-white background spanning the whole side
+    (uniform as above): white padding around a grey-background photo is a border, a white margin
+    around a product is not. Measured on ../shared/data: no border found on any of the 2,187 IKEA
+    cut-outs or 2,946 fashion photos (none has an added frame). Limits: a flat product spanning a
+    whole side inside a white margin reads as a border; a frame wider than ``max_fraction`` is
+    taken for background.
 
     Marketplaces forbid added borders on product images (eBay "Picture policy": no added borders;
     Amazon "Product image requirements" and Google Merchant Center "Image link [image_link]" too).
@@ -277,18 +284,18 @@ def detect_border(image, tolerance: int = 12, min_share: float = 0.98, max_fract
     for side, (lines, extent) in sides_lines.items():
         widths[side] = 0
         limit = max(1, int(extent * max_fraction))
-        ref = np.median(lines[0], axis=0)
+        edge = _line_median(lines[0])
         n = 0
-        while n < limit and n < extent - 1 and _line_is_uniform(lines[n], ref, tolerance, min_share):
+        while (n < limit and n < extent - 1 and _line_is_uniform(lines[n], tolerance, min_share)
+               and delta_e(_line_median(lines[n]), edge) <= min_step_delta_e):
             n += 1
         if n == 0 or n >= limit:
             continue  # not uniform, or uniform beyond a band's extent (background)
         band = np.median(lines[:n].reshape(-1, 3), axis=0).round().astype(np.uint8)
         inner_line = lines[min(n + transition_px, extent - 1)]
-        inner = np.median(inner_line, axis=0).round().astype(np.uint8)
-        if delta_e(band, inner) <= min_step_delta_e:
+        if delta_e(band, _line_median(inner_line)) <= min_step_delta_e:
             continue
-        if (band >= white_level).all() and not _line_is_uniform(inner_line, inner, tolerance, min_share):
+        if (band >= white_level).all() and not _line_is_uniform(inner_line, tolerance, min_share):
             continue  # a white margin running into a product, not into a background
         widths[side] = n
         colours[side] = tuple(int(v) for v in band)
