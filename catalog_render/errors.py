@@ -37,3 +37,13 @@ class RunError(CatalogRenderError):
     """A run could not complete (Ray failure, no work could be scheduled)."""
 
     exit_code = 7
+
+
+class FeedbackError(CatalogRenderError):
+    """A review feedback file is unreadable or has bad rows; ``problems`` lists each one with its line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
