@@ -50,8 +50,8 @@ class QualityThresholds(BaseModel):
         " products are legitimately near 0."))
     require_colour_match: bool = Field(False, description=(
         "Fail renders whose dominant colour does not match the catalog colour (checks.colour_match, ΔE00 <= 25)."
-        " Unknown or multi-colour names never fail. Off by default: on real catalog photos it accepts ~70 % under"
-        " their own colour (tests/test_quality_checks.py)."))
+        " Unknown or multi-colour names never fail. Off by default: on real catalog photos it accepts ~61 % under"
+        " their own colour and 17 % under a wrong one (checks.colour_match)."))
     near_duplicate_max_distance: int | None = Field(None, ge=0, le=64, description=(
         "Flag renders of different products whose phashes are within this many bits (checks.near_duplicate_groups;"
         " suggested 6). Reported by the run, not decided per render."))
