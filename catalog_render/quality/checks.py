@@ -292,12 +292,19 @@ def detect_border(image, tolerance: int = 20, min_share: float = 0.95, max_fract
     for side, (lines, extent) in sides_lines.items():
         widths[side] = 0
         limit = max(1, int(extent * max_fraction))
-        head = lines[: min(limit + 1, extent - 1)]  # the candidate band lines, plus one to see where it stops
-        medians = np.median(head, axis=1).round().astype(np.uint8)  # (k, 3)
-        uniform = (np.abs(head.astype(np.int16) - medians[:, None, :].astype(np.int16)) <= tolerance).all(axis=2).mean(axis=1) >= min_share
-        same = deltaE_ciede2000(_lab(medians), np.broadcast_to(_lab(medians[0]), (len(medians), 3))) <= min_step_delta_e
-        stops = np.flatnonzero(~(uniform & same))
-        n = int(stops[0]) if len(stops) else len(head)
+        edge_lab = _lab(_line_median(lines[0]))
+        last = min(limit + 1, extent - 1)  # candidate band lines, plus one to see where the band stops
+        n = last
+        for start in range(0, last, 16):  # blocks of lines: most bands (and all backgrounds) stop early
+            head = lines[start:min(start + 16, last)]
+            medians = np.median(head, axis=1).round().astype(np.uint8)  # (k, 3)
+            close = np.abs(head.astype(np.int16) - medians[:, None, :].astype(np.int16)) <= tolerance
+            uniform = close.all(axis=2).mean(axis=1) >= min_share
+            same = deltaE_ciede2000(_lab(medians), np.broadcast_to(edge_lab, (len(medians), 3))) <= min_step_delta_e
+            stops = np.flatnonzero(~(uniform & same))
+            if len(stops):
+                n = start + int(stops[0])
+                break
         if n == 0 or n >= limit:
             continue  # not uniform, or uniform beyond a band's extent (background)
         band = np.median(lines[:n].reshape(-1, 3), axis=0).round().astype(np.uint8)
@@ -343,7 +350,7 @@ def near_duplicate_groups(hashes: Mapping[str, str | imagehash.ImageHash], max_d
     colours are within ``max_colour_delta_e`` ΔE00. Groups are the connected components of these
     links (scipy.sparse.csgraph), so A~B and B~C put A, B, C together. Returns the groups of two or
     more keys, each sorted, ordered by their first key. Pairwise cost is O(n²) bit operations in
-    blocks (about 1 s for 20,000 hashes).
+    blocks (about 5 s for 20,000 hashes on a busy 2-core machine).
 
     Default threshold 6 bits, measured on the 2,946 fashion photos of ../shared/data: a 64x48
     downscale moved a photo's hash by at most 4 bits (of 300 tried) and JPEG quality 60 by at most
@@ -457,10 +464,13 @@ def dominant_colour(image, mask: np.ndarray | None = None, k: int = 4, seed: int
         mask = foreground_mask(a)
     else:
         a = as_rgb_array(image)
-    px = _lab(a)[np.asarray(mask, dtype=bool)]
-    if len(px) < k * 10:
+    m = np.asarray(mask, dtype=bool)
+    rgb = a[m]
+    if len(rgb) < k * 10:
         return None
-    k = min(k, len(np.unique(px, axis=0)))
+    codes = (rgb[:, 0].astype(np.int32) << 16) | (rgb[:, 1].astype(np.int32) << 8) | rgb[:, 2]
+    k = min(k, len(np.unique(codes)))
+    px = _lab(rgb)
     if k == 1:
         centre = px[0]
     else:
