@@ -57,3 +57,13 @@ class LeaseHeld(RunError):
 class LeaseLost(RunError):
     """This run's lease was taken over by another run (or could not be renewed before it expired):
     the run must stop writing to the output."""
+
+
+class FeedbackError(CatalogRenderError):
+    """A review feedback file is unreadable or has bad rows; ``problems`` lists each one with its line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])

@@ -1,0 +1,130 @@
+"""The quality gate: thresholds a job sets, a verdict per render, and best-of-N selection.
+
+:class:`QualityThresholds` is a pydantic model meant to be embedded in the job spec (``[quality]``).
+Every threshold defaults to None = "not gated", so adding the section changes nothing until a job
+sets a value; each field's description gives a suggested value and where it comes from.
+:func:`judge` turns one render's scores (:func:`catalog_render.quality.scores.score_image` plus
+the measurements of :func:`catalog_render.quality.presets.measure`) and its preset compliance into
+passed / failed checks; :func:`pick_best` chooses among a product's tries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalog_render.quality.presets import Compliance
+
+
+class QualityThresholds(BaseModel):
+    """Per-render thresholds. None disables a check. Ranges and units are those of the scores."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["amazon", "google", "ebay", "shopify", "none"] = Field(
+        "none", description="Marketplace preset whose required rules must pass (catalog_render.quality.presets).")
+    apparel: bool = Field(False, description="Apply apparel-only preset rules (Google: 250 x 250 px).")
+    max_tries: int = Field(1, ge=1, le=16, description=(
+        "Renders per product (each with its own seed); the best passing one is kept (pick_best). 1 = no retry."))
+    min_sharpness: float | None = Field(None, ge=0, description=(
+        "Minimum variance of the Laplacian (scores.sharpness, grey in [0,1]). Suggested 0.01: the scores module's"
+        " 'crisp at 64 px' mark; the reference run's renders had p10 0.011, median 0.033 (README)."))
+    min_background_whiteness: float | None = Field(None, ge=0, le=1, description=(
+        "Minimum share of the border band that is near-white (scores.background_whiteness), [0,1]. Suggested 0.9:"
+        " the reference run's renders had p10 0.85, median 1.00 (README)."))
+    min_fill_ratio: float | None = Field(None, ge=0, le=1, description=(
+        "Minimum bounding-box area share of the product (scores.fill_ratio), [0,1]. Amazon's 85 % rule is checked"
+        " by preset 'amazon' on the post-processed image; this guards against near-empty renders (suggested 0.1)."))
+    max_fill_ratio: float | None = Field(None, ge=0, le=1, description=(
+        "Maximum fill_ratio, [0,1]: 1.0 means the render has no background margin at all (suggested 0.98)."))
+    max_clipped_highlights: float | None = Field(None, ge=0, le=1, description=(
+        "Maximum share of the product region with every channel >= 250 (checks.exposure), [0,1]. Suggested 0.05."))
+    max_clipped_shadows: float | None = Field(None, ge=0, le=1, description=(
+        "Maximum share of the product region with every channel <= 5 (checks.exposure), [0,1]. Suggested 0.05"
+        " (black products are dark, not clipped: they sit around 20-40 on 0-255)."))
+    min_colourfulness: float | None = Field(None, ge=0, description=(
+        "Minimum Hasler-Susstrunk colourfulness M of the product region. Off by default: grey, black and white"
+        " products are legitimately near 0."))
+    require_colour_match: bool = Field(False, description=(
+        "Fail renders whose dominant colour does not match the catalog colour (checks.colour_match, ΔE00 <= 25)."
+        " Unknown or multi-colour names never fail. Off by default: on real catalog photos it accepts ~61 % under"
+        " their own colour and 17 % under a wrong one (checks.colour_match)."))
+    near_duplicate_max_distance: int | None = Field(None, ge=0, le=64, description=(
+        "Flag renders of different products whose phashes are within this many bits (checks.near_duplicate_groups;"
+        " suggested 6). Reported by the run, not decided per render."))
+
+
+#: Checks judge() can report, with the score key and comparison each uses.
+_SCORE_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("min_sharpness", "sharpness", ">="),
+    ("min_background_whiteness", "background_whiteness", ">="),
+    ("min_fill_ratio", "fill_ratio", ">="),
+    ("max_fill_ratio", "fill_ratio", "<="),
+    ("max_clipped_highlights", "clipped_highlights", "<="),
+    ("max_clipped_shadows", "clipped_shadows", "<="),
+    ("min_colourfulness", "colourfulness", ">="),
+)
+
+
+def judge(scores: Mapping[str, object], compliance: Compliance | None, thresholds: QualityThresholds) -> tuple[bool, list[str]]:
+    """Decide one render: ``(passed, failed_checks)``.
+
+    ``scores``: the render's values by name (sharpness, background_whiteness, fill_ratio,
+    clipped_highlights, clipped_shadows, colourfulness, colour_match); ``compliance``: the result
+    of presets.evaluate for ``thresholds.preset`` (None when the preset is ``none``).
+
+    A threshold that is set fails its check when the score is below a ``min_`` / above a ``max_``
+    value, or when the score is missing or NaN (named ``<check> (missing)``): the gate never passes
+    what it could not measure. ``colour_match`` fails only when it is False (None = no verdict).
+    Failed required preset rules are added by id (``amazon.white_background``); a compliance for a
+    different preset than ``thresholds.preset`` raises ValueError. The order of failed_checks is
+    the order above, then the preset's rule order.
+    """
+    failed: list[str] = []
+    for name, key, op in _SCORE_CHECKS:
+        limit = getattr(thresholds, name)
+        if limit is None:
+            continue
+        value = scores.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            failed.append(f"{name} (missing)")
+        elif (op == ">=" and not value >= limit) or (op == "<=" and not value <= limit):
+            failed.append(name)
+    if thresholds.require_colour_match and scores.get("colour_match") is False:
+        failed.append("colour_match")
+    if thresholds.preset != "none":
+        if compliance is None:
+            failed.append(f"{thresholds.preset} (not evaluated)")
+        elif compliance.preset != thresholds.preset:
+            raise ValueError(f"compliance is for preset {compliance.preset!r}, thresholds ask for {thresholds.preset!r}")
+        else:
+            failed.extend(compliance.failed)
+    return (not failed, failed)
+
+
+#: Score that breaks ties between tries with the same verdict and the same number of failed checks.
+TIEBREAK_SCORE = "sharpness"
+
+
+def pick_best(tries: Sequence[Mapping[str, object]]) -> int:
+    """Index of the best of a product's tries (best-of-N).
+
+    Each try is a mapping with ``passed`` (bool), ``failed_checks`` (list) and its scores. Best =
+    ordered by, in turn: (1) passing tries before failing ones; (2) fewer failed checks; (3) higher
+    :data:`TIEBREAK_SCORE` (sharpness, the variance of the Laplacian: blur is a generator's most
+    common defect, and at equal verdicts the crisper render is preferred; missing or NaN counts as
+    lowest); (4) the earlier try (deterministic). Raises ValueError on an empty list.
+    """
+    if not tries:
+        raise ValueError("pick_best needs at least one try")
+
+    def key(i: int):
+        t = tries[i]
+        s = t.get(TIEBREAK_SCORE)
+        s = -math.inf if s is None or (isinstance(s, float) and math.isnan(s)) else float(s)
+        return (0 if t.get("passed") else 1, len(t.get("failed_checks") or ()), -s, i)
+
+    return min(range(len(tries)), key=key)
