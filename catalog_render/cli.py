@@ -205,8 +205,15 @@ def run(
         from catalog_render.report import write_report
 
         console.print(f"report: {storage.display(write_report(output, summary.run_id))}")
+    gated = summary.quality.get("failed-quality", 0)
+    if summary.planned and (spec.quality.preset != "none" or gated):
+        console.print(f"quality gate: {summary.quality.get('passed', 0)} passed, {gated} failed-quality (preset {spec.quality.preset})")
     if c["failed"] and not c["ok"]:
         raise typer.Exit(1)
+    share = spec.quality.max_failed_share
+    if share is not None and c["ok"] and gated / c["ok"] > share:
+        typer.echo(f"error: {gated} of {c['ok']} renders failed the quality gate ({gated / c['ok']:.0%} > quality.max_failed_share {share:.0%})", err=True)
+        raise typer.Exit(9)
 
 
 @app.command("report")

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from catalog_render.errors import ConfigError
+from catalog_render.quality.gate import QualityThresholds
 
 
 class _Section(BaseModel):
@@ -91,6 +92,15 @@ class ScoreSpec(_Section):
     border_fraction: float = Field(0.05, gt=0, lt=0.5)
 
 
+class QualitySpec(QualityThresholds):
+    """``[quality]``: the gate's thresholds and marketplace preset (catalog_render.quality.gate),
+    plus the run-level alert threshold."""
+
+    max_failed_share: float | None = Field(None, ge=0, le=1, description=(
+        "Share of a run's rendered products that may end failed-quality; above it `run` exits 9 so cron or Airflow can"
+        " alert. None = never."))
+
+
 class JobSpec(_Section):
     name: str = "default"
     mode: Literal["backfill", "refresh"] = "backfill"
@@ -98,6 +108,7 @@ class JobSpec(_Section):
     execution: ExecutionSpec = ExecutionSpec()
     train: TrainSpec = TrainSpec()
     scores: ScoreSpec = ScoreSpec()
+    quality: QualitySpec = QualitySpec()
 
     def with_overrides(self, **overrides) -> "JobSpec":
         """A new spec with dotted overrides applied (``execution.workers=4``); None values are ignored."""

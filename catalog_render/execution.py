@@ -16,6 +16,7 @@ set before Ray is imported; its dashboard is off). Joining a cluster with ``--ad
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,7 +43,9 @@ log = logging.getLogger(__name__)
 _ROW_FIELDS = (
     "product_id", "render_key", "status", "error", "image_uri", "reference_uri", "seed", "model_id", "family",
     "generation_params", "conditioning", "prompt", "width", "height", "sharpness", "background_whiteness",
-    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "finished_at",
+    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "quality_status", "quality_failed",
+    "preset", "compliance_failed", "compliance_advisories", "tries", "try_index", "try_history", "publish_uri", "renditions", "phash",
+    "clipped_highlights", "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match", "finished_at",
 )
 
 
@@ -54,18 +57,33 @@ def generation_params(spec: JobSpec) -> GenerationParams:
     )
 
 
+def try_seed(seed: int, attempt: int) -> int:
+    """Seed of best-of-N try ``attempt`` (0 = the product's planned seed): sha256 of
+    ``"<seed>:<attempt>"``, first 8 bytes, mod 2**63. Deterministic, so a resumed run makes the same tries."""
+    if attempt == 0:
+        return int(seed)
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}:{attempt}".encode()).digest()[:8], "big") % 2**63
+
+
 class RenderWorker:
     """Ray Data actor: loads the generator once, then renders batches of work items.
 
     ``__call__`` takes a pyarrow batch of work items (planning.WORK_SCHEMA columns) and returns a
-    pyarrow table of manifest rows, one per item, in order. A failure of one item (generation,
-    encoding, writing, scoring) makes that row ``failed`` with the reason; the rest of the batch
-    completes. An image is written (atomically) before its row is returned.
+    pyarrow table of manifest rows, one per item, in order. Per item: up to ``quality.max_tries``
+    renders (seeds :func:`try_seed`), each scored, post-processed for the job's marketplace preset
+    and judged by the quality gate (catalog_render.quality.gate); the first try that passes, or else
+    the best (gate.pick_best), is kept. Its renditions (preset main image, thumbnails) are written
+    first and the raw render last, each atomically and with provenance metadata (IPTC
+    DigitalSourceType trainedAlgorithmicMedia, model id, render_key, seed); then its row is returned.
+    A failure of one item (generation, encoding, writing, scoring) makes that row ``failed`` with
+    the reason; the rest of the batch completes.
     """
 
     def __init__(self, model_uri: str, model_id: str, output_uri: str, params: dict, image_format: str, run_id: str,
-                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool):
+                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool, quality: dict | None = None):
         import torch
+
+        from catalog_render.quality.gate import QualityThresholds
 
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
@@ -80,6 +98,7 @@ class RenderWorker:
         self.run_id = run_id
         self.white_threshold = white_threshold
         self.border_fraction = border_fraction
+        self.quality = QualityThresholds(**(quality or {}))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def _generate(self, conds: list[Conditioning], seeds: list[int]):
@@ -100,7 +119,7 @@ class RenderWorker:
             return out
 
     def _existing(self, uris: list[str]) -> list:
-        """For each target URI: the decoded image if a complete one is already there, else None.
+        """For each target URI: ``(image, bytes)`` if a complete one is already there, else None.
 
         Writes are atomic (temp + rename / one PutObject), so an object under its final name is a
         whole image from an earlier attempt with the same render_key (same pixels, by determinism):
@@ -111,7 +130,8 @@ class RenderWorker:
             try:
                 if not storage.exists(uri):
                     return None
-                return imaging.decode_rgb(storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES))
+                data = storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES)
+                return imaging.decode_rgb(data), data
             except (storage.StorageError, imaging.ImageDecodeError):
                 return None
 
@@ -120,56 +140,125 @@ class RenderWorker:
         with ThreadPoolExecutor(max_workers=8) as pool:  # S3: one HEAD per item, in parallel
             return list(pool.map(probe, uris))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def _reference(self, uri: str | None, size: tuple[int, int]):
+        if not uri:
+            return None
+        try:
+            ref_im = imaging.decode_rgb(storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES))
+            return imaging.to_array(imaging.letterbox(ref_im, *size))
+        except (storage.StorageError, imaging.ImageDecodeError):
+            return None  # reference metrics are optional; the render stands
+
+    def _assess(self, image, item: dict, colour: str | None) -> dict:
+        """Scores, preset compliance and the gate's verdict of one render (a try)."""
+        from catalog_render.quality import checks, gate, presets
         from catalog_render.quality.scores import score_image
+
+        rgb = imaging.to_array(image)
+        scores = score_image(rgb, self._reference(item["reference_uri"], (image.width, image.height)), self.white_threshold, self.border_fraction)
+        preset = self.quality.preset
+        published = presets.postprocess(image, preset) if preset != "none" else image
+        m = presets.measure(published, colour)
+        compliance = presets.evaluate(published, preset, colour, apparel=self.quality.apparel, measurements=m) if preset != "none" else None
+        values = {**scores, **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match", "colour_delta_e",
+                                                       "edge_whiteness", "frame_fill")}}
+        passed, failed = gate.judge(values, compliance, self.quality)
+        return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published,
+                "phash": checks.perceptual_hash(rgb)}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from catalog_render.quality import gate, presets
+        from catalog_render.quality.provenance import ProvenanceMetadata, read_provenance
 
         items = batch.to_pylist()
         uris = [manifest.image_uri_for(self.output_uri, it["product_id"], it["render_key"], self.image_format) for it in items]
         present = self._existing(uris)
-        todo = [i for i, im in enumerate(present) if im is None]
-        conds = []
-        for i in todo:
-            c = json.loads(items[i]["conditioning"])
+        conds, colours = [], []
+        for it in items:
+            c = json.loads(it["conditioning"])
             conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
-        results = dict(zip(todo, self._generate(conds, [int(items[i]["seed"]) for i in todo]) if todo else []))
+            colours.append((c.get("attributes") or {}).get("color"))
+        # tries[i]: list of (image, error, render_s, seed); best-of-N over the items not yet passing
+        tries: dict[int, list] = {i: [] for i in range(len(items))}
+        assessed: dict[int, list] = {i: [] for i in range(len(items))}
+        pending = [i for i, p in enumerate(present) if p is None]
+        for attempt in range(self.quality.max_tries):
+            if not pending:
+                break
+            seeds = [try_seed(int(items[i]["seed"]), attempt) for i in pending]
+            for i, seed, (image, error, render_s) in zip(pending, seeds, self._generate([conds[i] for i in pending], seeds)):
+                tries[i].append((image, error, render_s, seed))
+                assessed[i].append(self._assess(image, items[i], colours[i]) if image is not None else None)
+            pending = [i for i in pending if assessed[i][-1] is not None and not assessed[i][-1]["passed"]]
         rows = []
         storage_down = None  # after one write failed (its retries spent), the rest of the batch is not tried
         for i, (it, uri) in enumerate(zip(items, uris)):
-            reused = present[i] is not None
-            image, error, render_s = (present[i], None, None) if reused else results[i]
             row = {k: None for k in _ROW_FIELDS}
             row.update(
                 product_id=it["product_id"], render_key=it["render_key"], seed=it["seed"], model_id=self.generator.model_id,
                 family=self.generator.family, generation_params=self.params_json, conditioning=it["conditioning"],
-                prompt=it["prompt"], reference_uri=it["reference_uri"], render_seconds=render_s, worker=self.worker, reused=reused,
-                plan_reason=it["plan_reason"],
+                prompt=it["prompt"], reference_uri=it["reference_uri"], worker=self.worker, plan_reason=it["plan_reason"],
+                preset=self.quality.preset,
             )
-            if image is not None and not reused and storage_down:
+            reused = present[i] is not None
+            if reused:
+                image, data = present[i]
+                seed = read_provenance(data).get("Seed")
+                row.update(seed=int(seed) if seed else it["seed"], reused=True)
+                kept = self._assess(image, it, colours[i])
+                history = [{"seed": row["seed"], "passed": kept["passed"], "failed_checks": kept["failed_checks"], "reused": True}]
+            else:
+                ok_tries = [k for k, a in enumerate(assessed[i]) if a is not None]
+                if not ok_tries:
+                    row.update(status="failed", error=tries[i][-1][1] if tries[i] else "no render", reused=False, tries=len(tries[i]))
+                    row["finished_at"] = datetime.now(timezone.utc)
+                    rows.append(row)
+                    continue
+                views = [{"passed": assessed[i][k]["passed"], "failed_checks": assessed[i][k]["failed_checks"], **assessed[i][k]["values"]} for k in ok_tries]
+                best = ok_tries[gate.pick_best(views)]
+                image, _, _, seed = tries[i][best]
+                kept = assessed[i][best]
+                history = [{"seed": tries[i][k][3], "passed": a["passed"] if a else False, "failed_checks": a["failed_checks"] if a else [],
+                            "error": tries[i][k][1], **({key: a["values"].get(key) for key in ("sharpness", "background_whiteness", "fill_ratio")} if a else {})}
+                           for k, a in enumerate(assessed[i])]
+                row.update(seed=seed, reused=False, try_index=best, render_seconds=sum(t[2] for t in tries[i]))
+            row.update(tries=len(history), try_history=json.dumps(history, default=float))
+            if not reused and storage_down:
                 row.update(status="failed", error=f"not written: an earlier write of this batch failed ({storage_down})"[:500])
-            elif image is not None:
+            else:
                 try:
+                    meta = ProvenanceMetadata(model_id=self.generator.model_id, render_key=it["render_key"], family=self.generator.family,
+                                              product_id=it["product_id"], run_id=self.run_id, seed=row["seed"])
+                    t1 = time.perf_counter()
+                    renditions = {}
+                    if self.quality.preset != "none":
+                        preset = presets.get_preset(self.quality.preset)
+                        stem = uri.rsplit(".", 1)[0]
+                        ext = {"JPEG": "jpg"}.get(preset.format, preset.format.lower())
+                        for name, im in presets.renditions(image, preset).items():
+                            r_uri = f"{stem}.{name}.{ext}"
+                            if not (reused and storage.exists(r_uri)):
+                                storage.write_bytes(r_uri, presets.export(im, preset, metadata=meta), content_type=f"image/{preset.format.lower()}")
+                            renditions[name] = r_uri
                     if not reused:
                         _failpoint_crash(it["product_id"])
-                        t1 = time.perf_counter()
-                        storage.write_bytes(uri, imaging.encode(image, self.image_format), content_type=f"image/{self.image_format}")
+                        # the raw render last: its presence tells a resumed run this product's files are complete
+                        storage.write_bytes(uri, presets.export(image, self.image_format, metadata=meta), content_type=f"image/{self.image_format}")
                         row["write_seconds"] = time.perf_counter() - t1
-                    row.update(image_uri=uri, width=image.width, height=image.height)
-                    rgb = imaging.to_array(image)
-                    ref = None
-                    if it["reference_uri"]:
-                        try:
-                            ref_im = imaging.decode_rgb(storage.read_bytes(it["reference_uri"], max_bytes=imaging.MAX_BYTES))
-                            ref = imaging.to_array(imaging.letterbox(ref_im, image.width, image.height))
-                        except (storage.StorageError, imaging.ImageDecodeError):
-                            ref = None  # reference metrics are optional; the render stands
-                    row.update(score_image(rgb, ref, self.white_threshold, self.border_fraction))
-                    row["status"] = "ok"
+                    c = kept["compliance"]
+                    row.update(
+                        image_uri=uri, width=image.width, height=image.height, phash=kept["phash"], renditions=json.dumps(renditions) if renditions else None,
+                        publish_uri=renditions.get("main", uri), quality_status="passed" if kept["passed"] else "failed-quality",
+                        quality_failed=json.dumps(kept["failed_checks"]), compliance_failed=json.dumps(c.failed) if c else None,
+                        compliance_advisories=json.dumps(c.advisories) if c else None, status="ok",
+                        **{k: kept["values"].get(k) for k in ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "clipped_highlights",
+                                                              "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match")},
+                    )
                 except Exception as exc:
                     if isinstance(exc, storage.StorageError):
                         storage_down = str(exc)[:300]
-                    row.update(status="failed", image_uri=None, error=f"write/score failed: {type(exc).__name__}: {exc}"[:500])
-            else:
-                row.update(status="failed", error=error)
+                    row.update(status="failed", image_uri=None, publish_uri=None, renditions=None, quality_status=None,
+                               error=f"write/score failed: {type(exc).__name__}: {exc}"[:500])
             row["finished_at"] = datetime.now(timezone.utc)
             rows.append(row)
         return pa.Table.from_pylist(rows)
@@ -279,6 +368,7 @@ class RunSummary:
     images_per_second: float | None
     record_uri: str
     parts: list[str] = field(default_factory=list)
+    quality: dict[str, int] = field(default_factory=dict)  # quality_status -> count (passed, failed-quality)
 
 
 def run_job(
@@ -410,9 +500,11 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     ok = counts["ok"]
     ips = ok / wall if ok else None
     record.update(status="finished", counts=counts, finished_at=datetime.now(timezone.utc).isoformat(), wall_seconds=round(wall, 2),
-                  first_image_seconds=first_image_s, images_per_second=ips)
+                  first_image_seconds=first_image_s, images_per_second=ips, quality=sink.quality,
+                  near_duplicates=_near_duplicates(sink.hashes, spec.quality.near_duplicate_max_distance))
     uri = manifest.write_run_record(output_uri, run_id, record)
-    return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts)
+    return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
+                      dict(sink.quality))
 
 
 class _ManifestSink:
@@ -426,6 +518,8 @@ class _ManifestSink:
         self.counts = {"ok": 0, "failed": 0, "skipped": 0}
         self.parts: list[str] = []
         self.returned: set[str] = set()
+        self.quality: dict[str, int] = {}  # quality_status -> count
+        self.hashes: dict[str, tuple[str, str]] = {}  # render_key -> (product_id, phash) of this run's renders
         self.first_written = None
         self.total = 0
         self.done = 0
@@ -461,6 +555,12 @@ class _ManifestSink:
             statuses = batch.column("status").to_pylist()
             for st in statuses:
                 self.counts[st] += 1
+            for q in batch.column("quality_status").to_pylist():
+                if q:
+                    self.quality[q] = self.quality.get(q, 0) + 1
+            for pid, key, ph in zip(batch.column("product_id").to_pylist(), batch.column("render_key").to_pylist(), batch.column("phash").to_pylist()):
+                if ph:
+                    self.hashes[key] = (pid, ph)
             if "ok" in statuses:  # when the actor wrote it, not when the driver heard of it
                 written = min(t for t, st in zip(batch.column("finished_at").to_pylist(), statuses) if st == "ok")
                 self.first_written = written if self.first_written is None else min(self.first_written, written)
@@ -475,6 +575,18 @@ class _ManifestSink:
             self.parts.append(_flush(self.output_uri, self.run_id, self._seq, tables))
             self._seq += 1
         self._last_flush = time.monotonic()
+
+
+def _near_duplicates(hashes: dict[str, tuple[str, str]], max_distance: int | None) -> list[list[dict]]:
+    """Groups of this run's renders of different products whose phashes are within ``max_distance``
+    bits (quality.checks.near_duplicate_groups; default checks.NEAR_DUPLICATE_MAX_DISTANCE)."""
+    from catalog_render.quality import checks
+
+    if len(hashes) < 2:
+        return []
+    groups = checks.near_duplicate_groups({k: ph for k, (_, ph) in hashes.items()},
+                                          max_distance=checks.NEAR_DUPLICATE_MAX_DISTANCE if max_distance is None else max_distance)
+    return [[{"product_id": hashes[k][0], "render_key": k} for k in g] for g in groups]
 
 
 def _not_returned(work: pa.Table, returned: set[str]) -> pa.Table:
@@ -555,6 +667,7 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
         fn_constructor_kwargs=dict(
             model_uri=model_uri, model_id=model_id, output_uri=output_uri, params=params.__dict__, image_format=spec.generation.image_format, run_id=run_id,
             white_threshold=spec.scores.white_threshold, border_fraction=spec.scores.border_fraction, threads=threads, use_gpu=use_gpu,
+            quality=spec.quality.model_dump(exclude={"max_failed_share"}),
         ),
         batch_size=1 if isolate else ex.batch_size,
         batch_format="pyarrow",

@@ -66,6 +66,7 @@ class ProvenanceMetadata:
     family: str | None = None
     product_id: str | None = None
     run_id: str | None = None
+    seed: int | None = None
     creator_tool: str = "catalog-render"
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     digital_source_type: str = TRAINED_ALGORITHMIC_MEDIA
@@ -89,6 +90,7 @@ def xmp_packet(meta: ProvenanceMetadata) -> bytes:
         (PREFIX, "RenderKey", meta.render_key),
         (PREFIX, "ProductId", meta.product_id),
         (PREFIX, "RunId", meta.run_id),
+        (PREFIX, "Seed", meta.seed),
     ]
     for prefix, name, value in props:
         if value is not None:
