@@ -743,7 +743,7 @@ def _near_duplicates_section(rows: pa.Table, record: dict | None, verdicts: dict
         wrap = "sheet" if gi <= MAX_DUP_THUMB_GROUPS else "dupline"
         blocks.append(f'<div class=dupgroup id="dup-{gi}"><h3>Group {gi} ({len(g)} renders)</h3><div class={wrap}>{"".join(cells)}</div></div>')
     more = f"<p class=note>{len(groups) - len(shown)} more groups not listed.</p>" if len(groups) > len(shown) else ""
-    note = (f"<p class=note>{len(groups)} groups of renders of different products whose perceptual hashes are within the job's"
+    note = (f"<p class=note>{len(groups)} group{'' if len(groups) == 1 else 's'} of renders of different products whose perceptual hashes are within the job's"
             f" near_duplicate_max_distance; thumbnails for the first {MAX_DUP_THUMB_GROUPS} groups.</p>")
     return f"{head}{note}{''.join(blocks)}{more}</section>"
 
@@ -826,7 +826,7 @@ figure{margin:0}
 .verdict.approve{background:#edf8f0;color:#1e6b3a;border:1px solid #9bd3ae}.verdict.reject{background:#fdf0ee;color:#b42318;border:1px solid #f1a9a0}
 .badge.q{font-size:10.5px;padding:0 6px}
 ul.checks{margin:4px 0 0;padding-left:16px;font-size:11.5px}ul.checks code{font-size:11px}
-tr.kept td{background:#eef5ff;font-weight:600}
+tr.kept td:not([rowspan]){background:#eef5ff;font-weight:600}
 .dupgroup h3{font-size:13px;margin:10px 0 4px}.dupline{font-size:12px}.dupm{display:inline-block;margin-right:12px}
 details{margin-top:8px}pre{font-size:12px;background:#f7f8fa;padding:8px;overflow:auto;max-height:400px}
 """
