@@ -4,7 +4,9 @@
 (``OUTPUT/runs/<run_id>.json``) and writes ``OUTPUT/report.html``: a run summary, score statistics
 with the definitions from :mod:`catalog_render.quality.scores`, one histogram per score, the failed
 and skipped rows, and a contact sheet of the run's renders beside their reference photos, lowest
-score first. Every image is embedded as a ``data:`` URI (small thumbnails), so the page opens
+score first; then the quality gate and marketplace-rule pass rates, the renders that failed the
+gate, best-of-N tries, reviewers' verdicts (``OUTPUT/feedback/``) and near-duplicate groups.
+Every image is embedded as a ``data:`` URI (small thumbnails), so the page opens
 offline, from a local disk or from a downloaded S3 object, and needs no JavaScript.
 
 All I/O goes through :mod:`catalog_render.storage`, so the output may be a local path or an
@@ -360,7 +362,7 @@ def _summary_section(output_uri: str, run_id: str, rows: pa.Table, record: dict 
     parts = ["<section id=summary><h2>Run summary</h2>", _dl(items)]
     if record_problem:
         parts.append(f'<p class="note">{esc(record_problem)} \u2014 figures above come from the manifest only.</p>')
-    others = {k: v for k, v in rec.items() if k not in RECORD_KEYS and k != "run_id"}
+    others = {k: v for k, v in rec.items() if k not in RECORD_KEYS and k not in SECTION_RECORD_KEYS and k != "run_id"}
     if others:
         text = json.dumps(others, indent=2, default=str, ensure_ascii=False, sort_keys=True)
         parts.append(f"<details><summary>Other run-record fields</summary><pre>{esc(text)}</pre></details>")
@@ -419,6 +421,333 @@ def _failures_section(rows: pa.Table) -> str:
     return f"<section id=failures><h2>Failed and skipped ({bad.num_rows})</h2><table><tr><th>product_id</th><th>status</th><th>error</th></tr>{body}</table>{more}</section>"
 
 
+# --------------------------------------------------------------------------------------------
+# quality gate, marketplace compliance, best-of-N, reviewer verdicts, near-duplicates
+
+#: Images listed at most in the "failed the quality gate" section (the rest are counted).
+MAX_QUALITY_FAILURES = 60
+#: Products listed at most in the best-of-N table, most tries first.
+MAX_TRY_PRODUCTS = 200
+#: Rejected renders listed at most.
+MAX_REJECTED = 500
+#: Near-duplicate groups listed at most, and how many of them get thumbnails.
+MAX_DUP_GROUPS = 200
+MAX_DUP_THUMB_GROUPS = 30
+#: Run-record keys with a section of their own (kept out of "Other run-record fields").
+SECTION_RECORD_KEYS = ("near_duplicates",)
+
+QUALITY_PASSED = "passed"
+QUALITY_FAILED = "failed-quality"
+
+
+def _pct(n: int, d: int) -> str:
+    """``n / d`` as a percentage: whole numbers without decimals (40%), else one decimal (33.3%)."""
+    if not d:
+        return DASH
+    p = 100.0 * n / d
+    return f"{p:.0f}%" if abs(p - round(p)) < 1e-9 else f"{p:.1f}%"
+
+
+def _json_list(raw) -> list | None:
+    """A JSON-list-in-string manifest value as a list; None when null, malformed or not a list."""
+    if raw is None:
+        return None
+    try:
+        val = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    return val if isinstance(val, list) else None
+
+
+def _rows_with(rows: pa.Table, col: str) -> list[dict]:
+    """Rows (as dicts) whose ``col`` is not null."""
+    sub = rows.filter(pc.is_valid(rows.column(col)))
+    return sub.to_pylist()
+
+
+def _run_presets(rows: pa.Table) -> list[str]:
+    return sorted({p for p in rows.column("preset").to_pylist() if p})
+
+
+def _compliance_table(preset_name: str, judged: list[dict], run_date) -> str:
+    """Per-rule failure counts of one preset over the renders evaluated for it."""
+    from catalog_render.quality import presets
+
+    preset = presets.PRESETS.get(preset_name)
+    n = len(judged)
+    failed_by: dict[str, int] = {}
+    advised_by: dict[str, int] = {}
+    unreadable = 0
+    for r in judged:
+        failed, advisories = _json_list(r["compliance_failed"]), _json_list(r["compliance_advisories"])
+        if failed is None or (r["compliance_advisories"] is not None and advisories is None):
+            unreadable += 1
+        for rid in set(map(str, failed or ())):
+            failed_by[rid] = failed_by.get(rid, 0) + 1
+        for rid in set(map(str, advisories or ())):
+            advised_by[rid] = advised_by.get(rid, 0) + 1
+    head = ("<tr><th>rule</th><th>title</th><th>kind</th><th class=num>failed</th><th class=num>share failed</th>"
+            "<th class=num>pass rate</th><th>source</th></tr>")
+    body = []
+    known = set()
+    for rule in preset.rules if preset else ():
+        known.add(rule.id)
+        kind = "required" if rule.required else "recommended"
+        if rule.apparel is True:
+            kind += ", apparel only"
+        elif rule.apparel is False:
+            kind += ", non-apparel only"
+        if rule.measurement is None:
+            cells = '<td class=num colspan=3><span class=note>not measurable from pixels: review by other means</span></td>'
+        elif rule.effective_from is not None and run_date is not None and run_date < rule.effective_from:
+            cells = f'<td class=num colspan=3><span class=note>not in force before {esc(rule.effective_from.isoformat())}</span></td>'
+        else:
+            k = (failed_by if rule.required else advised_by).get(rule.id, 0)
+            cells = f"<td class=num>{k} of {n}</td><td class=num>{_pct(k, n)}</td><td class=num>{_pct(n - k, n)}</td>"
+        body.append(f'<tr id="rule-{esc(rule.id)}"><th scope=row><code>{esc(rule.id)}</code></th><td>{esc(rule.description)}</td>'
+                    f"<td>{esc(kind)}</td>{cells}<td class=def>{esc(rule.source)}</td></tr>")
+    for rid in sorted((set(failed_by) | set(advised_by)) - known):  # ids the preset table does not (or no longer) list
+        k = failed_by.get(rid, 0) + advised_by.get(rid, 0)
+        body.append(f'<tr><th scope=row><code>{esc(rid)}</code></th><td><span class=note>not a rule of this preset now</span></td>'
+                    f"<td>{'required' if rid in failed_by else 'recommended'}</td><td class=num>{k} of {n}</td>"
+                    f"<td class=num>{_pct(k, n)}</td><td class=num>{_pct(n - k, n)}</td><td></td></tr>")
+    title = f"{preset.title} (<code>{esc(preset_name)}</code>)" if preset else f"<code>{esc(preset_name)}</code> (unknown preset)"
+    passed = sum(1 for r in judged if _json_list(r["compliance_failed"]) == [])
+    note = (f"<p class=note>{n} renders evaluated against this preset (the published image); {passed} of {n} met every"
+            f" required rule ({_pct(passed, n)}). Recommended rules never fail the gate. A rule limited to apparel or"
+            f" non-apparel applies only to jobs of that kind, so 0 failures may mean it did not apply.")
+    if unreadable:
+        note += f" {unreadable} rows had unreadable compliance columns."
+    note += "</p>"
+    return f"<h3>Marketplace rules: {title}</h3>{note}<table class=rules>{head}{''.join(body)}</table>"
+
+
+def _compliance_section(rows: pa.Table) -> str:
+    """Quality gate pass rate, failed checks, and per-rule pass rates of the run's preset(s)."""
+    parts = ["<section id=compliance><h2>Quality gate and marketplace compliance</h2>"]
+    judged = _rows_with(rows, "quality_status")
+    if not judged:
+        parts.append("<p class=note>No quality gate verdicts in this run (the manifest predates the gate or no image was made).</p>")
+    else:
+        n = len(judged)
+        counts: dict[str, int] = {}
+        for r in judged:
+            counts[r["quality_status"]] = counts.get(r["quality_status"], 0) + 1
+        npass, nfail = counts.pop(QUALITY_PASSED, 0), counts.pop(QUALITY_FAILED, 0)
+        other = "".join(f' <span class="badge">{esc(k)} <b>{v}</b></span>' for k, v in sorted(counts.items()))
+        parts.append(
+            f'<p id=gate-rate><b>{npass} of {n} passed the quality gate ({_pct(npass, n)})</b> \u00b7 '
+            f'<span class="badge ok">passed <b id="count-gate-passed">{npass}</b></span>'
+            f'<span class="badge failed">failed-quality <b id="count-gate-failed">{nfail}</b></span>{other}</p>')
+        by_check: dict[str, int] = {}
+        for r in judged:
+            for c in set(map(str, _json_list(r["quality_failed"]) or ())):
+                by_check[c] = by_check.get(c, 0) + 1
+        if by_check:
+            trs = "".join(f'<tr><td><code>{esc(c)}</code></td><td class=num>{k} of {n}</td><td class=num>{_pct(k, n)}</td></tr>'
+                          for c, k in sorted(by_check.items(), key=lambda kv: (-kv[1], kv[0])))
+            parts.append("<h3>Checks failed by the kept renders</h3><p class=note>Gate thresholds of the job and required preset"
+                         f" rules, over the {n} judged renders.</p><table class=checks><tr><th>check</th><th class=num>failed</th>"
+                         f"<th class=num>share</th></tr>{trs}</table>")
+    presets_used = _run_presets(rows)
+    marketplace = [p for p in presets_used if p != "none"]
+    if not marketplace:
+        why = " (preset none)" if presets_used else ""
+        parts.append(f"<p class=note id=no-preset>No marketplace preset{why}.</p>")
+    else:
+        fa = pc.max(rows.column("finished_at")).as_py() if rows.num_rows else None
+        run_date = fa.date() if fa else None
+        for name in marketplace:
+            evaluated = [r for r in _rows_with(rows, "compliance_failed") if r["preset"] == name]
+            parts.append(_compliance_table(name, evaluated, run_date))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _verdict_badge(v: dict | None) -> str:
+    """A small approve/reject badge for an image (reviewer and comment in the tooltip)."""
+    if not v:
+        return ""
+    word = "approved" if v["verdict"] == "approve" else "rejected"
+    tip = f"{word} by {v['reviewer']}" + (f": {v['comment']}" if v.get("comment") else "")
+    return f'<div class="verdict {esc(v["verdict"])}" title="{esc(tip)}">{esc(word)} \u00b7 {esc(v["reviewer"])}</div>'
+
+
+def _quality_badge(status: str | None) -> str:
+    if not status:
+        return ""
+    cls = "ok" if status == QUALITY_PASSED else "failed"
+    return f'<span class="badge {cls} q">{esc(status)}</span>'
+
+
+def _quality_failures_section(rows: pa.Table, verdicts: dict) -> str:
+    """Thumbnails of the renders that failed the quality gate, with the checks each failed."""
+    if not any(s is not None for s in rows.column("quality_status").to_pylist()):
+        return ""
+    bad = rows.filter(pc.equal(rows.column("quality_status"), QUALITY_FAILED))
+    total = bad.num_rows
+    if total == 0:
+        return "<section id=quality-failures><h2>Failed the quality gate (0)</h2><p class=note>Every judged render passed.</p></section>"
+    bad = bad.take(pc.sort_indices(bad, sort_keys=[("product_id", "ascending")]))
+    shown = bad.slice(0, MAX_QUALITY_FAILURES).to_pylist()
+    thumbs = _thumbnails([r["publish_uri"] or r["image_uri"] for r in shown])
+    tiles = []
+    for r in shown:
+        uri = r["publish_uri"] or r["image_uri"]
+        kind = "published" if r["publish_uri"] else "render"
+        img = _image_cell(thumbs.get(uri, (None, "no image")) if uri else (None, "no image"), f"{kind} image of {r['product_id']}", kind)
+        checks = _json_list(r["quality_failed"])
+        if checks is None:
+            checks_html = '<span class=note>failed checks unknown</span>'
+        else:
+            checks_html = "<ul class=checks>" + "".join(f"<li><code>{esc(c)}</code></li>" for c in checks) + "</ul>"
+        tries = f'<div class=note>try {r["try_index"] + 1} of {r["tries"]}</div>' if (r["tries"] or 0) > 1 and r["try_index"] is not None else ""
+        tiles.append(f'<div class="tile qf"><div class=pair>{img}</div><div class=pid><code>{esc(r["product_id"])}</code></div>'
+                     f'{_verdict_badge(verdicts.get((r["product_id"], r["render_key"])))}{tries}{checks_html}</div>')
+    more = f'<p class=note id=qf-more>and {total - len(shown)} more not shown.</p>' if total > len(shown) else ""
+    return (f"<section id=quality-failures><h2>Failed the quality gate ({total})</h2><p class=note>The kept render of each product"
+            f" whose quality_status is failed-quality (the published image when there is one), by product id, with the checks it"
+            f" failed.</p><div class=sheet>{''.join(tiles)}</div>{more}</section>")
+
+
+def _tries_section(rows: pa.Table) -> str:
+    """Best-of-N: products rendered more than once, every try with its seed, verdict, failed checks and sharpness."""
+    multi = rows.filter(pc.fill_null(pc.greater(rows.column("tries"), 1), False))
+    if multi.num_rows == 0:
+        return ""
+    multi = multi.take(pc.sort_indices(multi, sort_keys=[("tries", "descending"), ("product_id", "ascending")]))
+    items = multi.to_pylist()
+    rescued = still_failed = 0
+    for r in items:
+        hist = _json_list(r["try_history"]) or []
+        first_passed = bool(hist and isinstance(hist[0], dict) and hist[0].get("passed"))
+        if r["quality_status"] == QUALITY_PASSED and not first_passed:
+            rescued += 1
+        elif r["quality_status"] == QUALITY_FAILED:
+            still_failed += 1
+    head = ("<tr><th>product_id</th><th class=num>tries</th><th class=num>kept try</th><th class=num>try</th><th class=num>seed</th>"
+            "<th>passed</th><th>failed checks</th><th class=num>sharpness</th></tr>")
+    body = []
+    for r in items[:MAX_TRY_PRODUCTS]:
+        hist = _json_list(r["try_history"])
+        kept = r["try_index"]
+        span = len(hist) if hist else 1
+        lead = (f'<td rowspan={span}><code>{esc(r["product_id"])}</code></td><td class=num rowspan={span}>{r["tries"]}</td>'
+                f'<td class=num rowspan={span}>{DASH if kept is None else kept}</td>')
+        if not hist:
+            body.append(f'<tr>{lead}<td colspan=5><span class=note>try history unavailable</span></td></tr>')
+            continue
+        for i, t in enumerate(hist):
+            t = t if isinstance(t, dict) else {}
+            checks = t.get("failed_checks")
+            checks_html = ", ".join(f"<code>{esc(c)}</code>" for c in checks) if isinstance(checks, list) else DASH
+            passed = t.get("passed")
+            passed_html = DASH if passed is None else ("yes" if passed else "no")
+            cls = ' class="kept"' if i == kept else ""
+            mark = " \u2713 kept" if i == kept else ""
+            body.append(f"<tr{cls}>{lead if i == 0 else ''}<td class=num>{i}{mark}</td>"
+                        f'<td class=num>{esc(format_number(t.get("seed")))}</td><td>{passed_html}</td><td>{checks_html or DASH}</td>'
+                        f'<td class=num>{esc(format_number(t.get("sharpness")))}</td></tr>')
+    n = len(items)
+    more = f"<p class=note>{n - MAX_TRY_PRODUCTS} more products not listed.</p>" if n > MAX_TRY_PRODUCTS else ""
+    note = (f"<p class=note id=tries-summary>{n} products rendered more than once; {rescued} passed the gate only after a retry,"
+            f" {still_failed} failed it on every try. Tries are 0-based; the kept one is the best by pick_best (passing first,"
+            f" then fewer failed checks, then sharper).</p>")
+    return f"<section id=tries><h2>Best-of-N tries</h2>{note}<table class=tries>{head}{''.join(body)}</table>{more}</section>"
+
+
+def _read_verdicts(output_uri: str) -> tuple[pa.Table | None, str | None]:
+    """(latest verdict per render, or None; why not)."""
+    from catalog_render import feedback
+
+    try:
+        table = feedback.read_feedback(output_uri)
+    except (StorageError, pa.ArrowException, OSError, KeyError, ValueError) as exc:
+        return None, f"feedback unreadable: {exc}"
+    return table, None
+
+
+def _verdicts_section(rows: pa.Table, fb: pa.Table | None, problem: str | None) -> str:
+    """Reviewer verdicts on this run's renders: counts, agreement with the gate, rejected renders."""
+    head = "<section id=verdicts><h2>Reviewer verdicts</h2>"
+    if fb is None:
+        return f"{head}<p class=note>{esc(problem)}</p></section>"
+    if fb.num_rows == 0:
+        return f"{head}<p class=note>No reviewer verdicts under this output (import them with feedback.import_feedback).</p></section>"
+    run_rows = {(r["product_id"], r["render_key"]): r for r in rows.select(["product_id", "render_key", "quality_status", "status"]).to_pylist()
+                if r["status"] == "ok"}
+    mine = [v for v in fb.to_pylist() if (v["product_id"], v["render_key"]) in run_rows]
+    others = fb.num_rows - len(mine)
+    napprove = sum(v["verdict"] == "approve" for v in mine)
+    nreject = len(mine) - napprove
+    parts = [head, f'<p id=verdict-counts>{len(mine)} of this run\'s {len(run_rows)} ok renders have a verdict: '
+                   f'<span class="badge ok">approve <b id="count-approve">{napprove}</b></span>'
+                   f'<span class="badge failed">reject <b id="count-reject">{nreject}</b></span>'
+                   f'<span class=note>(latest verdict per render; {others} verdicts under this output concern renders of other runs)</span></p>']
+    if any(run_rows[(v["product_id"], v["render_key"])]["quality_status"] for v in mine):
+        cross = {}
+        for v in mine:
+            q = run_rows[(v["product_id"], v["render_key"])]["quality_status"] or "not judged"
+            cross[(q, v["verdict"])] = cross.get((q, v["verdict"]), 0) + 1
+        qs = [q for q in (QUALITY_PASSED, QUALITY_FAILED, "not judged") if any(k[0] == q for k in cross)]
+        trs = "".join(f"<tr><th scope=row>{esc(q)}</th><td class=num>{cross.get((q, 'approve'), 0)}</td>"
+                      f"<td class=num>{cross.get((q, 'reject'), 0)}</td></tr>" for q in qs)
+        parts.append("<h3>Gate vs reviewers</h3><table class=agree><tr><th>quality gate</th><th class=num>approved</th>"
+                     f"<th class=num>rejected</th></tr>{trs}</table>")
+    rejected = [v for v in mine if v["verdict"] == "reject"]
+    if rejected:
+        trs = "".join(
+            f'<tr><td><code>{esc(v["product_id"])}</code></td><td><code>{esc(v["render_key"])}</code></td><td>{esc(v["reviewer"])}</td>'
+            f'<td>{esc(v["comment"]) or DASH}</td><td>{esc(run_rows[(v["product_id"], v["render_key"])]["quality_status"]) or DASH}</td></tr>'
+            for v in rejected[:MAX_REJECTED])
+        more = f"<p class=note>{len(rejected) - MAX_REJECTED} more not listed.</p>" if len(rejected) > MAX_REJECTED else ""
+        parts.append(f"<h3>Rejected renders ({len(rejected)})</h3><table class=rejected><tr><th>product_id</th><th>render_key</th>"
+                     f"<th>reviewer</th><th>comment</th><th>quality gate</th></tr>{trs}</table>{more}")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _near_duplicates_section(rows: pa.Table, record: dict | None, verdicts: dict) -> str:
+    """Groups of near-duplicate renders the run record lists under ``near_duplicates``."""
+    if not record or "near_duplicates" not in record:
+        return ""
+    groups = record["near_duplicates"]
+    head = "<section id=near-duplicates><h2>Near-duplicate renders</h2>"
+    if not isinstance(groups, list):
+        return f"{head}<p class=note>The run record's near_duplicates is not a list.</p></section>"
+    groups = [g for g in groups if isinstance(g, list) and g]
+    if not groups:
+        return f"{head}<p class=note>No near-duplicate renders in this run.</p></section>"
+    uri_of = {r["render_key"]: r["publish_uri"] or r["image_uri"] for r in rows.select(["render_key", "image_uri", "publish_uri"]).to_pylist()
+              if r["render_key"]}
+
+    def member(m) -> tuple[str | None, str | None]:
+        if isinstance(m, dict):
+            return m.get("product_id"), m.get("render_key")
+        return None, str(m)  # a bare render key
+
+    shown = groups[:MAX_DUP_GROUPS]
+    thumbs = _thumbnails([uri_of.get(member(m)[1]) for g in shown[:MAX_DUP_THUMB_GROUPS] for m in g])
+    blocks = []
+    for gi, g in enumerate(shown, 1):
+        cells = []
+        for m in g:
+            pid, key = member(m)
+            label = f'<code>{esc(pid) or DASH}</code> <span class=note title="{esc(key)}">{esc((key or "")[:12])}</span>'
+            if gi <= MAX_DUP_THUMB_GROUPS:
+                uri = uri_of.get(key)
+                img = _image_cell(thumbs.get(uri, (None, "no image")) if uri else (None, "not in this run"), f"render of {pid}", "render")
+                cells.append(f"<div class=tile><div class=pair>{img}</div><div class=pid>{label}</div>{_verdict_badge(verdicts.get((pid, key)))}</div>")
+            else:
+                cells.append(f"<span class=dupm>{label}</span>")
+        wrap = "sheet" if gi <= MAX_DUP_THUMB_GROUPS else "dupline"
+        blocks.append(f'<div class=dupgroup id="dup-{gi}"><h3>Group {gi} ({len(g)} renders)</h3><div class={wrap}>{"".join(cells)}</div></div>')
+    more = f"<p class=note>{len(groups) - len(shown)} more groups not listed.</p>" if len(groups) > len(shown) else ""
+    note = (f"<p class=note>{len(groups)} group{'' if len(groups) == 1 else 's'} of renders of different products whose perceptual hashes are within the job's"
+            f" near_duplicate_max_distance; thumbnails for the first {MAX_DUP_THUMB_GROUPS} groups.</p>")
+    return f"{head}{note}{''.join(blocks)}{more}</section>"
+
+
 def _image_cell(thumb: tuple[str | None, str], alt: str, kind: str) -> str:
     src, info = thumb
     if src is None:
@@ -426,7 +755,7 @@ def _image_cell(thumb: tuple[str | None, str], alt: str, kind: str) -> str:
     return f'<figure class="img {kind}"><img src="{src}" alt="{esc(alt)}" title="{esc(alt)} ({esc(info)})"><span>{esc(kind)}</span></figure>'
 
 
-def _sheet_section(rows: pa.Table, max_sheet: int) -> str:
+def _sheet_section(rows: pa.Table, max_sheet: int, verdicts: dict | None = None) -> str:
     ranked = _sorted_ok(rows)
     total = ranked.num_rows
     shown = ranked.slice(0, max_sheet).to_pylist() if max_sheet else []
@@ -443,7 +772,8 @@ def _sheet_section(rows: pa.Table, max_sheet: int) -> str:
         scores = " ".join(f"{SCORE_LABELS[s]}&nbsp;{esc(format_number(r[s], 3))}" for s in SCORES if r[s] is not None)
         tiles.append(
             f'<div class=tile data-rank="{i}"><div class=pair>{imgs}</div>'
-            f'<div class=pid><code>{esc(pid)}</code></div><div class=cond>{cond}</div><div class=sc>{scores or "no scores"}</div></div>'
+            f'<div class=pid><code>{esc(pid)}</code> {_quality_badge(r["quality_status"])}</div><div class=cond>{cond}</div>'
+            f'<div class=sc>{scores or "no scores"}</div>{_verdict_badge((verdicts or {}).get((pid, r["render_key"])))}</div>'
         )
     note = f"{len(shown)} of {total} ok renders, lowest {key} first"
     if key == "ssim":
@@ -492,6 +822,12 @@ figure{margin:0}
 .pid{margin-top:5px;font-size:12px}
 .cond{font-size:12px;color:#37414b}
 .sc{font-size:11px;color:#56606b;font-variant-numeric:tabular-nums;word-spacing:2px}
+.verdict{display:inline-block;margin-top:3px;font-size:11px;border-radius:3px;padding:0 5px}
+.verdict.approve{background:#edf8f0;color:#1e6b3a;border:1px solid #9bd3ae}.verdict.reject{background:#fdf0ee;color:#b42318;border:1px solid #f1a9a0}
+.badge.q{font-size:10.5px;padding:0 6px}
+ul.checks{margin:4px 0 0;padding-left:16px;font-size:11.5px}ul.checks code{font-size:11px}
+tr.kept td:not([rowspan]){background:#eef5ff;font-weight:600}
+.dupgroup h3{font-size:13px;margin:10px 0 4px}.dupline{font-size:12px}.dupm{display:inline-block;margin-right:12px}
 details{margin-top:8px}pre{font-size:12px;background:#f7f8fa;padding:8px;overflow:auto;max-height:400px}
 """
 
@@ -518,6 +854,24 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
     conditioning, and rounded scores; thumbnails are JPEG q85, at most 128 px tall. An image that
     is missing or cannot be decoded is shown as a placeholder with the reason.
 
+    Quality sections (each degrades on manifests written before the quality columns existed):
+    (6) quality gate: "N of M passed the quality gate" over the rows with a quality_status, the
+    checks the kept renders failed (quality_failed) with counts, and for each marketplace preset of
+    the run one row per rule of ``presets.PRESETS[preset].rules`` (id, title, required /
+    recommended, "k of n" failed, share, pass rate, source) counted from compliance_failed
+    (required rules) and compliance_advisories (recommendations) over the rows evaluated for that
+    preset; rules not measurable from pixels and rules not yet in force at the run's date are
+    marked as such; "No marketplace preset" when no row has one. (7) Renders whose quality_status
+    is failed-quality: thumbnail of publish_uri (else image_uri) with their failed checks, at most
+    :data:`MAX_QUALITY_FAILURES` (omitted when no row has a quality_status). (8) Best-of-N: products
+    with tries > 1, most tries first: tries, kept try index, and per try (try_history) its seed,
+    passed, failed checks and sharpness (omitted when no product has more than one try).
+    (9) Reviewer verdicts from :func:`catalog_render.feedback.read_feedback` on this run's ok
+    renders: approve/reject counts, gate status vs verdict, rejected renders with reviewer and
+    comment; verdict badges on every thumbnail of a judged render. (10) Near-duplicate groups from
+    the run record's ``near_duplicates`` key (a list of groups of {product_id, render_key}),
+    omitted when the key is absent.
+
     Raises StorageError when the output has no manifest rows, when ``run_id`` is not a run of this
     output, or when the output cannot be read or the report written; ValueError when
     ``max_sheet`` is negative.
@@ -527,18 +881,34 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
     manifest, run_id, rows, record_uris = _load(output_uri, run_id)
     record, problem = _read_record(record_uris.get(run_id))
     ok = _ok_rows(rows)
+    fb, fb_problem = _read_verdicts(output_uri)
+    verdicts = {} if fb is None else {(v["product_id"], v["render_key"]): v for v in fb.to_pylist()}
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    sections = [
+        _summary_section(output_uri, run_id, rows, record, problem),
+        _runs_section(manifest, run_id, set(record_uris)),
+        _scores_section(ok),
+        _compliance_section(rows),
+        _quality_failures_section(rows, verdicts),
+        _tries_section(rows),
+        _verdicts_section(rows, fb, fb_problem),
+        _near_duplicates_section(rows, record, verdicts),
+        _failures_section(rows),
+        _sheet_section(rows, max_sheet, verdicts),
+    ]
+    labels = {"summary": "summary", "scores": "scores", "compliance": "quality gate", "quality-failures": "failed quality",
+              "tries": "best-of-N", "verdicts": "verdicts", "near-duplicates": "near-duplicates", "failures": "failures",
+              "sheet": "contact sheet"}
+    present = [k for k in labels if any(sec.startswith(f"<section id={k}>") for sec in sections)]
+    nav = " \u00b7 ".join(f'<a href="#{k}">{labels[k]}</a>' for k in present)
     page = (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>catalog-render report \u2014 {esc(run_id)}</title><style>{_CSS}</style></head><body>"
         f"<h1>catalog-render report</h1><p class=meta>run <code>{esc(run_id)}</code> \u00b7 generated {esc(generated)} \u00b7 "
-        '<a href="#summary">summary</a> \u00b7 <a href="#scores">scores</a> \u00b7 <a href="#failures">failures</a> \u00b7 <a href="#sheet">contact sheet</a></p>'
-        + _summary_section(output_uri, run_id, rows, record, problem)
-        + _runs_section(manifest, run_id, set(record_uris))
-        + _scores_section(ok)
-        + _failures_section(rows)
-        + _sheet_section(rows, max_sheet)
+        + nav
+        + "</p>"
+        + "".join(sections)
         + "</body></html>\n"
     )
     uri = storage.join(output_uri, "report.html")
