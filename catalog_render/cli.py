@@ -229,5 +229,30 @@ def report_cmd(
     typer.echo(storage.display(write_report(output, run_id)))
 
 
+feedback_app = typer.Typer(help="Reviewers' verdicts on renders (approve / reject) that steer the next runs.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("import")
+@domain_errors
+def feedback_import(
+    file: Annotated[str, typer.Argument(help="Feedback file, CSV or Parquet (local or s3://): product_id, render_key, verdict (approve|reject), reviewer[, comment].")],
+    output: Annotated[str, typer.Option("--output", help="Output root whose renders were reviewed (local or s3://).")],
+) -> None:
+    """Check a feedback file against the output's manifest and store it under OUTPUT/feedback/.
+
+    Every row must name an ok render of the manifest; any bad row (listed with its line) stores nothing and exits 2.
+
+    The next run renders rejected products again with a new seed and keeps approved ones.
+
+    OUTPUT/current.parquet (the image to publish per product) is rewritten at once: a rejected image stops being published."""
+    from catalog_render import feedback, manifest, storage
+
+    result = feedback.import_feedback(file, output)
+    console.print(f"stored {result.rows} verdicts ({result.approved} approve, {result.rejected} reject) in {storage.display(result.uri)}", highlight=False)
+    if result.ignored_columns:
+        console.print(f"ignored column(s): {', '.join(result.ignored_columns)}", highlight=False)
+    console.print(f"current view: {storage.display(manifest.write_current_view(output))}", highlight=False)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

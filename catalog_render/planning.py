@@ -10,6 +10,10 @@ Pure functions over Arrow tables plus an injectable image probe, so they test wi
   or over-cap object (or all products with ``hide_images``, an evaluation that keeps the photo as
   reference), minus those already up to date.
 * ``refresh`` selects every product that is not up to date.
+* Review feedback (:mod:`catalog_render.feedback`) steers both modes: a rejected render is never
+  current (the product is rendered again with the next attempt's seed, :func:`attempt_seed`), and
+  an approved render keeps its product up to date until the product's conditioning changes, even
+  when the model or the generation parameters change.
 * Rows that cannot be rendered (bad or duplicate product ids, nothing to condition on, a
   conditioning the model cannot use) are quarantined with their reason; see :func:`plan`.
 """
@@ -42,6 +46,22 @@ SEED_BITS = 63
 def product_seed(job_seed: int, product_id: str) -> int:
     """Seed of one product's torch.Generator: first 8 bytes of sha256("job_seed:product_id") mod 2**63."""
     return int.from_bytes(hashlib.sha256(f"{job_seed}:{product_id}".encode()).digest()[:8], "big") % 2**SEED_BITS
+
+
+#: Seeds tried per product before giving up when each one's render was rejected (see :func:`plan`).
+MAX_ATTEMPTS = 100
+
+
+def attempt_seed(job_seed: int, product_id: str, attempt: int) -> int:
+    """Seed of a product's render attempt ``attempt`` (0-based). Attempt 0 is :func:`product_seed`;
+    attempt k >= 1 (after k rejections) is the first 8 bytes of sha256("job_seed:product_id:attempt=k")
+    mod 2**63. Raises ValueError for a negative attempt."""
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, got {attempt}")
+    if attempt == 0:
+        return product_seed(job_seed, product_id)
+    digest = hashlib.sha256(f"{job_seed}:{product_id}:attempt={attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**SEED_BITS
 
 
 def render_key(conditioning: Conditioning, model_id: str, params_used: dict, seed: int) -> str:
@@ -95,14 +115,16 @@ class Plan:
     ``work``: one row per product to render (:data:`WORK_SCHEMA`: product_id, render_key, seed,
     conditioning JSON, prompt, reference_uri, plan_reason). ``quarantined``: (product_id, reason)
     of rows that cannot be rendered, in catalog order (product_id None when it is not a string).
-    ``up_to_date``: products in scope that already have a current ok render; ``in_scope``: products
-    the mode selects (up to date or not); ``total``: catalog rows."""
+    ``up_to_date``: products in scope that already have a current ok render (including
+    ``approved_kept``: those kept by an approved render, see :func:`plan`);
+    ``in_scope``: products the mode selects (up to date or not); ``total``: catalog rows."""
 
     work: pa.Table
     quarantined: list[tuple[str | None, str]]
     up_to_date: int
     in_scope: int
     total: int
+    approved_kept: int = 0
 
     def quarantine_rows(self, run_id: str) -> list[dict]:
         """The manifest rows of the quarantined products: status ``skipped``, ``error`` the reason,
@@ -119,7 +141,10 @@ class Plan:
 #: ``image refused: exceeds pixel cap: ...`` / ``exceeds byte cap: ...``, ``image_uri refused:
 #: <why>`` (backfill), ``photo hidden (--hide-images)``, ``render_key not in manifest`` /
 #: ``render_key in manifest but its image is missing`` (refresh; ``; no reference: <why>`` is
-#: appended when the product's photo cannot serve as reference).
+#: appended when the product's photo cannot serve as reference). A product whose render was
+#: rejected in review is planned with ``rejected render <first 12 of key> by <reviewer>: new seed
+#: (attempt k)`` (backfill: followed by ``; `` and the photo reason above; refresh: followed by the
+#: ``; no reference`` note when it applies).
 WORK_SCHEMA = pa.schema(
     [
         ("product_id", pa.string()),
@@ -171,6 +196,8 @@ def plan(
     probe: Callable[[str], str | None] = probe_image,
     threads: int = 16,
     conditioning_problem: Callable[[Conditioning], str | None] | None = None,
+    feedback: pa.Table | None = None,
+    manifest_table: pa.Table | None = None,
 ) -> Plan:
     """Decide what to render. ``catalog`` follows the catalog schema (see catalog.conform);
     ``done_keys`` maps render_key -> image_uri of ok manifest rows; ``existing_images`` is the set
@@ -190,11 +217,35 @@ def plan(
     ``plan_reason``); it is never used as reference. Photos in odd modes (CMYK, greyscale, 16-bit,
     alpha, palette) are valid: they decode to RGB and serve as reference.
 
+    Review feedback: ``feedback`` is the table of :func:`catalog_render.feedback.read_feedback`
+    (the latest verdict per (product_id, render_key); when a pair repeats, its last row wins) and
+    ``manifest_table`` the output's manifest (:func:`catalog_render.manifest.read_manifest`), where
+    approved renders are looked up. For each product the mode selects (both modes):
+
+    * an approved render (an ``ok`` manifest row of the product whose pair's verdict is
+      ``approve`` and whose image is in ``existing_images``) whose ``conditioning`` JSON equals the
+      product's current conditioning (title, category, attributes, prompt) keeps the product up to
+      date, whatever the model, the generation parameters or the job seed: approved renders are not
+      rendered again until the product changes. Such products count in ``up_to_date`` and
+      ``approved_kept``.
+    * otherwise the product's render_key is computed with attempt 0's seed (:func:`attempt_seed`);
+      while the pair (product_id, that render_key) is rejected, the next attempt's seed is used, so
+      a rejected render is never current and each rejection moves the product to the next seed,
+      deterministically. The resulting render_key is then up to date or planned as usual; a product
+      planned on attempt k >= 1 has plan_reason ``rejected render <first 12 of the last rejected
+      key> by <its reviewer>: new seed (attempt k)``. A product whose first :data:`MAX_ATTEMPTS`
+      renders are all rejected is quarantined (``every render rejected: ...``).
+
+    Products the mode does not select are untouched by feedback (a backfill does not re-render a
+    product that has a valid photo because its render was rejected).
+
     Raises ConfigError for an unknown mode or a bad prompt template, StorageError when a photo
-    cannot be checked (see :func:`probe_image`)."""
+    cannot be checked (see :func:`probe_image`), ValueError when ``feedback`` holds approvals but
+    ``manifest_table`` is None (an approval cannot be used without the render's conditioning)."""
     if mode not in ("backfill", "refresh"):
         raise ConfigError(f"mode: must be backfill or refresh, got {mode!r}")
     check_template(prompt_template)
+    rejected, approved = _review_index(feedback, manifest_table, existing_images)
     rows = catalog.to_pylist()
     counts = Counter(r["product_id"] for r in rows if isinstance(r["product_id"], str))
     quarantined: list[tuple[int, str | None, str]] = []  # (catalog row, product_id, reason)
@@ -227,6 +278,7 @@ def plan(
     work_rows = []
     up_to_date = 0
     in_scope = 0
+    approved_kept = 0
     for (i, r), photo in zip(candidates, problems):
         if mode == "backfill" and photo is None and not hide_images:
             continue
@@ -239,15 +291,37 @@ def plan(
             quarantined.append((i, pid, f"cannot condition: {why}"))
             continue
         in_scope += 1
-        seed = product_seed(job_seed, pid)
-        key = render_key(cond, model_id, params_used, seed)
+        if approved.get(pid) and json.loads(cond.to_json()) in approved[pid]:
+            up_to_date += 1
+            approved_kept += 1
+            continue
+        attempt, seed, key, last_rejected = 0, product_seed(job_seed, pid), None, None
+        while True:
+            key = render_key(cond, model_id, params_used, seed)
+            if (pid, key) not in rejected:
+                break
+            last_rejected = key
+            attempt += 1
+            if attempt >= MAX_ATTEMPTS:
+                break
+            seed = attempt_seed(job_seed, pid, attempt)
+        if attempt >= MAX_ATTEMPTS:
+            quarantined.append((i, pid, f"every render rejected: the renders of all {MAX_ATTEMPTS} seeds tried were rejected in review"
+                                        f" (last {last_rejected[:12]} by {rejected[(pid, last_rejected)]})"))
+            continue
         if key in done_keys and done_keys[key] in existing_images:
             up_to_date += 1
             continue
+        rejection = f"rejected render {last_rejected[:12]} by {rejected[(pid, last_rejected)]}: new seed (attempt {attempt})" if attempt else None
         if mode == "backfill":
             reason = "photo hidden (--hide-images)" if photo is None else photo
+            if rejection:
+                reason = f"{rejection}; {reason}"
         else:
-            reason = "render_key in manifest but its image is missing" if key in done_keys else "render_key not in manifest"
+            if rejection:
+                reason = rejection
+            else:
+                reason = "render_key in manifest but its image is missing" if key in done_keys else "render_key not in manifest"
             if photo is not None and r.get("image_uri"):
                 reason += f"; no reference: {photo}"
         work_rows.append(
@@ -264,4 +338,29 @@ def plan(
         if limit is not None and len(work_rows) >= limit:
             break
     quarantined.sort(key=lambda q: q[0])
-    return Plan(pa.Table.from_pylist(work_rows, schema=WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope, len(rows))
+    return Plan(pa.Table.from_pylist(work_rows, schema=WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope, len(rows),
+                approved_kept)
+
+
+def _review_index(feedback: pa.Table | None, manifest_table: pa.Table | None,
+                  existing_images: set[str]) -> tuple[dict[tuple[str, str], str], dict[str, list[dict]]]:
+    """``(rejected, approved)`` from the feedback table: rejected maps (product_id, render_key) ->
+    reviewer; approved maps product_id -> the parsed conditioning of each of its approved ``ok``
+    manifest rows whose image is in ``existing_images``. See :func:`plan` for the ValueError."""
+    if feedback is None or feedback.num_rows == 0:
+        return {}, {}
+    verdicts: dict[tuple[str, str], tuple[str, str]] = {}
+    for r in feedback.select(["product_id", "render_key", "verdict", "reviewer"]).to_pylist():
+        verdicts[(r["product_id"], r["render_key"])] = (r["verdict"], r["reviewer"])  # last row wins
+    rejected = {pair: who for pair, (verdict, who) in verdicts.items() if verdict == "reject"}
+    approved_pairs = {pair for pair, (verdict, _) in verdicts.items() if verdict == "approve"}
+    approved: dict[str, list[dict]] = {}
+    if approved_pairs:
+        if manifest_table is None:
+            raise ValueError("plan: feedback holds approvals but no manifest_table was given to look their renders up")
+        cols = manifest_table.select(["product_id", "render_key", "status", "image_uri", "conditioning"]).to_pylist()
+        for r in cols:
+            if (r["status"] == "ok" and (r["product_id"], r["render_key"]) in approved_pairs and r["conditioning"]
+                    and r["image_uri"] in existing_images):
+                approved.setdefault(r["product_id"], []).append(json.loads(r["conditioning"]))
+    return rejected, approved
