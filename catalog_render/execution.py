@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from catalog_render import catalog as catalog_mod
 from catalog_render import imaging, manifest, planning, storage
+from catalog_render import feedback as feedback_mod
 from catalog_render import lease as lease_mod
 from catalog_render.config import JobSpec
 from catalog_render.errors import ModelError, RunError
@@ -427,17 +428,18 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
                 t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus) -> RunSummary:
     params = generation_params(spec)
     past = manifest.read_manifest(output_uri)
+    reviews = feedback_mod.read_feedback(output_uri)  # people's verdicts: rejected renders get a new seed, approved ones stay
     existing = set(storage.list_uris(storage.join(output_uri, "images")))
     the_plan = planning.plan(
         table, mode=spec.mode, model_id=info.model_id, params_used=info.params_used(params), job_seed=spec.generation.seed,
         prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
-        hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem,
+        hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem, feedback=reviews, manifest_table=past,
     )
     record = {
         "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
         "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),
         "started_at": started_at.isoformat(), "catalog_rows": the_plan.total, "in_scope": the_plan.in_scope,
-        "up_to_date": the_plan.up_to_date, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
+        "up_to_date": the_plan.up_to_date, "approved_kept": the_plan.approved_kept, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
     }
     manifest.write_run_record(output_uri, run_id, record)
@@ -502,6 +504,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     record.update(status="finished", counts=counts, finished_at=datetime.now(timezone.utc).isoformat(), wall_seconds=round(wall, 2),
                   first_image_seconds=first_image_s, images_per_second=ips, quality=sink.quality,
                   near_duplicates=_near_duplicates(sink.hashes, spec.quality.near_duplicate_max_distance))
+    record["current_view"] = manifest.write_current_view(output_uri)
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
                       dict(sink.quality))

@@ -209,8 +209,8 @@ def test_after_a_model_change_everything_is_rendered_again_except_the_approved(f
 
 def _expected_row(f: Flow, pid: str, verdict=None, reviewer=None, row: dict | None = None) -> dict:
     r = row or f.rows[pid]
-    return {"product_id": pid, "render_key": r["render_key"], "image_uri": r["image_uri"], "publish_uri": r["image_uri"],
-            "run_id": r["run_id"], "finished_at": r["finished_at"], "quality_status": None, "verdict": verdict, "reviewer": reviewer}
+    return {"product_id": pid, "render_key": r["render_key"], "image_uri": r["image_uri"], "publish_uri": r.get("publish_uri") or r["image_uri"],
+            "run_id": r["run_id"], "finished_at": r["finished_at"], "quality_status": r.get("quality_status"), "verdict": verdict, "reviewer": reviewer}
 
 
 def test_current_view_never_serves_a_rejected_render(flow):
@@ -241,15 +241,9 @@ def test_current_view_prefers_the_approved_render_while_the_product_is_unchanged
     assert view[c]["render_key"] == old["render_key"]
 
 
-def test_rerun_with_feedback_wired_renders_the_rejected_products_anew(flow, monkeypatch):
-    """What run_job does once the lead wires feedback in (simulated by wrapping planning.plan)."""
+def test_rerun_renders_the_rejected_products_anew(flow):
+    """run_job reads the feedback beside the manifest: rejected renders get new seeds, the approved stays."""
     a, b, c, d = flow.ids
-    real = planning.plan
-
-    def wired(table, **kw):
-        return real(table, **kw, feedback=feedback.read_feedback(flow.out), manifest_table=manifest.read_manifest(flow.out))
-
-    monkeypatch.setattr(planning, "plan", wired)
     s = run_job(SPEC, flow.catalog_uri, str(flow.tiny_gan), flow.out)
     assert (s.counts["ok"], s.planned, s.up_to_date) == (2, 2, 2)
     m = manifest.read_manifest(flow.out)
@@ -259,12 +253,10 @@ def test_rerun_with_feedback_wired_renders_the_rejected_products_anew(flow, monk
         assert r["seed"] == planning.attempt_seed(11, pid, 1) and r["render_key"] == _key(flow, pid, r["seed"])
         assert r["plan_reason"].startswith(f"rejected render {flow.rows[pid]['render_key'][:12]} by ")
         assert storage.read_bytes(r["image_uri"]) != storage.read_bytes(flow.rows[pid]["image_uri"])
-    uri = manifest.write_current_view(flow.out)
-    assert uri == f"{flow.out}/current.parquet"
+    uri = f"{flow.out}/current.parquet"  # written by run_job at the end of the run
     assert storage.read_parquet(uri).to_pylist() == sorted(
         [_expected_row(flow, a, row=new[a]), _expected_row(flow, b, row=new[b]), _expected_row(flow, c, "approve", "alice"), _expected_row(flow, d)],
         key=lambda r: r["product_id"])
-    monkeypatch.undo()
     existing = set(storage.list_uris(storage.join(flow.out, "images")))
     p = _plan(flow, fb=feedback.read_feedback(flow.out), m=m, existing=existing)
     assert (p.work.num_rows, p.up_to_date) == (0, 4)  # the new renders are current: nothing more to do

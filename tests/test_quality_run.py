@@ -14,7 +14,7 @@ import numpy as np
 import pyexiv2
 import pytest
 
-from catalog_render import catalog, imaging, manifest, storage
+from catalog_render import imaging, manifest, storage
 from catalog_render.config import JobSpec
 from catalog_render.execution import generation_params, run_job, try_seed
 from catalog_render.generators import registry
