@@ -181,6 +181,7 @@ def run(
     address: Annotated[Optional[str], typer.Option("--address", help="Join an existing Ray cluster (host:port or ray://...); default RAY_ADDRESS or a local Ray on 127.0.0.1.")] = None,
     hide_images: Annotated[bool, typer.Option("--hide-images", help="Evaluation: treat every photo as missing and score renders against it (PSNR/SSIM).")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write OUTPUT/report.html at the end.")] = True,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Marketplace preset: amazon, google, ebay, shopify or none (overrides quality.preset).")] = None,
     wait_lease: Annotated[float, typer.Option("--wait-lease", min=0, help="If another run holds the output, wait up to this many seconds for it (default: refuse at once, exit 8).")] = 0.0,
 ) -> None:
     """Render the products that need images, write images, manifest rows, scores and a report."""
@@ -188,7 +189,7 @@ def run(
     from catalog_render.config import load_job
     from catalog_render.execution import run_job
 
-    spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size})
+    spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size, "quality.preset": preset})
     bar = _RenderBar()
     try:
         summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images, progress=bar, wait_lease_s=wait_lease)
