@@ -589,7 +589,10 @@ def _near_duplicates(hashes: dict[str, tuple[str, str]], max_distance: int | Non
         return []
     groups = checks.near_duplicate_groups({k: ph for k, (_, ph) in hashes.items()},
                                           max_distance=checks.NEAR_DUPLICATE_MAX_DISTANCE if max_distance is None else max_distance)
-    return [[{"product_id": hashes[k][0], "render_key": k} for k in g] for g in groups]
+    # The run record keeps the largest groups, capped (a GAN can render many near-identical items of
+    # one category and colour); the report lists them.
+    groups = sorted(groups, key=len, reverse=True)[:200]
+    return [[{"product_id": hashes[k][0], "render_key": k} for k in g[:50]] for g in groups]
 
 
 def _not_returned(work: pa.Table, returned: set[str]) -> pa.Table:

@@ -31,7 +31,7 @@ def _wait_for_lease(output: str, proc: subprocess.Popen, timeout: float = 120) -
     pytest.fail("the first run never took the lease")
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.slow)])
 def test_second_run_refuses_then_waits_and_nothing_is_rendered_twice(where, small_catalog, tiny_gan, tmp_path, request):
     if where == "s3":
         bucket = request.getfixturevalue("bucket")

@@ -166,6 +166,7 @@ def test_run_on_s3_through_30_percent_faults(via_proxy, direct, bucket, small_ca
     print(f"run through faults: {wall:.1f}s, {dict(c)}")
 
 
+@pytest.mark.slow  # about a minute: two real runs and an outage
 def test_s3_down_mid_run_fails_clearly_then_resumes(via_proxy, direct, bucket, small_catalog, tiny_gan, tmp_path):
     job = tmp_path / "job.toml"
     job.write_text("[execution]\nworkers = 2\nbatch_size = 2\nmanifest_flush_rows = 4\n")

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 
+import pytest
+
 from catalog_render import catalog, manifest, storage
 from catalog_render.execution import FAILPOINT_ENV, FAILPOINT_ONCE_ENV
 
@@ -62,6 +64,7 @@ def test_poison_products_are_quarantined_and_the_rest_completes(small_catalog, t
         assert len(storage.list_uris(str(out / "images" / storage.safe_key(p)))) == 1
 
 
+@pytest.mark.slow  # the poison test above also proves replacement and retry; this one the transient case
 def test_a_worker_that_dies_once_is_replaced_and_its_batch_retried(small_catalog, tiny_gan, tmp_path):
     ids = catalog.read_catalog(str(small_catalog)).column("product_id").to_pylist()
     crashing = {ids[2], ids[41]}
