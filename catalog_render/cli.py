@@ -211,9 +211,8 @@ def run(
         console.print(f"quality gate: {summary.quality.get('passed', 0)} passed, {gated} failed-quality (preset {spec.quality.preset})")
     if c["failed"] and not c["ok"]:
         raise typer.Exit(1)
-    share = spec.quality.max_failed_share
-    if share is not None and c["ok"] and gated / c["ok"] > share:
-        typer.echo(f"error: {gated} of {c['ok']} renders failed the quality gate ({gated / c['ok']:.0%} > quality.max_failed_share {share:.0%})", err=True)
+    if summary.quality_alert:
+        typer.echo(f"error: {summary.quality_alert}", err=True)
         raise typer.Exit(9)
 
 

@@ -144,6 +144,12 @@ def load_job(path: str | Path | None) -> JobSpec:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"job spec not found: {p}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"job spec is a directory, not a TOML file: {p}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read job spec {p}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     return _validate(data, str(p))

@@ -370,6 +370,7 @@ class RunSummary:
     record_uri: str
     parts: list[str] = field(default_factory=list)
     quality: dict[str, int] = field(default_factory=dict)  # quality_status -> count (passed, failed-quality)
+    quality_alert: str | None = None  # set when the failed-quality share exceeds quality.max_failed_share
 
 
 def run_job(
@@ -408,6 +409,20 @@ def run_job(
                            address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus)
 
 
+def _keyed_params(info, params: GenerationParams, spec: JobSpec) -> dict:
+    """What the render_key hashes besides conditioning, model and seed: the generation parameters
+    that change pixels, plus the quality gate and preset when set, since they decide which try is
+    kept and which renditions are written (changing the preset or a threshold re-renders). The
+    default gate adds nothing, so outputs made before the gate existed keep their keys."""
+    from catalog_render.quality.gate import QualityThresholds
+
+    used = info.params_used(params)
+    gate = spec.quality.model_dump(exclude={"max_failed_share", "near_duplicate_max_distance"})
+    if gate != QualityThresholds().model_dump(exclude={"near_duplicate_max_distance"}):
+        used = {**used, "quality": gate}
+    return used
+
+
 def _mark_abandoned(output_uri: str, expired: dict) -> None:
     """The run whose expired lease we took over died without finishing: say so in its record."""
     run_id = (expired.get("owner") or {}).get("run_id")
@@ -431,7 +446,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     reviews = feedback_mod.read_feedback(output_uri)  # people's verdicts: rejected renders get a new seed, approved ones stay
     existing = set(storage.list_uris(storage.join(output_uri, "images")))
     the_plan = planning.plan(
-        table, mode=spec.mode, model_id=info.model_id, params_used=info.params_used(params), job_seed=spec.generation.seed,
+        table, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, params, spec), job_seed=spec.generation.seed,
         prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
         hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem, feedback=reviews, manifest_table=past,
     )
@@ -503,11 +518,12 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     ips = ok / wall if ok else None
     record.update(status="finished", counts=counts, finished_at=datetime.now(timezone.utc).isoformat(), wall_seconds=round(wall, 2),
                   first_image_seconds=first_image_s, images_per_second=ips, quality=sink.quality,
+                  quality_alert=_quality_alert(sink.quality, counts["ok"], spec.quality.max_failed_share),
                   near_duplicates=_near_duplicates(sink.hashes, spec.quality.near_duplicate_max_distance))
     record["current_view"] = manifest.write_current_view(output_uri)
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
-                      dict(sink.quality))
+                      dict(sink.quality), record["quality_alert"])
 
 
 class _ManifestSink:
@@ -578,6 +594,15 @@ class _ManifestSink:
             self.parts.append(_flush(self.output_uri, self.run_id, self._seq, tables))
             self._seq += 1
         self._last_flush = time.monotonic()
+
+
+def _quality_alert(quality: dict[str, int], ok: int, max_failed_share: float | None) -> str | None:
+    """The alert `run` turns into exit 9, or None: more than ``max_failed_share`` of the run's
+    rendered products failed the quality gate."""
+    failed = quality.get("failed-quality", 0)
+    if max_failed_share is None or not ok or failed / ok <= max_failed_share:
+        return None
+    return f"{failed} of {ok} renders failed the quality gate ({failed / ok:.0%} > quality.max_failed_share {max_failed_share:.0%})"
 
 
 def _near_duplicates(hashes: dict[str, tuple[str, str]], max_distance: int | None) -> list[list[dict]]:

@@ -135,7 +135,9 @@ def validate_feedback(data: bytes, source: str = "feedback") -> tuple[list[dict]
     rows: list[dict] = []
     for line, raw in raw_rows:
         row_problems = []
-        values = {c: _text(raw.get(c)) for c in REQUIRED_COLUMNS}
+        # ids are data: kept exactly (a product id may have spaces around it); the rest is trimmed
+        values = {c: (_text(raw.get(c)) if c not in ("product_id", "render_key") else ("" if raw.get(c) is None else str(raw.get(c))))
+                  for c in REQUIRED_COLUMNS}
         for c in ("product_id", "render_key", "reviewer"):
             if not values[c]:
                 row_problems.append(f"{where} {line}: {c} is empty")

@@ -165,15 +165,16 @@ def acquire(output_uri: str, owner: dict, ttl_s: float = DEFAULT_TTL_S, wait_s: 
             except storage.PreconditionFailed:
                 continue  # another contender (or the holder's renewal) got there first: re-read
             lease.took_over = held
-            log.warning("took over the expired lease %s of %s (expired at %s)", uri, _describe(held), held.get("expires_at", "?"))
+            why = "its process is gone" if _holder_dead_here(held) else f"expired at {held.get('expires_at', '?')}"
+            log.warning("took over the lease %s of %s (%s)", uri, _describe(held), why)
             return lease
         waited = time.monotonic() - t0
         if waited >= wait_s:
             waited_txt = f"; waited {waited:.0f}s" if wait_s else ""
             raise LeaseHeld(
                 f"output {storage.display(output_uri)} is in use by {_describe(held)}: its lease {uri} expires at "
-                f"{held['expires_at']} unless renewed{waited_txt}. Wait for it (--wait-lease SECONDS) or, "
-                f"if that run is dead, re-run after that time",
+                f"{held['expires_at']} unless renewed{waited_txt}. Wait for it (--wait-lease SECONDS); if that run "
+                f"died, its lease is taken over after that time (at once on its own host)",
                 holder=held.get("owner"), expires_at=held["expires_at"],
             )
         time.sleep(min(poll, wait_s - waited))

@@ -119,8 +119,9 @@ def current_view(manifest: pa.Table, feedback: pa.Table | None = None, existing_
     its last row wins); ``existing_images``: the image URIs present under the output (None: not
     checked).
 
-    Candidates of a product: its ``ok`` rows whose (product_id, render_key) is not rejected and
-    whose image_uri is in ``existing_images``. The chosen one is the latest (``finished_at``, then
+    Candidates of a product: its ``ok`` rows whose (product_id, render_key) is not rejected, whose
+    quality_status is not ``failed-quality`` (unless a reviewer approved that render) and whose
+    image_uri is in ``existing_images``. The chosen one is the latest (``finished_at``, then
     manifest order) of the candidates that are approved and conditioned like the product's latest
     candidate, or, when none is, the latest candidate. An approval therefore holds across model and
     parameter changes (the planner does not re-render such a product), but not once the product
@@ -140,8 +141,8 @@ def current_view(manifest: pa.Table, feedback: pa.Table | None = None, existing_
         if existing_images is not None and r["image_uri"] not in existing_images:
             continue
         verdict, reviewer = verdicts.get((r["product_id"], r["render_key"]), (None, None))
-        if verdict == "reject":
-            continue
+        if verdict == "reject" or (r["quality_status"] == "failed-quality" and verdict != "approve"):
+            continue  # never publish a rejected render, nor one that failed the gate unless a person approved it
         r["verdict"], r["reviewer"] = ("approve", reviewer) if verdict == "approve" else (None, None)
         candidates.setdefault(r["product_id"], []).append((i, r))
 

@@ -176,3 +176,15 @@ def test_run_joins_an_existing_cluster_with_address(ray_head, small_catalog, tin
     head_pids = {head.pid} | {c.pid for c in psutil.Process(head.pid).children(recursive=True)}
     listening = [c.laddr.ip for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in head_pids]
     assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in listening), listening
+
+
+def test_unreadable_job_specs_fail_naming_the_file(tiny_gan, small_catalog, tmp_path):
+    base = ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(tmp_path / "o")]
+    _one_line_error(runner.invoke(app, base + ["--job", str(tmp_path)]), 3, "is a directory")
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00junk")
+    _one_line_error(runner.invoke(app, base + ["--job", str(tmp_path / "bin.toml")]), 3, "not UTF-8")
+    (tmp_path / "q.toml").write_text("[quality]\nmax_tries = true\n", encoding="utf-8")
+    _one_line_error(runner.invoke(app, base + ["--job", str(tmp_path / "q.toml")]), 3, "quality.max_tries")
+    (tmp_path / "q.toml").write_text("[quality]\nmin_sharpness = inf\n", encoding="utf-8")
+    _one_line_error(runner.invoke(app, base + ["--job", str(tmp_path / "q.toml")]), 3, "quality.min_sharpness")
+    assert not (tmp_path / "o").exists()

@@ -127,3 +127,9 @@ def test_feedback_on_s3(bucket, tmp_path):
     assert res.uri.startswith(f"s3://{bucket}/renders/feedback/part-20261130T120000000000Z-")
     t = feedback.read_feedback(out)
     assert t.select(["product_id", "verdict"]).to_pylist() == [{"product_id": "p2", "verdict": "reject"}]
+
+
+def test_product_ids_are_kept_exactly_other_fields_trimmed():
+    rows, problems, _ = feedback.validate_feedback(b"product_id,render_key,verdict,reviewer\n SKU 7 ,abc, reject , ann \n")
+    assert not problems
+    assert rows[0]["product_id"] == " SKU 7 " and rows[0]["verdict"] == "reject" and rows[0]["reviewer"] == "ann"

@@ -94,15 +94,21 @@ def test_sigkill_driver_and_cluster_then_resume_finishes_exactly_the_rest(fashio
         for path, stat in seen.items():
             assert now.get(path) == stat, f"{path} was rewritten after a kill"
         seen.update(now)
-    assert 0 < len(seen) < len(ids), "every kill point must leave work undone"
+    assert 0 < len(seen) < len(ids), "every kill point must leave work undone"  # (renderable products are fewer still)
 
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr[-3000:]
 
     rows = manifest.read_manifest(str(out)).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
-    assert sorted(r["product_id"] for r in ok) == sorted(ids), "each product exactly one ok row"
-    assert all(r["status"] == "ok" for r in rows)
+    # Out of scope: products the tiny GAN cannot condition on (categories outside its 60-product
+    # vocabulary), quarantined by every run with the same reason.
+    skipped = {r["product_id"] for r in rows if r["status"] == "skipped"}
+    assert all(r["error"].startswith("cannot condition") for r in rows if r["status"] == "skipped")
+    assert not any(r["status"] == "failed" for r in rows)
+    in_scope = ids - skipped
+    assert len(in_scope) > 1000
+    assert sorted(r["product_id"] for r in ok) == sorted(in_scope), "each product in scope exactly one ok row"
     assert len({r["render_key"] for r in ok}) == len(ok)
     for r in ok:
         with Image.open(r["image_uri"]) as im:
@@ -116,4 +122,5 @@ def test_sigkill_driver_and_cluster_then_resume_finishes_exactly_the_rest(fashio
     assert reused > 0  # images of killed runs that had no row yet were adopted, not re-rendered
     records = [json.loads(storage.read_bytes(u)) for u in storage.list_uris(str(out / "runs"), suffix=".json")]
     assert [r["status"] for r in records].count("finished") == 1
-    assert records[-1]["status"] == "finished" and records[-1]["counts"]["ok"] == len(ids) - sum(1 for r in ok if r["run_id"] != records[-1]["run_id"])
+    assert records[-1]["status"] == "finished" and records[-1]["counts"]["ok"] == len(in_scope) - sum(1 for r in ok if r["run_id"] != records[-1]["run_id"])
+    assert {r["status"] for r in records[:-1]} == {"abandoned"}  # each killed run, marked by the next run's lease takeover

@@ -96,6 +96,26 @@ def test_amazon_preset_writes_compliant_renditions_with_provenance(ray_local, sm
             assert r["render_key"] in json.dumps(xmp) and r["model_id"] in json.dumps(xmp)
 
 
+def test_changing_the_preset_renders_again_with_the_new_renditions(ray_local, small_catalog, tiny_gan, tmp_path):
+    out = str(tmp_path / "out")
+    amazon = JobSpec().with_overrides(**BASE, **{"quality.preset": "amazon"})
+    first = run_job(amazon, str(small_catalog), str(tiny_gan), out, hide_images=True, limit=3)
+    assert first.counts["ok"] == 3
+    assert run_job(amazon, str(small_catalog), str(tiny_gan), out, hide_images=True, limit=3).up_to_date == 3  # (--limit then takes the next 3)
+    ebay = JobSpec().with_overrides(**BASE, **{"quality.preset": "ebay"})
+    s = run_job(ebay, str(small_catalog), str(tiny_gan), out, hide_images=True, limit=3)
+    assert s.counts["ok"] == 3
+    m = manifest.read_manifest(out).to_pylist()
+    latest = [r for r in m if r["run_id"] == s.run_id]
+    assert {r["preset"] for r in latest} == {"ebay"}
+    first_ids = {r["product_id"] for r in m if r["run_id"] == first.run_id}
+    assert {r["product_id"] for r in latest} == first_ids  # the same products again: their keys changed with the preset
+    for r in latest:
+        assert imaging.decode_rgb(storage.read_bytes(r["publish_uri"])).size == (500, 500)
+    current = storage.read_parquet(f"{out}/current.parquet").to_pylist()
+    assert {c["render_key"] for c in current if c["quality_status"] == "passed"} <= {r["render_key"] for r in latest}
+
+
 def test_run_exits_9_when_too_many_renders_fail_the_gate(small_catalog, tiny_gan, tmp_path):
     job = tmp_path / "job.toml"
     job.write_text("[execution]\nworkers = 1\nbatch_size = 4\n[quality]\nmin_sharpness = 1.0\nmax_failed_share = 0.5\n", encoding="utf-8")
@@ -107,3 +127,7 @@ def test_run_exits_9_when_too_many_renders_fail_the_gate(small_catalog, tiny_gan
     rows = manifest.read_manifest(str(out)).to_pylist()
     assert len(rows) == 4 and all(r["status"] == "ok" and r["quality_status"] == "failed-quality" for r in rows)
     assert all(Path(r["image_uri"]).is_file() for r in rows)
+    # none of them is published (no reviewer approved one), and the run record carries the alert
+    assert storage.read_parquet(str(out / "current.parquet")).num_rows == 0
+    record = manifest.read_run_records(str(out))[-1]
+    assert record["status"] == "finished" and record["quality_alert"].startswith("4 of 4 renders failed")

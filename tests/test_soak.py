@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 
 from catalog_render import manifest
@@ -22,7 +23,7 @@ def test_soak_6000_products_flat_memory(fashion, tiny_gan, tmp_path):
         pytest.skip("styles_full_original.csv not available")
     s = soak.soak(str(tiny_gan), 6000, tmp_path, batch_size=32)
     rows = manifest.read_manifest(str(tmp_path / "renders"))
-    ok = rows.filter(rows["status"] == "ok")
+    ok = rows.filter(pc.equal(rows["status"], "ok"))
     assert ok.num_rows == 6000 and len(set(ok.column("product_id").to_pylist())) == 6000
     procs = s["processes"]
     assert sum(1 for k in procs if k.startswith("actor")) >= 2 and any(k.startswith("driver") for k in procs)

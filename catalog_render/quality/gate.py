@@ -22,7 +22,8 @@ from catalog_render.quality.presets import Compliance
 class QualityThresholds(BaseModel):
     """Per-render thresholds. None disables a check. Ranges and units are those of the scores."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a TOML `true` is not a number of tries, "yes" is not a bool; no inf/nan thresholds
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     preset: Literal["amazon", "google", "ebay", "shopify", "none"] = Field(
         "none", description="Marketplace preset whose required rules must pass (catalog_render.quality.presets).")
@@ -53,8 +54,8 @@ class QualityThresholds(BaseModel):
         " Unknown or multi-colour names never fail. Off by default: on real catalog photos it accepts ~61 % under"
         " their own colour and 17 % under a wrong one (checks.colour_match)."))
     near_duplicate_max_distance: int | None = Field(None, ge=0, le=64, description=(
-        "Flag renders of different products whose phashes are within this many bits (checks.near_duplicate_groups;"
-        " suggested 6). Reported by the run, not decided per render."))
+        "Flag renders of different products whose phashes are within this many bits (checks.near_duplicate_groups)."
+        " None = checks.NEAR_DUPLICATE_MAX_DISTANCE (6). Reported in the run record and report, never gates a render."))
 
 
 #: Checks judge() can report, with the score key and comparison each uses.
