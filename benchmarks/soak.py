@@ -42,7 +42,8 @@ def _sample(proc: psutil.Process, samples: list, stop: threading.Event, every_s:
         except psutil.Error:
             return
         now = time.monotonic() - t0
-        samples.extend((round(now, 2), role, pid, rss) for role, pid, rss in rows)
+        # a process that has exited but not been reaped reads as RSS 0: not a sample
+        samples.extend((round(now, 2), role, pid, rss) for role, pid, rss in rows if rss > 0)
         stop.wait(every_s)
 
 
