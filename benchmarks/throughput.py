@@ -31,35 +31,28 @@ def sh(*args: str) -> None:
 
 
 def plain_loop(catalog_uri: str, model_uri: str, out_dir: str, limit: int, batch_size: int) -> tuple[float, float, int]:
-    """The same work without Ray: returns (model load seconds, render seconds, images)."""
-    from catalog_render import catalog, imaging, manifest, planning, storage
+    """The same work without Ray: the actor class itself (catalog_render.execution.RenderWorker) called
+    in this process on the same batches: render, score and judge each image, write it with its
+    provenance metadata. Returns (model load seconds, render seconds, images)."""
+    from catalog_render import catalog, planning
     from catalog_render.config import JobSpec
-    from catalog_render.execution import generation_params
+    from catalog_render.execution import RenderWorker, generation_params
     from catalog_render.generators import registry
-    from catalog_render.generators.base import Conditioning
-    from catalog_render.quality.scores import score_image
 
     spec = JobSpec()
     params = generation_params(spec)
-    t0 = time.perf_counter()
-    gen = registry.load_generator(model_uri)
-    load_s = time.perf_counter() - t0
     info = registry.describe(model_uri)
+    t0 = time.perf_counter()
+    worker = RenderWorker(model_uri, info.model_id, out_dir, params.__dict__, "png", "bench", spec.scores.white_threshold,
+                          spec.scores.border_fraction, threads=os.cpu_count() or 1, use_gpu=False, quality=spec.quality.model_dump(exclude={"max_failed_share"}))
+    load_s = time.perf_counter() - t0
     plan = planning.plan(catalog.read_catalog(catalog_uri), mode="backfill", model_id=info.model_id, params_used=info.params_used(params),
                          job_seed=spec.generation.seed, prompt_template=spec.generation.prompt_template, done_keys={},
-                         existing_images=set(), hide_images=True, limit=limit)
-    items = plan.work.to_pylist()
+                         existing_images=set(), hide_images=True, limit=limit, conditioning_problem=info.conditioning_problem)
     t0 = time.perf_counter()
-    for i in range(0, len(items), batch_size):
-        batch = items[i : i + batch_size]
-        conds = [Conditioning(**{k: v for k, v in json.loads(it["conditioning"]).items()}) for it in batch]
-        images = gen.generate(conds, [it["seed"] for it in batch], params)
-        for it, im in zip(batch, images):
-            uri = manifest.image_uri_for(out_dir, it["product_id"], it["render_key"], "png")
-            storage.write_bytes(uri, imaging.encode(im))
-            ref = imaging.to_array(imaging.letterbox(imaging.decode_rgb(storage.read_bytes(it["reference_uri"])), im.width, im.height))
-            score_image(imaging.to_array(im), ref)
-    return load_s, time.perf_counter() - t0, len(items)
+    for i in range(0, plan.work.num_rows, batch_size):
+        worker(plan.work.slice(i, batch_size))
+    return load_s, time.perf_counter() - t0, plan.work.num_rows
 
 
 def main() -> None:
@@ -90,7 +83,8 @@ def main() -> None:
     first = record["first_image_seconds"]
     from catalog_render.manifest import read_manifest
 
-    done = sorted(read_manifest(out).column("finished_at").to_pylist())  # when each actor wrote each image
+    m = read_manifest(out)
+    done = sorted(t for t, st in zip(m.column("finished_at").to_pylist(), m.column("status").to_pylist()) if st == "ok")  # when each image was written
     steady = (len(done) - 1) / (done[-1] - done[0]).total_seconds() if len(done) > 1 and done[-1] > done[0] else float("nan")
 
     import torch
