@@ -150,13 +150,14 @@ class RenderWorker:
         except (storage.StorageError, imaging.ImageDecodeError):
             return None  # reference metrics are optional; the render stands
 
-    def _assess(self, image, item: dict, colour: str | None) -> dict:
-        """Scores, preset compliance and the gate's verdict of one render (a try)."""
-        from catalog_render.quality import checks, gate, presets
+    def _assess(self, image, reference, colour: str | None) -> dict:
+        """Scores, preset compliance and the gate's verdict of one render (a try); ``reference`` is
+        the product's photo letterboxed to the render's size (uint8 HxWx3) or None."""
+        from catalog_render.quality import gate, presets
         from catalog_render.quality.scores import score_image
 
         rgb = imaging.to_array(image)
-        scores = score_image(rgb, self._reference(item["reference_uri"], (image.width, image.height)), self.white_threshold, self.border_fraction)
+        scores = score_image(rgb, reference, self.white_threshold, self.border_fraction)
         preset = self.quality.preset
         published = presets.postprocess(image, preset) if preset != "none" else image
         m = presets.measure(published, colour)
@@ -164,11 +165,10 @@ class RenderWorker:
         values = {**scores, **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match", "colour_delta_e",
                                                        "edge_whiteness", "frame_fill")}}
         passed, failed = gate.judge(values, compliance, self.quality)
-        return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published,
-                "phash": checks.perceptual_hash(rgb)}
+        return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from catalog_render.quality import gate, presets
+        from catalog_render.quality import checks, gate, presets
         from catalog_render.quality.provenance import ProvenanceMetadata, read_provenance
 
         items = batch.to_pylist()
@@ -180,6 +180,13 @@ class RenderWorker:
             conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
             colours.append((c.get("attributes") or {}).get("color"))
         # tries[i]: list of (image, error, render_s, seed); best-of-N over the items not yet passing
+        refs: dict[int, object] = {}  # the product's reference photo, decoded once for all its tries
+
+        def reference(i: int, image):
+            if i not in refs:
+                refs[i] = self._reference(items[i]["reference_uri"], (image.width, image.height))
+            return refs[i]
+
         tries: dict[int, list] = {i: [] for i in range(len(items))}
         assessed: dict[int, list] = {i: [] for i in range(len(items))}
         pending = [i for i, p in enumerate(present) if p is None]
@@ -189,7 +196,7 @@ class RenderWorker:
             seeds = [try_seed(int(items[i]["seed"]), attempt) for i in pending]
             for i, seed, (image, error, render_s) in zip(pending, seeds, self._generate([conds[i] for i in pending], seeds)):
                 tries[i].append((image, error, render_s, seed))
-                assessed[i].append(self._assess(image, items[i], colours[i]) if image is not None else None)
+                assessed[i].append(self._assess(image, reference(i, image), colours[i]) if image is not None else None)
             pending = [i for i in pending if assessed[i][-1] is not None and not assessed[i][-1]["passed"]]
         rows = []
         storage_down = None  # after one write failed (its retries spent), the rest of the batch is not tried
@@ -206,7 +213,7 @@ class RenderWorker:
                 image, data = present[i]
                 seed = read_provenance(data).get("Seed")
                 row.update(seed=int(seed) if seed else it["seed"], reused=True)
-                kept = self._assess(image, it, colours[i])
+                kept = self._assess(image, reference(i, image), colours[i])
                 history = [{"seed": row["seed"], "passed": kept["passed"], "failed_checks": kept["failed_checks"], "reused": True}]
             else:
                 ok_tries = [k for k, a in enumerate(assessed[i]) if a is not None]
@@ -236,7 +243,7 @@ class RenderWorker:
                         preset = presets.get_preset(self.quality.preset)
                         stem = uri.rsplit(".", 1)[0]
                         ext = {"JPEG": "jpg"}.get(preset.format, preset.format.lower())
-                        for name, im in presets.renditions(image, preset).items():
+                        for name, im in presets.renditions(image, preset, main=kept["published"]).items():
                             r_uri = f"{stem}.{name}.{ext}"
                             if not (reused and storage.exists(r_uri)):
                                 storage.write_bytes(r_uri, presets.export(im, preset, metadata=meta), content_type=f"image/{preset.format.lower()}")
@@ -248,7 +255,7 @@ class RenderWorker:
                         row["write_seconds"] = time.perf_counter() - t1
                     c = kept["compliance"]
                     row.update(
-                        image_uri=uri, width=image.width, height=image.height, phash=kept["phash"], renditions=json.dumps(renditions) if renditions else None,
+                        image_uri=uri, width=image.width, height=image.height, phash=checks.perceptual_hash(image), renditions=json.dumps(renditions) if renditions else None,
                         publish_uri=renditions.get("main", uri), quality_status="passed" if kept["passed"] else "failed-quality",
                         quality_failed=json.dumps(kept["failed_checks"]), compliance_failed=json.dumps(c.failed) if c else None,
                         compliance_advisories=json.dumps(c.advisories) if c else None, status="ok",

@@ -365,12 +365,13 @@ def _product_box(im: Image.Image) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def renditions(image, preset: str | Preset, thumbnails: tuple[int, ...] | None = None) -> dict[str, Image.Image]:
+def renditions(image, preset: str | Preset, thumbnails: tuple[int, ...] | None = None, main: Image.Image | None = None) -> dict[str, Image.Image]:
     """``{"main": postprocess(image, preset), "thumb_<n>": ...}``: the main image plus one downscaled
     copy per longest side ``n`` in ``thumbnails`` (default: the preset's, e.g. 256), Lanczos, aspect
-    kept. A thumbnail is never larger than the main image."""
+    kept. A thumbnail is never larger than the main image. ``main``: ``postprocess(image, preset)``
+    when the caller already made it (it is not made again)."""
     p = get_preset(preset)
-    main = postprocess(image, p)
+    main = main if main is not None else postprocess(image, p)
     out = {"main": main}
     for n in (p.thumbnails if thumbnails is None else thumbnails):
         t = main.copy()
