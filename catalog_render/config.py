@@ -55,10 +55,69 @@ class ExecutionSpec(_Section):
     lease_ttl_s: float = Field(120.0, ge=5, le=3600)
 
 
-class TrainSpec(_Section):
-    """Training schedule for ``catalog-render train``. Sizes are pixels; ``max_minutes`` is wall clock."""
+class AugmentSpec(_Section):
+    """Data augmentation of training photos (kornia). Probabilities are in [0, 1]; ``translate`` is a
+    fraction of width/height; ``rotation_degrees`` is the largest rotation either way; ``crop_scale``
+    is the (min, max) area fraction of a random resized crop (Szegedy et al. 2015).
 
-    family: Literal["gan"] = "gan"
+    ``color_jitter`` (brightness, contrast and saturation strength; hue gets a quarter of it) is
+    switched off whenever a conditioning field is a colour (``attributes.color`` and the like): a
+    jittered "red" shirt would teach the model the wrong colour. The model card says so.
+
+    The GAN applies the pipeline to real and generated images alike inside the discriminator
+    (differentiable augmentation, Zhao et al. 2020); the VAE and diffusion families to their input photos."""
+
+    hflip: float = Field(0.5, ge=0, le=1)
+    affine_p: float = Field(0.8, ge=0, le=1)
+    translate: float = Field(0.1, ge=0, le=0.5)
+    scale: tuple[float, float] = (0.9, 1.1)
+    rotation_degrees: float = Field(0.0, ge=0, le=45)
+    crop_p: float = Field(0.0, ge=0, le=1)
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    color_jitter: float = Field(0.0, ge=0, le=0.5)
+
+    @field_validator("scale", "crop_scale")
+    @classmethod
+    def _ordered(cls, v):
+        if not 0 < v[0] <= v[1] <= 2:
+            raise ValueError(f"expected 0 < min <= max <= 2, got {list(v)}")
+        return v
+
+
+class VaeSpec(_Section):
+    """Conditional VAE (family ``vae``; Kingma & Welling 2014, Sohn et al. 2015).
+
+    ``latent_dim``: size of the latent vector; ``beta``: weight of the KL term (Higgins et al. 2017);
+    ``base_channels``: channels of the first encoder convolution (doubled per downsampling)."""
+
+    latent_dim: int = Field(128, ge=1, le=4096)
+    beta: float = Field(1.0, ge=0)
+    base_channels: int = Field(32, ge=4, le=1024)
+
+
+class DiffusionSpec(_Section):
+    """Class-conditional diffusion (family ``diffusion``; Ho et al. 2020) on a diffusers UNet2DModel.
+
+    ``space``: ``pixel`` or ``latent`` (a small diffusers AutoencoderKL trained first, for
+    ``autoencoder_share`` of the steps; Rombach et al. 2022). ``block_out_channels`` one entry per
+    UNet resolution level; attention only at the lowest ``attention_levels`` levels."""
+
+    space: Literal["pixel", "latent"] = "pixel"
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    layers_per_block: int = Field(1, ge=1, le=4)
+    attention_levels: int = Field(1, ge=0, le=4)
+    num_train_timesteps: int = Field(1000, ge=10, le=10000)
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    latent_channels: int = Field(4, ge=1, le=16)
+    autoencoder_share: float = Field(0.25, gt=0, lt=1)
+
+
+class TrainSpec(_Section):
+    """Training schedule for ``catalog-render train`` / ``finetune``. Sizes are pixels; ``max_minutes``
+    is wall clock; ``max_cpu_minutes`` is CPU time of the process (all threads), the fair budget when
+    comparing families on a shared machine. Training stops at whichever budget ends first, and saves."""
+
+    family: Literal["gan", "vae", "diffusion"] = "gan"
     height: int = Field(64, ge=16, le=1024)
     width: int = Field(48, ge=16, le=1024)
     conditions: tuple[str, ...] = ("category", "attributes.color", "attributes.gender")
@@ -66,15 +125,20 @@ class TrainSpec(_Section):
     batch_size: int = Field(64, ge=2)
     max_steps: int = Field(6000, ge=1)
     max_minutes: float = Field(45.0, gt=0)
+    max_cpu_minutes: float | None = Field(None, gt=0)
     lr: float = Field(2e-4, gt=0)
     ema_decay: float = Field(0.999, gt=0, lt=1)
     condition_dropout: float = Field(0.1, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31)
     sample_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
     base_channels: int = Field(256, ge=8)
     z_dim: int = Field(128, ge=1)
     embed_dim: int = Field(32, ge=1)
     threads: int | None = Field(None, ge=1)
+    augment: AugmentSpec = AugmentSpec()
+    vae: VaeSpec = VaeSpec()
+    diffusion: DiffusionSpec = DiffusionSpec()
 
     @field_validator("conditions")
     @classmethod
@@ -83,6 +147,20 @@ class TrainSpec(_Section):
             if name not in ("category", "title") and not name.startswith("attributes."):
                 raise ValueError(f"unknown conditioning field {name!r} (category, title or attributes.<name>)")
         return v
+
+
+class EvaluateSpec(_Section):
+    """``catalog-render evaluate``: ``holdout`` is the share of products held out (the same hash
+    split as ``catalog-render split``); ``max_products`` caps the held-out products evaluated;
+    ``judge_steps`` trains the category classifier; ``lpips_weights`` is a local safetensors file of
+    LPIPS weights (never downloaded; LPIPS is skipped, with the reason, when it is absent)."""
+
+    holdout: float = Field(0.15, gt=0, lt=1)
+    split_seed: int = 0
+    max_products: int = Field(512, ge=2)
+    judge_steps: int = Field(600, ge=1)
+    seed: int = Field(0, ge=0, lt=2**31)
+    lpips_weights: str | None = None
 
 
 class ScoreSpec(_Section):
@@ -109,6 +187,7 @@ class JobSpec(_Section):
     train: TrainSpec = TrainSpec()
     scores: ScoreSpec = ScoreSpec()
     quality: QualitySpec = QualitySpec()
+    evaluate: EvaluateSpec = EvaluateSpec()
 
     def with_overrides(self, **overrides) -> "JobSpec":
         """A new spec with dotted overrides applied (``execution.workers=4``); None values are ignored."""

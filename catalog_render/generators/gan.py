@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load as load_safetensors_bytes
@@ -26,21 +25,17 @@ from torch import nn
 from catalog_render import storage
 from catalog_render.errors import ModelError
 from catalog_render.generators.base import Conditioning, GenerationParams, hash_files
+from catalog_render.generators.conditioning import (  # noqa: F401  (re-exported: the GAN's public names)
+    REQUIRED_FIELDS,
+    UNKNOWN,
+    ConditionEncoder,
+    condition_indices,
+    conditioning_problem,
+    latents,
+    to_pil,
+)
 
 FAMILY = "gan"
-UNKNOWN = "<unk>"
-
-
-class ConditionEncoder(nn.Module):
-    """Embeds each conditioning field and concatenates: indices (B, F) int64 -> (B, F*embed_dim)."""
-
-    def __init__(self, vocab_sizes: list[int], embed_dim: int):
-        super().__init__()
-        self.tables = nn.ModuleList(nn.Embedding(n, embed_dim) for n in vocab_sizes)
-        self.out_dim = embed_dim * len(vocab_sizes)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.cat([t(idx[:, i]) for i, t in enumerate(self.tables)], dim=1)
 
 
 class CondBatchNorm(nn.Module):
@@ -94,49 +89,6 @@ class GanGenerator(nn.Module):
         for b in self.blocks:
             x = b(x, c)
         return torch.tanh(self.out(torch.relu(self.out_norm(x))))
-
-
-def condition_indices(cfg: dict, conditionings: list[Conditioning]) -> torch.Tensor:
-    """Map conditionings to vocabulary indices (B, F) int64; unseen values map to 0 (unknown)."""
-    lookups = [(c["field"], {v: i for i, v in enumerate(c["values"])}) for c in cfg["conditions"]]
-    rows = [[lookup.get(cond.value(name) or "", 0) for name, lookup in lookups] for cond in conditionings]
-    return torch.tensor(rows, dtype=torch.int64)
-
-
-#: Conditioning fields a render cannot do without: a missing or unseen value would render a
-#: generic product of no particular kind. Other fields (colour, gender, ...) fall back to the
-#: "unknown" embedding: the render shows the right kind of product in an arbitrary colour.
-REQUIRED_FIELDS = ("category",)
-
-
-def conditioning_problem(conditions: list[dict], conditioning: Conditioning) -> str | None:
-    """Why a GAN with these ``conditions`` (config.json's ``[{"field", "values"}]``) cannot render
-    ``conditioning``, or None. Only :data:`REQUIRED_FIELDS` the model conditions on are checked:
-    a missing value (null, empty, whitespace) or one outside the vocabulary (never seen in
-    training, or seen fewer than ``min_count`` times; matching is exact, case included)."""
-    for c in conditions:
-        name = c["field"]
-        if name not in REQUIRED_FIELDS:
-            continue
-        value = conditioning.value(name)
-        known = [v for v in c["values"] if v != UNKNOWN]
-        if value is None or not str(value).strip():
-            return f"no {name}: this GAN renders by {name} and cannot use the title"
-        if value not in known:
-            shown = ", ".join(known[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
-            return f"{name} {value!r} is not in the model's vocabulary (known: {shown})"
-    return None
-
-
-def latents(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """One latent per seed from its own torch.Generator: (B, z_dim) float32, N(0, 1)."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-
-
-def to_pil(batch: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) float in [-1, 1] -> list of RGB uint8 Pillow images."""
-    arr = ((batch.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in arr]
 
 
 class GanModel:

@@ -14,7 +14,7 @@ from catalog_render import imaging, storage
 from catalog_render.catalog import image_uri_problem
 from catalog_render.errors import CatalogError
 from catalog_render.generators.base import Conditioning
-from catalog_render.generators.gan import UNKNOWN
+from catalog_render.generators.conditioning import UNKNOWN
 
 
 def conditionings_from_table(table: pa.Table) -> list[Conditioning]:
