@@ -1,0 +1,158 @@
+"""Evaluation metrics against values computed independently from their formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from catalog_render.quality import metrics
+
+
+def test_psnr_matches_the_formula_on_known_arrays():
+    a = np.full((16, 12, 3), 100, dtype=np.uint8)
+    b = a.copy()
+    b[:8] = 110  # error 10 on half of the pixels
+    b[8:] = 80  # error 20 on the other half
+    mse = (10**2 + 20**2) / 2  # = 250, by hand
+    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-9)
+    assert metrics.psnr(a, b) == pytest.approx(24.1514, abs=1e-4)
+    assert metrics.psnr(a, a) == math.inf
+
+
+def test_psnr_and_ssim_refuse_wrong_inputs():
+    a = np.zeros((16, 16, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.psnr(a, np.zeros((16, 15, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        metrics.ssim(a, a.astype(np.float32))
+
+
+@pytest.mark.parametrize("va, vb", [(100, 100), (100, 120), (30, 200), (0, 255)])
+def test_ssim_of_constant_images_is_the_luminance_term(va, vb):
+    # zero variance and covariance: SSIM = (2ab + C1) / (a^2 + b^2 + C1) * (0 + C2) / (0 + C2)
+    c1 = (0.01 * 255) ** 2
+    expected = (2 * va * vb + c1) / (va**2 + vb**2 + c1)
+    a = np.full((24, 20, 3), va, dtype=np.uint8)
+    b = np.full((24, 20, 3), vb, dtype=np.uint8)
+    assert metrics.ssim(a, b) == pytest.approx(expected, abs=1e-9)
+
+
+def test_ssim_of_identical_images_is_one_and_agrees_with_torchmetrics_on_noise():
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:48, 0:40]
+    a = np.stack([(y * 5) % 256, (x * 6) % 256, ((x + y) * 3) % 256], axis=-1).astype(np.uint8)
+    assert metrics.ssim(a, a) == pytest.approx(1.0, abs=1e-12)
+    b = np.clip(a.astype(int) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+    ours = metrics.ssim(a, b)
+
+    def t(z):
+        return torch.from_numpy(z).permute(2, 0, 1)[None].double()
+
+    # an independent implementation with the same Gaussian settings (it pads borders differently)
+    theirs = float(structural_similarity_index_measure(t(b), t(a), data_range=255.0, gaussian_kernel=True, sigma=1.5, kernel_size=11))
+    assert ours < 0.5
+    assert ours == pytest.approx(theirs, abs=0.01)
+
+
+def _features(mean: np.ndarray, std: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n vectors whose sample mean is exactly ``mean`` and sample covariance (N-1) exactly diag(std^2)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(mean)))
+    x -= x.mean(axis=0)
+    q, _ = np.linalg.qr(x)  # orthonormal, zero-mean columns
+    return q * math.sqrt(n - 1) * std + mean
+
+
+def test_frechet_distance_of_diagonal_gaussians_matches_the_closed_form():
+    mu1, s1 = np.array([0.0, 1.0, -2.0, 0.5]), np.array([1.0, 2.0, 0.5, 1.5])
+    mu2, s2 = np.array([1.0, 1.0, 0.0, 0.5]), np.array([2.0, 1.0, 0.5, 3.0])
+    a, b = _features(mu1, s1, 300, 1), _features(mu2, s2, 200, 2)
+    # the construction is exact: check the moments independently first
+    assert np.allclose(a.mean(axis=0), mu1) and np.allclose(np.cov(a, rowvar=False), np.diag(s1**2))
+    expected = float(((mu1 - mu2) ** 2).sum() + ((s1 - s2) ** 2).sum())  # means: 1 + 0 + 4 + 0; stds: 1 + 1 + 0 + 2.25; = 9.25
+    assert expected == pytest.approx(1 + 0 + 4 + 0 + 1 + 1 + 0 + 2.25)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert metrics.frechet_distance(b, a) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero_and_of_a_shift_is_its_square():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(100, 8)) @ rng.normal(size=(8, 8))  # correlated features
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = np.arange(8, dtype=float)
+    assert metrics.frechet_distance(a, a + shift) == pytest.approx(float((shift**2).sum()), rel=1e-6)
+
+
+def test_frechet_distance_refuses_mismatched_sets():
+    with pytest.raises(ValueError, match="same D"):
+        metrics.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+def test_lpips_is_skipped_with_the_reason(tmp_path):
+    assert metrics.lpips_status(None).reason.startswith("no LPIPS weights configured")
+    assert "local file path" in metrics.lpips_status("s3://bucket/lpips.safetensors").reason
+    pickle = tmp_path / "alex.pth"
+    pickle.write_bytes(b"not read")
+    status = metrics.lpips_status(str(pickle))
+    assert not status.available and "pickle checkpoints are not loaded" in status.reason
+    missing = metrics.lpips_status(str(tmp_path / "none.safetensors"))
+    assert not missing.available and "does not exist" in missing.reason
+    a = np.zeros((16, 16, 3), dtype=np.uint8)
+    result = metrics.lpips_or_skip([a], [a], missing)
+    assert result.to_json() == {"computed": False, "skipped_reason": missing.reason}
+    with pytest.raises(ValueError, match="not available"):
+        metrics.lpips([a], [a], missing)
+
+
+def test_lpips_without_torchvision_names_it(tmp_path):
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("torchvision imports here")
+    from safetensors.torch import save_file
+    import torch
+
+    w = tmp_path / "lpips.safetensors"
+    save_file({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, str(w))
+    status = metrics.lpips_status(str(w))
+    assert not status.available and status.reason.startswith("torchvision is not importable")
+
+
+def test_lpips_computes_with_local_weights(tmp_path):
+    pytest.importorskip("torchvision")
+    import torch
+    from safetensors.torch import save_file
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    torch.manual_seed(0)
+    net = _LPIPS(pretrained=False, net="alex", pnet_rand=True).eval()
+    w = tmp_path / "lpips.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(w))
+    status = metrics.lpips_status(str(w))
+    assert status.available and status.net == "alex"
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    same, diff = metrics.lpips([a, a], [a, b], status)
+    assert same == pytest.approx(0.0, abs=1e-6)
+    with torch.inference_mode():
+        ta = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
+        tb = torch.from_numpy(b).permute(2, 0, 1)[None].float() / 127.5 - 1
+        expected = float(net(ta, tb).reshape(-1)[0])
+    assert diff == pytest.approx(expected, rel=1e-5) and diff > 0
+
+
+def test_summary_leaves_out_infinite_values():
+    s = metrics.summary([1.0, 2.0, 3.0, math.inf, None])
+    assert s["n"] == 4 and s["n_infinite"] == 1
+    assert s["mean"] == pytest.approx(2.0) and s["median"] == pytest.approx(2.0)
+    assert metrics.summary([])["mean"] is None
