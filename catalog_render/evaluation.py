@@ -1,0 +1,475 @@
+"""``catalog-render evaluate``: how good is a model on products held out of its training?
+
+The held-out products are the same hash split as ``catalog-render split --fraction F --seed S``
+(:func:`catalog_render.catalog.split_holdout`). Each is rendered from its catalog fields (its photo
+is never shown to the generator, except to a ``reconstruct`` method, which is a different metric)
+and compared with its real photo, letterboxed to the model's native size:
+
+* reference metrics (PSNR, SSIM, LPIPS) of reconstructions, for generators that can reconstruct a
+  photo (autoencoders); a generator sampling from noise has no per-product reference, so these are
+  "not applicable" for it. Render-vs-photo PSNR/SSIM is reported apart and labelled: it measures
+  closeness to the catalog photo (pose, framing, colour), not reconstruction quality;
+* category fidelity: a small classifier (the judge, :mod:`catalog_render.training.judge`) trained on
+  the real photos of the training split; its accuracy on renders vs on the real photos of the same
+  held-out products (the ceiling);
+* colour fidelity: the dominant colour of the product region vs the catalog colour attribute
+  (:func:`catalog_render.quality.checks.colour_match`), on renders and on the real photos;
+* the Fréchet distance (Heusel et al. 2017) on the judge's features, renders vs real photos, with
+  real vs real as the floor;
+* sampling time per image and the model card's training time.
+
+It writes ``OUT/evaluation.json`` and ``OUT/evaluation.html``, and the judge under ``OUT/judge``
+unless another judge directory is given (reused when it exists).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import html
+import io
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from PIL import Image
+
+from catalog_render import catalog, imaging, planning, storage
+from catalog_render.config import EvaluateSpec, GenerationSpec
+from catalog_render.errors import CatalogError, CatalogRenderError, ConfigError
+from catalog_render.generators import registry
+from catalog_render.generators.base import GenerationParams
+from catalog_render.quality import checks, metrics
+from catalog_render.training import judge as judge_mod
+from catalog_render.training.data import load_image_set
+
+#: Renders per generate() call.
+BATCH = 16
+#: Products shown in the HTML page's grid (real photo beside render).
+GRID_PRODUCTS = 24
+#: Fewest products on each side of a Fréchet distance (it needs covariances).
+MIN_FRECHET = 2
+
+
+def _say(progress: Callable[[str], None] | None, msg: str) -> None:
+    if progress:
+        progress(msg)
+
+
+def _rank(seed: int, pid: str) -> bytes:
+    return hashlib.sha256(f"evaluate:{seed}:{pid}".encode()).digest()
+
+
+def select_products(holdout: pa.Table, max_products: int, seed: int) -> pa.Table:
+    """The held-out rows evaluated: those with an image_uri, ordered by sha256("evaluate:seed:id")
+    (independent of row order), the first ``max_products``."""
+    rows = holdout.filter(pc.invert(pc.is_null(holdout.column("image_uri"))))
+    ids = rows.column("product_id").to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: _rank(seed, str(ids[i])))[:max_products]
+    return rows.take(pa.array(order, pa.int64())) if order else rows.slice(0, 0)
+
+
+def _model_card(model_uri: str) -> dict | None:
+    try:
+        card = json.loads(storage.read_bytes(storage.join(model_uri, "model_card.json")))
+    except (CatalogRenderError, ValueError, UnicodeDecodeError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def leakage(card: dict | None, held_out_ids: list[str]) -> dict:
+    """How many held-out product ids are in the model's training catalog (model_card.json's
+    ``training_catalog.uri``). ``checked`` is False (with ``reason``) when that cannot be read."""
+    uri = ((card or {}).get("training_catalog") or {}).get("uri")
+    if not uri:
+        return {"checked": False, "reason": "the model card names no training catalog", "held_out_in_training": None}
+    try:
+        train_ids = set(catalog.read_catalog(uri).column("product_id").to_pylist())
+    except CatalogRenderError as exc:
+        return {"checked": False, "reason": f"training catalog {uri} unreadable: {exc}", "held_out_in_training": None, "training_catalog": uri}
+    leaked = sorted(p for p in held_out_ids if p in train_ids)
+    return {"checked": True, "training_catalog": uri, "held_out": len(held_out_ids), "held_out_in_training": len(leaked),
+            "examples": leaked[:10]}
+
+
+def _colour_field(info: registry.ModelInfo) -> str:
+    """The conditioning field holding colour: the model's own condition named like colour, else
+    ``attributes.color``."""
+    for name, _ in info.conditions:
+        if "colo" in name.lower():
+            return name
+    return "attributes.color"
+
+
+def _arr(im: Image.Image, w: int, h: int) -> np.ndarray:
+    im = imaging.to_rgb(im)
+    if im.size != (w, h):
+        im = imaging.letterbox(im, w, h)
+    return imaging.to_array(im)
+
+
+def _to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
+    if not arrays:
+        return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _share(flags: list[bool]) -> float | None:
+    return float(np.mean(flags)) if flags else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _balanced(pred: list[int], labels: list[int]) -> float | None:
+    per = [np.mean([p == c for p, lab in zip(pred, labels) if lab == c]) for c in sorted(set(labels))]
+    return float(np.mean(per)) if per else None
+
+
+def _pairs_metrics(refs: list[np.ndarray], images: list[np.ndarray], lp: metrics.LpipsStatus) -> dict:
+    return {
+        "pairs": len(refs),
+        "psnr_db": metrics.summary([metrics.psnr(r, i) for r, i in zip(refs, images)]),
+        "ssim": metrics.summary([metrics.ssim(r, i) for r, i in zip(refs, images)]),
+        "lpips": metrics.lpips_or_skip(refs, images, lp).to_json(),
+    }
+
+
+def _judge_identity(catalog_uri: str, spec: EvaluateSpec) -> dict:
+    return {"catalog_sha256": hashlib.sha256(storage.read_bytes(catalog_uri)).hexdigest(), "holdout": spec.holdout, "split_seed": spec.split_seed}
+
+
+def get_judge(judge_uri: str, catalog_uri: str, train_table: pa.Table, spec: EvaluateSpec, width: int, height: int,
+              progress=None) -> tuple[judge_mod.Judge, bool]:
+    """(judge, trained now?): loads the judge at ``judge_uri`` when it exists, else trains one on
+    the training split's real photos at ``width`` x ``height`` and saves it there. Raises
+    ConfigError when an existing judge was trained on another catalog or split (it may have seen
+    the held-out photos)."""
+    ident = _judge_identity(catalog_uri, spec)
+    if judge_mod.exists(judge_uri):
+        j = judge_mod.load(judge_uri)
+        theirs = {k: j.info.get(k) for k in ident}
+        if theirs != ident:
+            raise ConfigError(
+                f"--judge {judge_uri} was trained on another catalog or split ({theirs}, this evaluation: {ident}): "
+                "it may have seen held-out photos; give another --judge path to train a new one"
+            )
+        _say(progress, f"judge loaded from {storage.display(judge_uri)} ({len(j.classes)} categories)")
+        return j, False
+    _say(progress, f"training the category judge on the training split's photos ({spec.judge_steps} steps)")
+    data = load_image_set(train_table, width, height)
+    cats = [c.category for c in data.conditionings]
+    j = judge_mod.train_judge(data.images, cats, spec.judge_steps, seed=spec.seed,
+                              info={**ident, "catalog_uri": catalog_uri, "training_products": len(data.product_ids)})
+    j.save(judge_uri)
+    _say(progress, f"judge saved to {storage.display(judge_uri)}: {len(j.classes)} categories, training accuracy {j.info['train_accuracy']:.2f}, {j.info['wall_seconds']:.0f}s")
+    return j, True
+
+
+def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec, judge_uri: str | None = None,
+             progress: Callable[[str], None] | None = None, generation: GenerationSpec | None = None) -> dict:
+    """Evaluate the model at ``model_uri`` on the products of ``catalog_uri`` held out by
+    ``spec.holdout``/``spec.split_seed``; write ``out_uri``/evaluation.json and evaluation.html
+    (local or s3://) and return the JSON's content.
+
+    ``judge_uri`` (default ``out_uri``/judge) holds the category judge: loaded when present, else
+    trained on the training split and saved there. ``generation`` gives the prompt template and
+    diffusion parameters (defaults of GenerationSpec when None). ``progress`` receives one-line
+    messages.
+
+    Raises ModelError (bad model directory), CatalogError (unreadable catalog, no categories, no
+    held-out product with a photo), ConfigError (a judge from another split)."""
+    t0 = time.monotonic()
+    generation = generation or GenerationSpec()
+    info = registry.describe(model_uri)
+    card = _model_card(model_uri)
+    table = catalog.read_catalog(catalog_uri)
+    cats = [c for c in table.column("category").to_pylist() if c and str(c).strip()]
+    if not cats:
+        raise CatalogError(f"catalog {catalog_uri} has no category values: the category judge needs them")
+    train_t, held_t = catalog.split_holdout(table, spec.holdout, spec.split_seed)
+    selected = select_products(held_t, spec.max_products, spec.seed)
+    if selected.num_rows == 0:
+        raise CatalogError(f"no held-out product with a photo in {catalog_uri} (holdout {spec.holdout}, split seed {spec.split_seed}: "
+                           f"{held_t.num_rows} held out)")
+    w, h = info.width, info.height
+    held_ids = [str(p) for p in held_t.column("product_id").to_pylist()]
+    leak = leakage(card, held_ids)
+    warnings: list[str] = []
+    if leak.get("held_out_in_training"):
+        warnings.append(f"LEAKAGE: {leak['held_out_in_training']} of {len(held_ids)} held-out products were in the model's training catalog "
+                        f"({leak['training_catalog']}): their scores are not held-out scores")
+        _say(progress, "WARNING " + warnings[-1])
+
+    _say(progress, f"{held_t.num_rows} held-out products, evaluating {selected.num_rows}; loading their photos at {w}x{h}")
+    real = load_image_set(selected, w, h)
+    judge_uri = judge_uri or storage.join(out_uri, "judge")
+    judge, trained_now = get_judge(judge_uri, catalog_uri, train_t, spec, w, h, progress)
+    if (judge.width, judge.height) != (w, h):
+        warnings.append(f"the judge was trained at {judge.width}x{judge.height}; images are resized to it from {w}x{h}")
+
+    # ---------------------------------------------------------------------------- render
+    gen = registry.load_generator(model_uri)
+    rows = {str(r["product_id"]): r for r in selected.select(["product_id", "title", "category", "description", "attributes"]).to_pylist()}
+    conds, skipped = [], []
+    for pid, cond in zip(real.product_ids, real.conditionings):
+        r = rows[str(pid)]
+        prompt = planning.build_prompt(generation.prompt_template, str(pid), r["title"], r["category"], r["description"], dict(r["attributes"] or []))
+        cond = dataclasses.replace(cond, prompt=prompt)
+        problem = gen.conditioning_problem(cond)
+        conds.append(cond)
+        if problem:
+            skipped.append((str(pid), problem))
+    skip = dict(skipped)
+    todo = [i for i, pid in enumerate(real.product_ids) if str(pid) not in skip]
+    params = GenerationParams(num_inference_steps=generation.num_inference_steps, guidance_scale=generation.guidance_scale,
+                              scheduler=generation.scheduler, height=h, width=w, negative_prompt=generation.negative_prompt)
+    _say(progress, f"rendering {len(todo)} products ({len(skipped)} the model cannot condition on)")
+    renders: dict[int, np.ndarray] = {}
+    wall = cpu = 0.0
+    for s in range(0, len(todo), BATCH):
+        batch = todo[s : s + BATCH]
+        seeds = [planning.product_seed(spec.seed, str(real.product_ids[i])) for i in batch]
+        tw, tc = time.perf_counter(), time.process_time()
+        images = gen.generate([conds[i] for i in batch], seeds, params)
+        wall += time.perf_counter() - tw
+        cpu += time.process_time() - tc
+        for i, im in zip(batch, images):
+            renders[i] = _arr(im, w, h)
+    real_arr = {i: real.images[i].permute(1, 2, 0).numpy() for i in range(len(real.product_ids))}
+
+    # ---------------------------------------------------------------- reference metrics
+    lp = metrics.lpips_status(spec.lpips_weights)
+    reconstruct = getattr(gen, "reconstruct", None)
+    if callable(reconstruct):
+        idx = list(range(len(real.product_ids)))
+        recon = [_arr(im, w, h) for im in reconstruct([Image.fromarray(real_arr[i]) for i in idx])]
+        reference = {"applicable": True, "what": f"{info.family} reconstructions of the held-out photos vs those photos",
+                     **_pairs_metrics([real_arr[i] for i in idx], recon, lp)}
+    else:
+        reference = {"applicable": False,
+                     "reason": f"not applicable: {info.family} renders have no per-product reference (they are sampled from noise, not reconstructed)",
+                     "lpips": {"computed": False, "skipped_reason": "not applicable (no reconstructions)" + ("" if lp.available else f"; also: {lp.reason}")}}
+    render_vs_photo = {"what": "render vs the product's real photo: closeness to the catalog photo (pose, framing, colour), NOT a reconstruction metric",
+                       **_pairs_metrics([real_arr[i] for i in todo], [renders[i] for i in todo], lp)}
+
+    # ------------------------------------------------------------------ category fidelity
+    labels = [judge.label_of(c.category) for c in real.conditionings]
+    pred_real = judge.predict(real.images).tolist()
+    pred_render = dict(zip(todo, judge.predict(_to_tensor([renders[i] for i in todo])).tolist())) if todo else {}
+    both = [i for i in todo if labels[i] is not None]
+    known = [i for i in range(len(labels)) if labels[i] is not None]
+    majority = 0  # classes are ordered most frequent first
+    category = {
+        "judge": {"uri": judge_uri, "trained_now": trained_now, "classes": judge.classes, "size": {"width": judge.width, "height": judge.height},
+                  **{k: judge.info.get(k) for k in ("parameters", "feature_dim", "photos", "steps", "train_accuracy", "wall_seconds", "cpu_seconds", "class_counts")}},
+        "products": len(both),
+        "products_unknown_category": sum(1 for i in todo if labels[i] is None),
+        "accuracy_render": _share([pred_render[i] == labels[i] for i in both]),
+        "accuracy_real": _share([pred_real[i] == labels[i] for i in both]),
+        "balanced_accuracy_render": _balanced([pred_render[i] for i in both], [labels[i] for i in both]),
+        "balanced_accuracy_real": _balanced([pred_real[i] for i in both], [labels[i] for i in both]),
+        "majority_class_baseline": _share([labels[i] == majority for i in both]),
+        "accuracy_real_all_held_out": _share([pred_real[i] == labels[i] for i in known]),
+        "products_real_all_held_out": len(known),
+    }
+
+    # -------------------------------------------------------------------- colour fidelity
+    field = _colour_field(info)
+    verdicts = {}
+    for i in todo:
+        value = conds[i].value(field)
+        if checks.reference_colour(value) is None:
+            continue
+        verdicts[i] = (checks.colour_match(renders[i], value), checks.colour_match(real_arr[i], value))
+    judged = [i for i, (_, p) in verdicts.items() if p is not None]
+    colour = {
+        "field": field,
+        "products_with_reference_colour": len(verdicts),
+        "products_judged": len(judged),
+        "renders_without_product": sum(1 for i in judged if verdicts[i][0] is None),
+        "note": "judged = the catalog colour has a single reference sRGB and the real photo has a product region (foreground); "
+                "a render without a product region counts as not matching. The real photos' share is the ceiling of this coarse measure",
+        "threshold_delta_e00": checks.COLOUR_MATCH_MAX_DELTA_E,
+        "match_share_render": _share([verdicts[i][0] is not None and verdicts[i][0].match for i in judged]),
+        "match_share_real": _share([verdicts[i][1].match for i in judged]),
+        "mean_delta_e00_render": _mean([verdicts[i][0].delta_e for i in judged if verdicts[i][0] is not None]),
+        "mean_delta_e00_real": _mean([verdicts[i][1].delta_e for i in judged]),
+    }
+
+    # ---------------------------------------------------------------------------- Fréchet
+    feat_real = judge.features(real.images).double().numpy()
+    feat_render = judge.features(_to_tensor([renders[i] for i in todo])).double().numpy() if todo else np.zeros((0, feat_real.shape[1]))
+    pos = {i: k for k, i in enumerate(todo)}
+    half_a, half_b = todo[0::2], todo[1::2]
+    if len(half_b) >= MIN_FRECHET:
+        fd = {
+            "computed": True,
+            "features": f"the judge's penultimate layer ({feat_real.shape[1]}-d)",
+            "halves": "rendered held-out products split in two halves (A: even, B: odd positions in evaluation order)",
+            "products_per_half": [len(half_a), len(half_b)],
+            "render_vs_real": metrics.frechet_distance(feat_real[half_a], feat_render[[pos[i] for i in half_b]]),
+            "real_vs_real_floor": metrics.frechet_distance(feat_real[half_a], feat_real[half_b]),
+            "render_vs_real_all": metrics.frechet_distance(feat_real[todo], feat_render),
+            "note": "render_vs_real = real photos of A vs renders of B; real_vs_real_floor = real photos of A vs real photos of B "
+                    "(same sizes, so comparable; the floor is what sampling alone gives); render_vs_real_all = all real vs all renders "
+                    "(larger sets, smaller small-sample bias: not comparable to the floor). Biased upwards when products < features.",
+        }
+    else:
+        fd = {"computed": False, "skipped_reason": f"fewer than {2 * MIN_FRECHET} rendered products ({len(todo)})"}
+
+    # ----------------------------------------------------------------------------- timing
+    n_img = len(todo)
+    timing = {
+        "sampling_seconds_per_image": wall / n_img if n_img else None,
+        "sampling_cpu_seconds_per_image": cpu / n_img if n_img else None,
+        "sampling_batch_size": BATCH,
+        "torch_threads": torch.get_num_threads(),
+        "training_wall_seconds": (card or {}).get("wall_seconds"),
+        "training_cpu_seconds": (card or {}).get("cpu_seconds"),
+        "training_steps": (card or {}).get("steps"),
+        "training_seconds_per_step": (card or {}).get("seconds_per_step"),
+    }
+
+    reasons = Counter(r for _, r in skipped)
+    products = []
+    for i, pid in enumerate(real.product_ids):
+        v = verdicts.get(i, (None, None))
+        products.append({
+            "product_id": str(pid), "category": real.conditionings[i].category, "colour": conds[i].value(field),
+            "rendered": i in renders, "skip_reason": skip.get(str(pid)),
+            "judge_label": labels[i],
+            "judge_real": pred_real[i], "judge_render": pred_render.get(i),
+            "colour_match_real": None if v[1] is None else bool(v[1].match),
+            "colour_match_render": None if v[0] is None else bool(v[0].match),
+        })
+    result = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"uri": model_uri, "family": info.family, "model_id": info.model_id, "width": w, "height": h,
+                  "parameters": (card or {}).get("parameters"), "model_card": card is not None},
+        "catalog": {"uri": catalog_uri, "products": table.num_rows, "train_split": train_t.num_rows, "held_out": held_t.num_rows,
+                    "holdout": spec.holdout, "split_seed": spec.split_seed, "seed": spec.seed, "max_products": spec.max_products,
+                    "evaluated": real.images.shape[0], "photos_unreadable": [{"product_id": str(p), "reason": r} for p, r in real.skipped],
+                    "held_out_without_photo": held_t.num_rows - held_t.filter(pc.invert(pc.is_null(held_t.column("image_uri")))).num_rows},
+        "leakage": leak,
+        "rendered": n_img,
+        "not_rendered": {"count": len(skipped), "reasons": dict(reasons.most_common())},
+        "reference_metrics": reference,
+        "render_vs_photo": render_vs_photo,
+        "category_fidelity": category,
+        "colour_fidelity": colour,
+        "frechet_distance": fd,
+        "timing": timing,
+        "warnings": warnings,
+        "units": {
+            "psnr_db": "decibels, data range 255 (scikit-image)",
+            "ssim": "[-1, 1], Wang et al. 2004: Gaussian window sigma 1.5, population covariances, data range 255 (scikit-image)",
+            "lpips": "[0, ~1], lower is closer (Zhang et al. 2018; torchmetrics, local safetensors weights only)",
+            "accuracy": "share of products in [0, 1]",
+            "delta_e00": "CIEDE2000 colour difference (Sharma et al. 2005)",
+            "frechet_distance": "squared judge-feature units (Heusel et al. 2017, via torchmetrics)",
+            "seconds": "wall-clock seconds unless named cpu_seconds",
+        },
+        "wall_seconds": None,
+        "products": products,
+    }
+    result["wall_seconds"] = round(time.monotonic() - t0, 2)
+    storage.write_bytes(storage.join(out_uri, "evaluation.json"), json.dumps(_clean(result), indent=2, ensure_ascii=False).encode(), "application/json")
+    page = render_html(result, [(real.product_ids[i], real_arr[i], renders.get(i)) for i in range(len(real.product_ids))][:GRID_PRODUCTS])
+    storage.write_bytes(storage.join(out_uri, "evaluation.html"), page.encode(), "text/html; charset=utf-8")
+    _say(progress, f"wrote {storage.display(storage.join(out_uri, 'evaluation.json'))} and evaluation.html in {result['wall_seconds']:.0f}s")
+    return _clean(result)
+
+
+def _clean(obj):
+    """JSON-safe: inf/nan -> None (the JSON says n_infinite where that matters)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+# -------------------------------------------------------------------------------------- HTML
+
+
+def _png_uri(a: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def summary_rows(r: dict) -> list[tuple[str, str, str]]:
+    """(measure, value, note) rows of the headline numbers (the HTML table and the CLI summary)."""
+    c, col, fd, t, ref, rvp = r["category_fidelity"], r["colour_fidelity"], r["frechet_distance"], r["timing"], r["reference_metrics"], r["render_vs_photo"]
+
+    def med(block, key):
+        return (block.get(key) or {}).get("median")
+
+    rows = [
+        ("held-out products evaluated / rendered", f"{r['catalog']['evaluated']} / {r['rendered']}", f"{r['not_rendered']['count']} not rendered"),
+        ("leakage: held-out products in the training catalog", _fmt(r["leakage"].get("held_out_in_training")),
+         r["leakage"].get("reason") or "should be 0"),
+    ]
+    if ref["applicable"]:
+        rows += [("reconstruction PSNR (median)", _fmt(med(ref, "psnr_db")), "dB"), ("reconstruction SSIM (median)", _fmt(med(ref, "ssim")), "Wang et al. 2004")]
+        rows.append(("reconstruction LPIPS (median)", _fmt(ref["lpips"].get("median")), ref["lpips"].get("skipped_reason") or ""))
+    else:
+        rows.append(("reconstruction PSNR / SSIM / LPIPS", "n/a", ref["reason"]))
+    rows += [
+        ("render vs photo PSNR (median)", _fmt(med(rvp, "psnr_db")), "dB; not a reconstruction metric"),
+        ("render vs photo SSIM (median)", _fmt(med(rvp, "ssim")), "not a reconstruction metric"),
+        ("category accuracy: renders", _fmt(c["accuracy_render"]), f"{c['products']} products; majority class {_fmt(c['majority_class_baseline'])}"),
+        ("category accuracy: real photos", _fmt(c["accuracy_real"]), "ceiling (same products)"),
+        ("colour match: renders", _fmt(col["match_share_render"]), f"{col['products_judged']} products; mean ΔE00 {_fmt(col['mean_delta_e00_render'])}"),
+        ("colour match: real photos", _fmt(col["match_share_real"]), f"ceiling; mean ΔE00 {_fmt(col['mean_delta_e00_real'])}"),
+    ]
+    if fd["computed"]:
+        rows += [("Fréchet distance: renders vs real", _fmt(fd["render_vs_real"]), f"judge features, {fd['products_per_half']} per half"),
+                 ("Fréchet distance: real vs real (floor)", _fmt(fd["real_vs_real_floor"]), "same set sizes")]
+    else:
+        rows.append(("Fréchet distance", "skipped", fd["skipped_reason"]))
+    rows += [
+        ("sampling time per image", _fmt(t["sampling_seconds_per_image"]), "seconds (wall)"),
+        ("training time", _fmt(t["training_wall_seconds"]), f"seconds (wall), {_fmt(t['training_steps'])} steps"),
+    ]
+    return rows
+
+
+def render_html(r: dict, grid: list[tuple[str, np.ndarray, np.ndarray | None]]) -> str:
+    """The evaluation page: warnings, the table of numbers, real photo beside render."""
+    m = r["model"]
+    warn = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in r["warnings"])
+    table = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{html.escape(n)}</td></tr>" for a, b, n in summary_rows(r))
+    cells = []
+    for pid, real, render in grid:
+        rd = f'<img src="{_png_uri(render)}" alt="render">' if render is not None else '<span class="skip">not rendered</span>'
+        cells.append(f'<figure><img src="{_png_uri(real)}" alt="real">{rd}<figcaption>{html.escape(str(pid))}</figcaption></figure>')
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>evaluation {html.escape(m['model_id'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td{{border:1px solid #ccc;padding:4px 8px}}
+.warn{{background:#fdd;border:2px solid #c00;padding:8px;font-weight:bold}} figure{{display:inline-block;margin:4px;text-align:center}}
+figure img{{width:{2 * m['width']}px;height:{2 * m['height']}px;image-rendering:pixelated;margin:1px}} figcaption{{font-size:11px}} .skip{{font-size:11px;color:#888}}</style></head>
+<body><h1>Evaluation of {html.escape(m['family'])} model {html.escape(m['model_id'])}</h1>
+<p>model {html.escape(m['uri'])}; catalog {html.escape(r['catalog']['uri'])}: {r['catalog']['held_out']} held-out products
+(holdout {r['catalog']['holdout']}, split seed {r['catalog']['split_seed']}), {r['catalog']['evaluated']} evaluated. Numbers and definitions: evaluation.json.</p>
+{warn}<table><tr><th>measure</th><th>value</th><th>note</th></tr>{table}</table>
+<h2>Real photo (left) and render (right), {len(grid)} held-out products</h2>{''.join(cells)}</body></html>"""
