@@ -7,6 +7,7 @@ traceback is printed only with ``--debug``.
 from __future__ import annotations
 
 import functools
+import html
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -214,6 +215,38 @@ def run(
     if summary.quality_alert:
         typer.echo(f"error: {summary.quality_alert}", err=True)
         raise typer.Exit(9)
+
+
+@app.command()
+@domain_errors
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="Model directory to evaluate (local or s3://).")],
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog whose held-out products are rendered and compared with their photos.")],
+    out: Annotated[str, typer.Option("--out", help="Where to write evaluation.json and evaluation.html (local or s3://).")],
+    holdout: Annotated[Optional[float], typer.Option("--holdout", help="Share of products held out, in (0, 1): the same hash split as `split --fraction` (default evaluate.holdout).")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Category judge directory: loaded if present, else trained and saved there (default OUT/judge). Share it across models.")] = None,
+    job: JobOpt = None,
+    max_products: Annotated[Optional[int], typer.Option("--max-products", help="Evaluate at most N held-out products.")] = None,
+) -> None:
+    """Evaluate a model on products held out of training: reference metrics, category and colour fidelity, Fréchet distance, timing."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from catalog_render import storage
+    from catalog_render.config import load_job
+    from catalog_render.evaluation import evaluate as run_evaluation
+    from catalog_render.evaluation import summary_rows
+
+    spec = load_job(job).with_overrides(**{"evaluate.holdout": holdout, "evaluate.max_products": max_products})
+    result = run_evaluation(model, catalog_uri, out, spec.evaluate, judge_uri=judge, generation=spec.generation,
+                            progress=lambda msg: console.print(msg, highlight=False))
+    table = Table("measure", "value", "note", title=f"evaluation of {result['model']['family']} model {result['model']['model_id']}")
+    for row in summary_rows(result):
+        table.add_row(*(Text(html.unescape(cell)) for cell in row))
+    Console(soft_wrap=True).print(table)
+    for w in result["warnings"]:
+        console.print(f"[red]warning:[/red] {w}", highlight=False)
+    console.print(f"wrote {storage.display(storage.join(out, 'evaluation.json'))} and evaluation.html", highlight=False)
 
 
 @app.command("report")
