@@ -6,10 +6,11 @@ It is trained only on the training split of the evaluation (never on held-out pr
 as a directory (``judge.safetensors`` + ``judge.json``), so several models evaluated on the same
 catalog and split are judged by the same classifier.
 
-Architecture: 4 conv layers (3x3, stride 2, channels 32/64/128/64, BatchNorm + ReLU), global
+Architecture: 4 conv layers (3x3, stride 2, channels 16/32/64/64, BatchNorm + ReLU), global
 average pooling -> 64-d features (the penultimate layer, :meth:`Judge.features`), a linear layer
--> class logits. About 0.17 M parameters. Trained with Adam (lr 2e-3), batch 64, cross-entropy,
-random horizontal flips, on CPU, deterministic for a seed.
+-> class logits. About 61 k parameters. Trained with Adam (lr 2e-3), batch 64, cross-entropy,
+random horizontal flips, on CPU, deterministic for a seed: about 0.1 CPU-second per step at 64x48
+(measured on 2 shared cores), so the default 600 steps take about a CPU-minute.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 from catalog_render import storage
 from catalog_render.errors import CatalogError, ModelError
 
-CHANNELS = (32, 64, 128, 64)
+CHANNELS = (16, 32, 64, 64)
 WEIGHTS = "judge.safetensors"
 CONFIG = "judge.json"
 
