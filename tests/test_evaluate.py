@@ -175,3 +175,35 @@ def test_cli_evaluate(small_catalog, tiny_gan, tmp_path):
     assert missing.exit_code == 6
     nocat = runner.invoke(app, ["evaluate", "--model", str(tiny_gan), "--catalog", str(tmp_path / "absent.parquet"), "--out", str(tmp_path / "o")])
     assert nocat.exit_code == 4
+
+
+def test_reconstructing_families_get_psnr_and_ssim_of_their_reconstructions(evaluated, small_catalog, tiny_gan, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from catalog_render.generators import registry
+
+    class Reconstructs:
+        """The tiny GAN plus a reconstruct() that changes every value by exactly 8 (x XOR 8: known MSE = 64)."""
+
+        def __init__(self, gen):
+            self.gen = gen
+            self.family, self.model_id = "vae-like", gen.model_id
+
+        def __getattr__(self, name):
+            return getattr(self.gen, name)
+
+        def reconstruct(self, images):
+            return [Image.fromarray((np.asarray(im) ^ 8).astype(np.uint8)) for im in images]
+
+    real_load = registry.load_generator
+    monkeypatch.setattr(registry, "load_generator", lambda uri, **kw: Reconstructs(real_load(uri, **kw)))
+    _, out, _ = evaluated
+    result = evaluation.evaluate(str(tiny_gan), str(small_catalog), str(tmp_path / "out"), SPEC.model_copy(update={"max_products": 5}),
+                                 judge_uri=str(out / "judge"))
+    ref = result["reference_metrics"]
+    assert ref["applicable"] is True and ref["pairs"] == 5
+    # x XOR 8 changes every value by exactly 8: PSNR = 10 log10(255^2 / 64) for every image
+    assert ref["psnr_db"]["median"] == pytest.approx(10 * np.log10(255**2 / 64), abs=1e-9)
+    assert ref["psnr_db"]["n"] == 5 and 0.5 < ref["ssim"]["median"] < 1
+    assert ref["lpips"]["computed"] is False and ref["lpips"]["skipped_reason"].startswith("no LPIPS weights configured")
