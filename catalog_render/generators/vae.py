@@ -25,8 +25,6 @@ encoder included, so that photos can be reconstructed) and ``model_card.json``.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 from PIL import Image
@@ -242,7 +240,3 @@ def load_dir(model_uri: str, config: dict, config_bytes: bytes, device: str = "c
     from catalog_render.generators.registry import read_safetensors
 
     return VaeModel.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype)
-
-
-def config_json(cfg: dict) -> bytes:
-    return json.dumps(cfg, indent=2, ensure_ascii=False).encode()
