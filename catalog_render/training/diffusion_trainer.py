@@ -165,8 +165,10 @@ class DiffusionTrainer:
         return {"unet": self.opt, **({"autoencoder": self.opt_ae} if self.opt_ae is not None else {})}
 
     def train_step(self, real: torch.Tensor, idx: torch.Tensor, augment: nn.Module, step: int) -> dict[str, float]:
-        """Autoencoder phase (latent space, step < autoencoder_steps): returns ``ae_loss``,
-        ``ae_rec`` (L1 + MSE) and ``ae_kl``. UNet phase: returns ``loss`` (MSE on epsilon or v)."""
+        """Returns ``{"loss": float}``: in the autoencoder phase (latent space, step <
+        autoencoder_steps) the autoencoder's L1 + MSE + kl_weight x KL, then the UNet's MSE on
+        epsilon or v. One key in both phases: the loop's loss curve expects the same keys at every
+        point (config.json's ``autoencoder_steps`` says where the curve changes meaning)."""
         x = augment(real)
         ae_steps = int(self.latent.autoencoder_steps)
         if self.opt_ae is not None and step < ae_steps:
@@ -202,7 +204,7 @@ class DiffusionTrainer:
         self.opt_ae.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_ae.step()
-        return {"ae_loss": loss.item(), "ae_rec": rec_loss.item(), "ae_kl": kl.item()}
+        return {"loss": loss.item()}
 
     def sample(self, idx: torch.Tensor, seeds: list[int], steps: int = 20, guidance: float = 1.0) -> torch.Tensor:
         """EMA UNet + condition encoder, DDIM ``steps`` steps, batched (a sample sheet):
