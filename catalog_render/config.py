@@ -110,6 +110,9 @@ class DiffusionSpec(_Section):
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     latent_channels: int = Field(4, ge=1, le=16)
     autoencoder_share: float = Field(0.25, gt=0, lt=1)
+    #: Steps of the autoencoder phase; when set it wins over ``autoencoder_share`` (use it when a
+    #: time or CPU budget, not ``max_steps``, ends training).
+    autoencoder_steps: int | None = Field(None, ge=1)
     #: Channels per level of the latent space's AutoencoderKL: ``n`` levels shrink each side by
     #: 2**(n-1) (the default (32, 64, 64) maps 64x48 px to a 16x12 latent).
     autoencoder_channels: tuple[int, ...] = (32, 64, 64)

@@ -122,7 +122,8 @@ class DiffusionTrainer:
                 dm.load_state(self.vae, load_safetensors_bytes(read_safetensors(base.uri, dm.VAE_WEIGHTS)), f"{base.uri}/{dm.VAE_WEIGHTS}")
             self.latent = LatentState(0, float(b.get("scaling_factor") or 1.0))
         elif self.latent_space:
-            self.latent = LatentState(max(1, min(spec.max_steps - 1, round(d.autoencoder_share * spec.max_steps))), 0.0)
+            ae_steps = d.autoencoder_steps if d.autoencoder_steps is not None else round(d.autoencoder_share * spec.max_steps)
+            self.latent = LatentState(max(1, min(spec.max_steps - 1, ae_steps)), 0.0)
         else:
             self.latent = LatentState(0, 1.0)
         self.noise = _ddpm(self.sched_cfg)
