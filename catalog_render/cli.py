@@ -138,34 +138,98 @@ def split(
     console.print(f"train: {train.num_rows} products -> {storage.display(train_out)}; holdout: {holdout.num_rows} -> {storage.display(holdout_out)}")
 
 
+def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, lora_rank: int | None, resume: bool) -> None:
+    """train and finetune: load photos, run the shared loop with a progress bar, print the result."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from catalog_render import catalog, storage
+    from catalog_render.training.data import load_image_set
+    from catalog_render.training.gan_trainer import sha256_of
+    from catalog_render.training.loop import train as train_loop
+
+    base = None
+    family = spec.train.family
+    if base_uri is not None:
+        from catalog_render.generators import registry
+
+        base = registry.base_model(base_uri)
+        family = base.config["family"]
+        if (base.config["height"], base.config["width"]) != (spec.train.height, spec.train.width):
+            spec = spec.with_overrides(**{"train.height": base.config["height"], "train.width": base.config["width"]})
+    table = catalog.read_catalog(catalog_uri)
+    data = load_image_set(table, spec.train.width, spec.train.height)
+    what = f"fine-tuning {family} model {base.model_id}" if base else f"training {family}"
+    console.print(f"{what} on {data.images.shape[0]} photos ({len(data.skipped)} rows skipped) at {spec.train.height}x{spec.train.width} px (height x width)")
+    with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("train", total=spec.train.max_steps, losses="")
+
+        def progress(step: int, total: int, losses: dict) -> None:
+            shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items() if k not in ("step", "seconds"))
+            bar.update(task, completed=step, total=total, losses=shown)
+
+        result = train_loop(data, spec.train, out, catalog_uri, sha256_of(catalog_uri), base=base, freeze=freeze, lora_rank=lora_rank, resume=resume, progress=progress)
+    for note in result.notes:
+        console.print(f"note: {note}")
+    if result.frozen:
+        console.print(f"frozen: {len(result.frozen)} parameter tensors (listed in model_card.json)")
+    console.print(
+        f"saved model {result.model_id} to {storage.display(out)}: {result.steps} steps, this run {result.wall_seconds:.0f} s wall / "
+        f"{result.cpu_seconds:.0f} s CPU (stopped by {result.stopped_by})"
+    )
+
+
+MaxMinutesOpt = Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-clock budget of this invocation; training stops and saves a usable model.")]
+MaxCpuOpt = Annotated[Optional[float], typer.Option("--max-cpu-minutes", help="CPU-time budget (all threads) of this invocation: the fair budget when comparing families.")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Total step budget, resumed steps included (whichever budget comes first).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out (same config), bit-for-bit as if never stopped.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Training seed (weights init, batches, noise, augmentation).")]
+
+
 @app.command()
 @domain_errors
 def train(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog whose photos to train on.")],
     out: Annotated[str, typer.Option("--out", help="Model directory to write (local path or s3:// URI).")],
     job: JobOpt = None,
-    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-clock budget; training stops and saves a usable model.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Step budget (whichever of steps/minutes comes first).")] = None,
+    family: Annotated[Optional[str], typer.Option("--family", help="gan, vae or diffusion (overrides train.family).")] = None,
+    max_minutes: MaxMinutesOpt = None,
+    max_cpu_minutes: MaxCpuOpt = None,
+    max_steps: MaxStepsOpt = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = False,
 ) -> None:
-    """Train a conditional generator on the catalog's own photos and save a model directory."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from catalog_render import catalog, storage
+    """Train a conditional generator (GAN, VAE or diffusion) on the catalog's own photos and save a model directory."""
     from catalog_render.config import load_job
-    from catalog_render.training.data import load_image_set
-    from catalog_render.training.gan_trainer import sha256_of, train_gan
 
-    spec = load_job(job).with_overrides(**{"train.max_minutes": max_minutes, "train.max_steps": max_steps})
-    table = catalog.read_catalog(catalog_uri)
-    data = load_image_set(table, spec.train.width, spec.train.height)
-    console.print(f"training {spec.train.family} on {data.images.shape[0]} photos ({len(data.skipped)} rows skipped) at {spec.train.height}x{spec.train.width} px (height x width)")
-    with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("train", total=spec.train.max_steps, losses="")
-        result = train_gan(
-            data, spec.train, out, catalog_uri, sha256_of(catalog_uri),
-            progress=lambda s, t, l: bar.update(task, completed=s, losses=f"d={l['d_loss']:.3f} g={l['g_loss']:.3f}"),
-        )
-    console.print(f"saved model {result.model_id} to {storage.display(out)}: {result.steps} steps in {result.wall_seconds:.0f}s (stopped by {result.stopped_by})")
+    spec = load_job(job).with_overrides(**{"train.family": family, "train.max_minutes": max_minutes, "train.max_cpu_minutes": max_cpu_minutes,
+                                           "train.max_steps": max_steps, "train.seed": seed})
+    _train(catalog_uri, out, spec, None, "none", None, resume)
+
+
+@app.command()
+@domain_errors
+def finetune(
+    base: Annotated[str, typer.Option("--base", help="Model directory to start from (local or s3://).")],
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog whose photos to fine-tune on; new categories/colours are added.")],
+    out: Annotated[str, typer.Option("--out", help="Model directory to write (local path or s3:// URI).")],
+    job: JobOpt = None,
+    freeze: Annotated[str, typer.Option("--freeze", help="lower: freeze the lower layers (listed in the model card); none: train all.")] = "none",
+    lora: Annotated[Optional[int], typer.Option("--lora", min=1, max=256, help="Train LoRA adapters of this rank (diffusion UNet, via peft); saves only the adapter and a pointer to --base.")] = None,
+    max_minutes: MaxMinutesOpt = None,
+    max_cpu_minutes: MaxCpuOpt = None,
+    max_steps: MaxStepsOpt = None,
+    seed: SeedOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """Fine-tune an existing model on a (new) catalog: frozen lower layers or LoRA, same loop as train."""
+    from catalog_render.config import load_job
+    from catalog_render.errors import ConfigError
+
+    if freeze not in ("lower", "none"):
+        raise ConfigError(f"--freeze: expected lower or none, got {freeze!r}")
+    spec = load_job(job).with_overrides(**{"train.max_minutes": max_minutes, "train.max_cpu_minutes": max_cpu_minutes,
+                                           "train.max_steps": max_steps, "train.seed": seed})
+    _train(catalog_uri, out, spec, base, freeze, lora, resume)
 
 
 @app.command()

@@ -110,6 +110,25 @@ class DiffusionSpec(_Section):
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     latent_channels: int = Field(4, ge=1, le=16)
     autoencoder_share: float = Field(0.25, gt=0, lt=1)
+    #: Steps of the autoencoder phase; when set it wins over ``autoencoder_share`` (use it when a
+    #: time or CPU budget, not ``max_steps``, ends training).
+    autoencoder_steps: int | None = Field(None, ge=1)
+    #: Channels per level of the latent space's AutoencoderKL: ``n`` levels shrink each side by
+    #: 2**(n-1) (the default (32, 64, 64) maps 64x48 px to a 16x12 latent).
+    autoencoder_channels: tuple[int, ...] = (32, 64, 64)
+    #: Weight of the autoencoder's KL term against its L1 + MSE reconstruction loss (kept small, as
+    #: in Rombach et al. 2022: the latents are rescaled to unit variance afterwards anyway).
+    kl_weight: float = Field(1e-6, ge=0)
+    #: Noise schedule of training and sampling: cosine (Nichol & Dhariwal 2021), better at small
+    #: resolutions than the linear one of Ho et al. 2020.
+    beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = "squaredcos_cap_v2"
+
+    @field_validator("block_out_channels", "autoencoder_channels")
+    @classmethod
+    def _channels(cls, v):
+        if not v or any(c < 8 or c % 8 for c in v):
+            raise ValueError(f"expected one or more multiples of 8 (GroupNorm uses 8 groups), got {list(v)}")
+        return v
 
 
 class TrainSpec(_Section):

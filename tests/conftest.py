@@ -112,7 +112,8 @@ def tiny_gan(small_catalog, tmp_path_factory) -> Path:
     from catalog_render import catalog
     from catalog_render.config import TrainSpec
     from catalog_render.training.data import load_image_set
-    from catalog_render.training.gan_trainer import sha256_of, train_gan
+    from catalog_render.training.gan_trainer import sha256_of
+    from catalog_render.training.loop import train as train_gan
 
     out = tmp_path_factory.mktemp("models") / "tiny-gan"
     spec = TrainSpec(height=32, width=32, base_channels=32, z_dim=16, embed_dim=8, batch_size=8, max_steps=2, min_count=1)

@@ -103,7 +103,7 @@ def test_training_on_fewer_photos_than_the_sample_sheet(small_catalog, tmp_path)
     from catalog_render import catalog
     from catalog_render.config import TrainSpec
     from catalog_render.training.data import load_image_set
-    from catalog_render.training.gan_trainer import train_gan
+    from catalog_render.training.loop import train as train_gan
 
     spec = TrainSpec(height=32, width=32, base_channels=16, z_dim=8, embed_dim=4, batch_size=4, max_steps=1, min_count=1)
     data = load_image_set(catalog.read_catalog(str(small_catalog)).slice(0, 5), 32, 32)

@@ -121,6 +121,11 @@ class GanModel:
         return cls(cfg, state, model_id, device=device, dtype=dtype)
 
     @property
+    def config(self) -> dict:
+        """config.json as loaded."""
+        return self.cfg
+
+    @property
     def native_size(self) -> tuple[int, int]:
         return self.cfg["width"], self.cfg["height"]
 
@@ -157,6 +162,17 @@ def load(model_uri: str, device: str = "cpu", dtype=torch.float32) -> GanModel:
         raise ModelError(f"model directory {model_uri} has no config.json") from None
     blob = read_safetensors(model_uri, "model.safetensors")
     return GanModel.from_bytes(json.loads(raw), raw, blob, device=device, dtype=dtype)
+
+
+#: GenerationParams fields (besides the size) that change a GAN's pixels: none, one forward pass.
+PARAMS_USED: tuple[str, ...] = ()
+
+
+def load_dir(model_uri: str, config: dict, config_bytes: bytes, device: str = "cpu", dtype=torch.float32) -> GanModel:
+    """Registry entry point: a GAN from its parsed config.json and the directory's model.safetensors."""
+    from catalog_render.generators.registry import read_safetensors
+
+    return GanModel.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype)
 
 
 def config_json(cfg: dict) -> bytes:

@@ -1,6 +1,7 @@
 """Pick a generator family from a model directory (local path or s3:// prefix).
 
-* ``config.json`` with ``"family": "gan"`` -> :mod:`catalog_render.generators.gan`
+* ``config.json`` with ``"family"`` one of :data:`FAMILY_MODULES` (``gan``, ``vae``, ``diffusion``:
+  the project's own class-conditional families) -> that module's ``load_dir``
 * ``model_index.json`` (diffusers pipeline layout, e.g. Stable Diffusion) ->
   :mod:`catalog_render.generators.diffusers_pipeline`
 
@@ -18,7 +19,16 @@ from catalog_render import storage
 from catalog_render.errors import ModelError, StorageError
 from catalog_render.generators.base import GenerationParams, hash_files
 
-KNOWN_FAMILIES = ("gan", "diffusers-pipeline")
+#: The project's own families (config.json "family") and the module that loads each. A family
+#: module provides ``load_dir(model_uri, config, config_bytes, device, dtype) -> Generator`` (a
+#: loaded model with ``model_id``, ``native_size`` (width, height) and ``config``; ModelError on bad
+#: files) and ``PARAMS_USED``: the GenerationParams fields that change its pixels besides the size.
+FAMILY_MODULES = {
+    "gan": "catalog_render.generators.gan",
+    "vae": "catalog_render.generators.vae",
+    "diffusion": "catalog_render.generators.diffusion",
+}
+KNOWN_FAMILIES = (*FAMILY_MODULES, "diffusers-pipeline")
 #: File name endings of pickle checkpoints (torch.save, pickle, joblib): never loaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib")
 
@@ -63,30 +73,25 @@ class ModelInfo:
     width: int
     height: int
     conditions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: GenerationParams fields besides the size that change this family's pixels.
+    params_fields: tuple[str, ...] = ("num_inference_steps", "guidance_scale", "scheduler", "negative_prompt")
 
     def conditioning_problem(self, conditioning) -> str | None:
         """Why this model cannot condition a render on ``conditioning``, or None (see
-        :meth:`catalog_render.generators.base.Generator.conditioning_problem`): a GAN checks its
-        vocabulary (:func:`catalog_render.generators.gan.conditioning_problem`); a diffusers
+        :meth:`catalog_render.generators.base.Generator.conditioning_problem`): a class-conditional
+        family checks its vocabulary
+        (:func:`catalog_render.generators.conditioning.conditioning_problem`); a diffusers
         pipeline takes any prompt."""
-        if self.family != "gan":
+        if not self.conditions:
             return None
-        from catalog_render.generators import gan
+        from catalog_render.generators.conditioning import conditioning_problem
 
-        return gan.conditioning_problem([{"field": f, "values": list(v)} for f, v in self.conditions], conditioning)
+        return conditioning_problem([{"field": f, "values": list(v)} for f, v in self.conditions], conditioning)
 
     def params_used(self, params: GenerationParams) -> dict:
         """The generation parameters that change this family's pixels (part of the render key)."""
         size = {"width": params.width or self.width, "height": params.height or self.height}
-        if self.family == "gan":
-            return size
-        return {
-            **size,
-            "num_inference_steps": params.num_inference_steps,
-            "guidance_scale": params.guidance_scale,
-            "scheduler": params.scheduler,
-            "negative_prompt": params.negative_prompt,
-        }
+        return {**size, **{f: getattr(params, f) for f in self.params_fields}}
 
 
 def _read_json(uri: str) -> tuple[dict, bytes] | None:
@@ -114,8 +119,9 @@ def describe(model_uri: str) -> ModelInfo:
 
 
 def _inspect(model_uri: str, device: str = "cpu", dtype=None):
-    """(ModelInfo, the loaded GanModel or None). A GAN is small: it is loaded here once, which also
-    validates its weights against config.json; a diffusers pipeline is only identified."""
+    """(ModelInfo, the loaded model or None). The project's own families are small: they are loaded
+    here once, which also validates their weights against config.json; a diffusers pipeline is only
+    identified."""
     if not storage.is_s3(model_uri) and storage.exists(model_uri):
         raise ModelError(f"{model_uri} is a file; --model takes a model directory")
     cfg = _read_json(storage.join(model_uri, "config.json"))
@@ -124,19 +130,20 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
         if not isinstance(config, dict):
             raise ModelError(f"{model_uri}/config.json: expected a JSON object, got {type(config).__name__}")
         family = config.get("family")
-        if family != "gan":
+        if family not in FAMILY_MODULES:
             raise ModelError(f"{model_uri}/config.json: unknown model family {family!r} (known: {', '.join(KNOWN_FAMILIES)})")
-        weights = read_safetensors(model_uri, "model.safetensors")
+        import importlib
+
         import torch
 
-        from catalog_render.generators import gan
-
+        module = importlib.import_module(FAMILY_MODULES[family])
         try:
-            model = gan.GanModel.from_bytes(config, raw, weights, device=device, dtype=dtype or torch.float32)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{model_uri}/config.json: invalid GAN config ({type(exc).__name__}: {exc})") from None
-        conditions = tuple((c["field"], tuple(c["values"])) for c in config["conditions"])
-        return ModelInfo(model_uri, "gan", model.model_id, int(config["width"]), int(config["height"]), conditions), model
+            model = module.load_dir(model_uri, config, raw, device=device, dtype=dtype or torch.float32)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelError(f"{model_uri}/config.json: invalid {family} config ({type(exc).__name__}: {exc})") from None
+        conditions = tuple((c["field"], tuple(c["values"])) for c in config.get("conditions", []))
+        w, h = model.native_size
+        return ModelInfo(model_uri, family, model.model_id, int(w), int(h), conditions, tuple(module.PARAMS_USED)), model
     index = _read_json(storage.join(model_uri, "model_index.json"))
     if index is not None:
         files = _files(model_uri)
@@ -161,15 +168,26 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
     raise ModelError(f"{model_uri} is not a model directory: no config.json (catalog-render model) or model_index.json (diffusers pipeline)")
 
 
+def base_model(model_uri: str):
+    """The model a fine-tune starts from (:class:`catalog_render.training.loop.BaseModel`). Raises
+    ModelError when it is not one of the project's own families (a diffusers pipeline is not)."""
+    from catalog_render.training.loop import BaseModel
+
+    info, model = _inspect(model_uri)
+    if model is None:
+        raise ModelError(f"--base {model_uri}: a {info.family} directory cannot be fine-tuned here; --base takes a gan, vae or diffusion model")
+    return BaseModel(model_uri, model.config, info.model_id)
+
+
 def load_generator(model_uri: str, device: str = "cpu", dtype=None):
     """Load the generator in a model directory onto ``device`` (float32 by default, float16 on CUDA
     if asked). Raises ModelError as :func:`describe` does."""
     import torch
 
     dtype = dtype or torch.float32
-    info, gan_model = _inspect(model_uri, device=device, dtype=dtype)
-    if gan_model is not None:
-        return gan_model  # loaded once by _inspect, not read and built a second time
+    info, model = _inspect(model_uri, device=device, dtype=dtype)
+    if model is not None:
+        return model  # loaded once by _inspect, not read and built a second time
     from catalog_render.generators import diffusers_pipeline
 
     return diffusers_pipeline.load(model_uri, device=device, dtype=dtype, expected_model_id=info.model_id)

@@ -2,8 +2,8 @@
 
 Loss: hinge loss (Lim & Ye 2017; Miyato et al. 2018). Discriminator: spectral norm (Miyato et al.
 2018) with a projection head per conditioning field (Miyato & Koyama 2018). Differentiable
-augmentation of real and fake images alike (Zhao et al. 2020, "DiffAugment"): horizontal flip and
-small translations via kornia; no colour jitter, since colour is a conditioning attribute.
+augmentation of real and fake images alike (Zhao et al. 2020, "DiffAugment"), from the job's
+``[train.augment]`` (catalog_render.training.augment).
 EMA of the generator weights is what gets saved (Karras et al. 2018; Yazici et al. 2019).
 """
 
@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
-import json
-import math
-import time
-from dataclasses import dataclass
 
-import kornia.augmentation as K
 import torch
-from PIL import Image
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from catalog_render import storage
 from catalog_render.config import TrainSpec
+from catalog_render.errors import ConfigError
 from catalog_render.generators import gan
-from catalog_render.training.data import ImageSet, build_vocab
+from catalog_render.generators.conditioning import extend_embedding
 
 
 class ProjectionDiscriminator(nn.Module):
@@ -53,145 +48,124 @@ class ProjectionDiscriminator(nn.Module):
         return out
 
 
-@dataclass
-class TrainResult:
-    steps: int
-    wall_seconds: float
-    loss_curve: list[dict]
-    model_id: str
-    stopped_by: str  # "max_steps" | "max_minutes"
+class GanTrainer:
+    """The conditional GAN's side of :class:`catalog_render.training.loop.Trainer`.
 
+    ``freeze="lower"`` freezes the generator's input projection (``fc``) and its first half of
+    up-sampling blocks (coarse layout); the conditioning embeddings, upper blocks and output layer
+    train, as does the discriminator. LoRA is not offered for the GAN (ConfigError)."""
 
-def _grid(images: list[Image.Image], cols: int) -> Image.Image:
-    w, h = images[0].size
-    rows = math.ceil(len(images) / cols)
-    grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
-    for i, im in enumerate(images):
-        grid.paste(im, ((i % cols) * w, (i // cols) * h))
-    return grid
+    family = gan.FAMILY
 
+    def __init__(self, spec: TrainSpec, conditions: list[dict], base=None, freeze: str = "none", lora_rank: int | None = None):
+        if lora_rank is not None:
+            raise ConfigError("--lora: LoRA adapters are for the diffusion family's UNet; fine-tune a GAN with --freeze lower|none")
+        self.spec = spec
+        if base is not None:
+            b = base.config
+            self.config = {**b, "conditions": conditions}
+            if (b["height"], b["width"]) != (spec.height, spec.width):
+                raise ConfigError(f"train.height/width: the base model renders {b['height']}x{b['width']} px, the job asks {spec.height}x{spec.width}")
+        else:
+            self.config = {
+                "family": gan.FAMILY,
+                "height": spec.height,
+                "width": spec.width,
+                "z_dim": spec.z_dim,
+                "embed_dim": spec.embed_dim,
+                "base_channels": spec.base_channels,
+                "num_upsamples": 4,
+                "conditions": conditions,
+            }
+        vocab_sizes = [len(c["values"]) for c in conditions]
+        self.G = gan.GanGenerator(self.config)
+        self.D = ProjectionDiscriminator(vocab_sizes)
+        if base is not None:
+            from catalog_render.generators.registry import read_safetensors
 
-def _png(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "PNG")
-    return buf.getvalue()
+            self.G.load_state_dict(_grow_tables(load_safetensors_bytes(read_safetensors(base.uri, "model.safetensors")), "cond.tables.", vocab_sizes))
+            try:
+                d_state = load_safetensors_bytes(storage.read_bytes(storage.join(base.uri, DISCRIMINATOR)))
+                d_state = _grow_tables(d_state, "embeds.", vocab_sizes, key="parametrizations.weight.original")
+                own = self.D.state_dict()
+                # spectral norm's power-iteration vectors of a grown table change shape: re-estimated
+                self.D.load_state_dict({k: v for k, v in d_state.items() if k in own and own[k].shape == v.shape}, strict=False)
+                self.base_discriminator = True
+            except storage.ObjectNotFound:
+                self.base_discriminator = False  # older model directories: a fresh discriminator
+        self.G_ema = copy.deepcopy(self.G).eval()
+        for p in self.G_ema.parameters():
+            p.requires_grad_(False)
+        self.frozen: list[str] = []
+        if freeze == "lower":
+            half = len(self.G.blocks) // 2
+            lower = ["fc."] + [f"blocks.{i}." for i in range(half)]
+            for name, p in self.G.named_parameters():
+                if name.startswith(tuple(lower)):
+                    p.requires_grad_(False)
+                    self.frozen.append(f"G.{name}")
+        elif freeze != "none":
+            raise ConfigError(f"--freeze: expected lower or none, got {freeze!r}")
+        self.opt_g = torch.optim.Adam([p for p in self.G.parameters() if p.requires_grad], lr=spec.lr, betas=(0.0, 0.99))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=spec.lr * 2, betas=(0.0, 0.99))
 
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
 
-def train_gan(data: ImageSet, spec: TrainSpec, out_uri: str, catalog_uri: str, catalog_sha256: str, progress=None) -> TrainResult:
-    """Train on ``data`` until ``spec.max_steps`` or ``spec.max_minutes`` (wall clock), then save a
-    model directory at ``out_uri``: config.json, model.safetensors (EMA generator), model_card.json,
-    samples.png. ``progress(step, total, losses)`` is called every few steps if given."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    torch.manual_seed(spec.seed)
-    t0 = time.monotonic()
-    deadline = t0 + spec.max_minutes * 60
-    vocab = build_vocab(data.conditionings, list(spec.conditions), spec.min_count)
-    cfg = {
-        "family": gan.FAMILY,
-        "height": spec.height,
-        "width": spec.width,
-        "z_dim": spec.z_dim,
-        "embed_dim": spec.embed_dim,
-        "base_channels": spec.base_channels,
-        "num_upsamples": 4,
-        "conditions": [{"field": k, "values": v} for k, v in vocab.items()],
-    }
-    G = gan.GanGenerator(cfg)
-    D = ProjectionDiscriminator([len(v) for v in vocab.values()])
-    G_ema = copy.deepcopy(G).eval()
-    for p in G_ema.parameters():
-        p.requires_grad_(False)
-    opt_g = torch.optim.Adam(G.parameters(), lr=spec.lr, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), lr=spec.lr * 2, betas=(0.0, 0.99))
-    augment = nn.Sequential(
-        K.RandomHorizontalFlip(p=0.5),
-        K.RandomAffine(degrees=0, translate=(0.1, 0.1), scale=(0.9, 1.1), padding_mode="border", p=0.8),
-    )
-    idx_all = gan.condition_indices(cfg, data.conditionings)
-    real_all = data.images  # uint8 (N, 3, H, W)
-    n = real_all.shape[0]
-    gen = torch.Generator().manual_seed(spec.seed)
-    bs = min(spec.batch_size, n)
-    # Fixed sample sheet: the most common conditions, same latents every time.
-    n_samples = min(32, n)
-    sample_idx = idx_all[torch.randperm(n, generator=torch.Generator().manual_seed(1))[:n_samples]]
-    sample_z = gan.latents(list(range(n_samples)), spec.z_dim)
-    curve: list[dict] = []
-    step = 0
-    stopped_by = "max_steps"
-    acc = {"d_loss": 0.0, "g_loss": 0.0, "n": 0}
-    while step < spec.max_steps:
-        if time.monotonic() >= deadline:
-            stopped_by = "max_minutes"
-            break
-        sel = torch.randint(0, n, (bs,), generator=gen)
-        real = real_all[sel].float() / 127.5 - 1.0
-        idx = idx_all[sel]
-        drop = torch.rand(idx.shape, generator=gen) < spec.condition_dropout
-        idx = idx.masked_fill(drop, 0)
-        z = torch.randn(bs, spec.z_dim, generator=gen)
-        # discriminator step
-        fake = G(z, idx)
-        d_real = D(augment(real), idx)
-        d_fake = D(augment(fake.detach()), idx)
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.opt_g, "D": self.opt_d}
+
+    def train_step(self, real: torch.Tensor, idx: torch.Tensor, augment: nn.Module, step: int) -> dict[str, float]:
+        """Hinge loss; ``augment`` is applied to real and generated images alike (DiffAugment)."""
+        z = torch.randn(real.shape[0], self.config["z_dim"])
+        fake = self.G(z, idx)
+        d_real = self.D(augment(real), idx)
+        d_fake = self.D(augment(fake.detach()), idx)
         d_loss = torch.relu(1 - d_real).mean() + torch.relu(1 + d_fake).mean()
-        opt_d.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
-        opt_d.step()
-        # generator step
-        g_loss = -D(augment(fake), idx).mean()
-        opt_g.zero_grad(set_to_none=True)
+        self.opt_d.step()
+        g_loss = -self.D(augment(fake), idx).mean()
+        self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
-        opt_g.step()
-        # EMA of weights, buffers (batch-norm statistics) copied
-        decay = min(spec.ema_decay, (1 + step) / (10 + step))
+        self.opt_g.step()
+        decay = min(self.spec.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(G_ema.parameters(), G.parameters()):
+            for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
                 pe.lerp_(p, 1 - decay)
-            for be, b in zip(G_ema.buffers(), G.buffers()):
+            for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 be.copy_(b)
-        step += 1
-        acc["d_loss"] += d_loss.item()
-        acc["g_loss"] += g_loss.item()
-        acc["n"] += 1
-        if step % 25 == 0 or step == spec.max_steps:
-            curve.append({"step": step, "seconds": round(time.monotonic() - t0, 1), "d_loss": acc["d_loss"] / acc["n"], "g_loss": acc["g_loss"] / acc["n"]})
-            acc = {"d_loss": 0.0, "g_loss": 0.0, "n": 0}
-            if progress:
-                progress(step, spec.max_steps, curve[-1])
-        if step % spec.sample_every == 0:
-            with torch.no_grad():
-                storage.write_bytes(storage.join(out_uri, "samples", f"step-{step:06d}.png"), _png(_grid(gan.to_pil(G_ema(sample_z, sample_idx)), 8)))
-    wall = time.monotonic() - t0
-    config_bytes = gan.config_json(cfg)
-    weights = save_safetensors_bytes({k: v.detach().contiguous() for k, v in G_ema.state_dict().items()})
-    storage.write_bytes(storage.join(out_uri, "model.safetensors"), weights)
-    with torch.no_grad():
-        storage.write_bytes(storage.join(out_uri, "samples.png"), _png(_grid(gan.to_pil(G_ema(sample_z, sample_idx)), 8)))
-    model_id = gan.hash_files([("config.json", config_bytes), ("model.safetensors", weights)])
-    card = {
-        "family": gan.FAMILY,
-        "model_id": model_id,
-        "architecture": "conditional DCGAN generator (conditional batch norm) + spectral-norm projection discriminator, hinge loss, EMA generator",
-        "parameters": {"generator": sum(p.numel() for p in G.parameters()), "discriminator": sum(p.numel() for p in D.parameters())},
-        "training_catalog": {"uri": catalog_uri, "sha256": catalog_sha256, "images": n, "skipped": len(data.skipped)},
-        "resolution": {"height": spec.height, "width": spec.width},
-        "conditions": {k: len(v) - 1 for k, v in vocab.items()},
-        "steps": step,
-        "batch_size": bs,
-        "stopped_by": stopped_by,
-        "wall_seconds": round(wall, 1),
-        "seconds_per_step": round(wall / max(step, 1), 3),
-        "train_spec": spec.model_dump(mode="json"),
-        "loss_curve": curve,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    storage.write_bytes(storage.join(out_uri, "model_card.json"), json.dumps(card, indent=2, ensure_ascii=False).encode())
-    # config last: a directory without config.json is not a model, so a crash mid-save is visible
-    storage.write_bytes(storage.join(out_uri, "config.json"), config_bytes)
-    return TrainResult(step, wall, curve, model_id, stopped_by)
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+    def sample(self, idx: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        return self.G_ema(gan.latents(seeds, self.config["z_dim"]), idx)
+
+    def export(self) -> dict[str, bytes]:
+        return {
+            "model.safetensors": save_safetensors_bytes({k: v.detach().contiguous() for k, v in self.G_ema.state_dict().items()}),
+            DISCRIMINATOR: save_safetensors_bytes({k: v.detach().contiguous() for k, v in self.D.state_dict().items()}),
+        }
+
+    def describe(self) -> dict:
+        return {
+            "architecture": "conditional DCGAN generator (conditional batch norm) + spectral-norm projection discriminator, hinge loss, EMA generator",
+            "parameters": {"generator": sum(p.numel() for p in self.G.parameters()), "discriminator": sum(p.numel() for p in self.D.parameters())},
+        }
+
+
+#: The discriminator, saved for later fine-tunes (not loaded for rendering, not in the model id).
+DISCRIMINATOR = "training/discriminator.safetensors"
+
+
+def _grow_tables(state: dict[str, torch.Tensor], prefix: str, vocab_sizes: list[int], key: str = "weight") -> dict[str, torch.Tensor]:
+    """A state dict whose embedding tables ``<prefix><i>.<key>`` are grown to the new vocabulary
+    sizes (new rows copy the unknown row, see conditioning.extend_embedding)."""
+    out = dict(state)
+    for i, n in enumerate(vocab_sizes):
+        k = f"{prefix}{i}.{key}"
+        if k in out:
+            out[k] = extend_embedding(out[k], n)
+    return out
 
 
 def sha256_of(uri: str) -> str:

@@ -1,0 +1,276 @@
+"""The shared training loop, for every family: determinism, resume, budgets, records, fine-tuning.
+
+Real photos (the 60-product fashion sample), real kornia augmentation, real safetensors files;
+tiny networks so each case trains in seconds on one thread.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from catalog_render import catalog
+from catalog_render.config import AugmentSpec, DiffusionSpec, TrainSpec, VaeSpec
+from catalog_render.errors import ConfigError, ModelError
+from catalog_render.generators import registry
+from catalog_render.generators.base import Conditioning, GenerationParams
+from catalog_render.training.augment import build_augment, colour_fields
+from catalog_render.training.data import load_image_set
+from catalog_render.training.loop import CHECKPOINT_META, train
+
+#: The smallest spec per family that still exercises all of its parts (32x32 px).
+TINY = {
+    "gan": dict(base_channels=16, z_dim=8, embed_dim=4),
+    "vae": dict(embed_dim=4, vae=VaeSpec(latent_dim=8, base_channels=8)),
+    "diffusion": dict(embed_dim=4, diffusion=DiffusionSpec(block_out_channels=(16, 32), attention_levels=1, num_train_timesteps=100)),
+}
+FAMILIES = ["gan", "vae", "diffusion"]
+#: The weight file each family exports (compared bitwise).
+WEIGHTS = {"gan": "model.safetensors", "vae": "model.safetensors", "diffusion": "unet/diffusion_pytorch_model.safetensors"}
+
+
+def tiny_spec(family: str, **kw) -> TrainSpec:
+    base = dict(family=family, height=32, width=32, batch_size=4, max_steps=4, min_count=1, threads=1, sample_every=2, checkpoint_every=2)
+    return TrainSpec(**{**base, **TINY[family], **kw})
+
+
+@pytest.fixture(scope="module")
+def photos(small_catalog):
+    return load_image_set(catalog.read_catalog(str(small_catalog)), 32, 32)
+
+
+def _weights(model_dir, family) -> bytes:
+    return (model_dir / WEIGHTS[family]).read_bytes()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resumed_training_is_bit_for_bit_the_uninterrupted_one(family, photos, tmp_path):
+    straight = train(photos, tiny_spec(family), str(tmp_path / "a"), "c", "h")
+    first = train(photos, tiny_spec(family, max_steps=2), str(tmp_path / "b"), "c", "h")
+    assert first.steps == 2
+    assert json.loads((tmp_path / "b" / CHECKPOINT_META).read_text())["step"] == 2
+    resumed = train(photos, tiny_spec(family), str(tmp_path / "b"), "c", "h", resume=True)
+    assert resumed.steps == 4 and straight.steps == 4
+    assert _weights(tmp_path / "a", family) == _weights(tmp_path / "b", family)
+    assert resumed.model_id == straight.model_id
+    card = json.loads((tmp_path / "b" / "model_card.json").read_text())
+    assert card["resumed_from_step"] == 2 and card["steps"] == 4
+    # a different seed trains different weights (the comparison above can fail)
+    train(photos, tiny_spec(family, seed=1), str(tmp_path / "c"), "c", "h")
+    assert _weights(tmp_path / "c", family) != _weights(tmp_path / "a", family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_trained_model_reloads_and_renders_deterministically(family, photos, tmp_path):
+    out = tmp_path / "m"
+    result = train(photos, tiny_spec(family, max_steps=2), str(out), "cat.parquet", "h")
+    info = registry.describe(str(out))
+    assert (info.family, info.model_id, info.width, info.height) == (family, result.model_id, 32, 32)
+    gen = registry.load_generator(str(out))
+    conds = photos.conditionings[:3]
+    params = GenerationParams(num_inference_steps=3, guidance_scale=1.0)
+    batch = gen.generate(conds, [7, 8, 9], params)
+    again = registry.load_generator(str(out)).generate(conds, [7, 8, 9], params)
+    alone = gen.generate(conds[1:2], [8], params)
+    assert [im.size for im in batch] == [(32, 32)] * 3
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(batch, again))
+    assert np.array_equal(np.asarray(batch[1]), np.asarray(alone[0]))
+    assert not np.array_equal(np.asarray(batch[0]), np.asarray(gen.generate(conds[:1], [10], params)[0]))
+    # records of the run: loss curve (json + png), sample grids, checkpoint, card
+    curve = json.loads((out / "loss_curve.json").read_text())
+    assert curve and curve[-1]["step"] == 2 and all(np.isfinite(v) for p in curve for v in p.values())
+    assert Image.open(out / "samples" / "step-000002.png").size[0] == 8 * 32
+    assert Image.open(out / "samples.png").mode == "RGB"
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["family"] == family and card["steps"] == 2 and card["cpu_seconds"] > 0 and card["training_catalog"]["uri"] == "cat.parquet"
+
+
+def test_the_cpu_budget_stops_training_and_saves_a_usable_model(photos, tmp_path):
+    r = train(photos, tiny_spec("gan", max_steps=10_000, max_cpu_minutes=0.002), str(tmp_path / "m"), "c", "h")
+    assert r.stopped_by == "max_cpu_minutes" and 0 < r.steps < 10_000
+    assert registry.describe(str(tmp_path / "m")).model_id == r.model_id
+    assert json.loads((tmp_path / "m" / "model_card.json").read_text())["stopped_by"] == "max_cpu_minutes"
+
+
+def test_resume_refuses_a_missing_or_foreign_checkpoint(photos, tmp_path):
+    with pytest.raises(ModelError, match="no checkpoint"):
+        train(photos, tiny_spec("gan"), str(tmp_path / "none"), "c", "h", resume=True)
+    train(photos, tiny_spec("gan", max_steps=2), str(tmp_path / "m"), "c", "h")
+    with pytest.raises(ConfigError, match="another config.*z_dim"):
+        train(photos, tiny_spec("gan", z_dim=9), str(tmp_path / "m"), "c", "h", resume=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# fine-tuning
+
+NEW_CATEGORY = "Backpacks"
+
+
+@pytest.fixture(scope="module")
+def split_photos(photos):
+    """(photos without any Backpacks, all photos): the base never sees the category."""
+    keep = [i for i, c in enumerate(photos.conditionings) if c.category != NEW_CATEGORY]
+    assert len(keep) < len(photos.conditionings), "the sample must hold the new category"
+    from catalog_render.training.data import ImageSet
+
+    base = ImageSet(photos.images[keep], [photos.conditionings[i] for i in keep], [photos.product_ids[i] for i in keep], [])
+    return base, photos
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_freeze_lower_freezes_exactly_what_the_card_lists_and_learns_a_new_category(family, split_photos, tmp_path):
+    base_photos, all_photos = split_photos
+    train(base_photos, tiny_spec(family, max_steps=2), str(tmp_path / "base"), "c", "h")
+    base = registry.base_model(str(tmp_path / "base"))
+    assert base.model_id == registry.describe(str(tmp_path / "base")).model_id
+    watch = Conditioning(category=NEW_CATEGORY, attributes={"color": "Black", "gender": "Unisex"})
+    assert registry.describe(str(tmp_path / "base")).conditioning_problem(watch) is not None
+
+    r = train(all_photos, tiny_spec(family, max_steps=3), str(tmp_path / "ft"), "c", "h", base=base, freeze="lower")
+    assert r.frozen, "freeze=lower froze nothing"
+    before = load_file(str(tmp_path / "base" / WEIGHTS[family]))
+    after = load_file(str(tmp_path / "ft" / WEIGHTS[family]))
+    frozen = {name.split(".", 1)[1] for name in r.frozen}
+    assert frozen <= set(before), f"frozen names not in the exported weights: {sorted(frozen - set(before))[:3]}"
+    for name in frozen:
+        assert torch.equal(before[name], after[name]), f"{name} is listed as frozen but changed"
+    changed = [k for k in before if k not in frozen and before[k].dtype.is_floating_point and before[k].shape == after[k].shape and not torch.equal(before[k], after[k])]
+    assert changed, "nothing outside the frozen layers was trained"
+    card = json.loads((tmp_path / "ft" / "model_card.json").read_text())
+    assert card["fine_tune"]["frozen_parameters"] == r.frozen and card["fine_tune"]["base"]["model_id"] == base.model_id
+    assert NEW_CATEGORY in card["fine_tune"]["new_values"]["category"]
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
+    base_values = base.config["conditions"][0]["values"]
+    assert cfg["conditions"][0]["values"][: len(base_values)] == base_values  # base indices keep their meaning
+    assert registry.describe(str(tmp_path / "ft")).conditioning_problem(watch) is None
+    assert registry.load_generator(str(tmp_path / "ft")).generate([watch], [1], GenerationParams(num_inference_steps=2))[0].size == (32, 32)
+
+
+def test_lora_is_refused_for_the_gan_with_the_option_named(split_photos, tmp_path):
+    base_photos, all_photos = split_photos
+    train(base_photos, tiny_spec("gan", max_steps=1), str(tmp_path / "base"), "c", "h")
+    with pytest.raises(ConfigError, match="--lora"):
+        train(all_photos, tiny_spec("gan"), str(tmp_path / "ft"), "c", "h", base=registry.base_model(str(tmp_path / "base")), lora_rank=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation
+
+
+def test_colour_fields_are_recognised():
+    assert colour_fields(["category", "attributes.color", "attributes.baseColour", "attributes.gender", "title"]) == [
+        "attributes.color",
+        "attributes.baseColour",
+    ]
+
+
+def test_colour_jitter_is_off_when_colour_conditions_the_model():
+    red = torch.zeros(8, 3, 32, 32)
+    red[:, 0] = 0.6  # a solid colour in [-1, 1]
+    spec = AugmentSpec(hflip=0, affine_p=0, color_jitter=0.4)
+    torch.manual_seed(0)
+    on_colour = build_augment(spec, ["category", "attributes.color"], 32, 32)
+    assert on_colour.steps == [] and "attributes.color" in on_colour.notes[0]
+    assert torch.equal(on_colour.pipeline(red), red)  # no op touches colour
+    torch.manual_seed(0)
+    no_colour = build_augment(spec, ["category", "attributes.gender"], 32, 32)
+    assert any("colour jitter" in s for s in no_colour.steps) and not no_colour.notes
+    jittered = no_colour.pipeline(red)
+    assert (jittered - red).abs().amax(dim=(1, 2, 3)).gt(0.01).sum() >= 4  # p=0.8 over 8 images
+
+
+def test_geometric_augmentation_keeps_colours_and_moves_pixels():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 32, 32) * 2 - 1
+    aug = build_augment(AugmentSpec(hflip=1.0, affine_p=0, color_jitter=0.0), ["category"], 32, 32)
+    assert torch.allclose(aug.pipeline(x), x.flip(-1), atol=1e-6)  # flip p=1 is an exact mirror
+    aug = build_augment(AugmentSpec(hflip=0, affine_p=1.0, rotation_degrees=10, translate=0, scale=(1.0, 1.0)), ["category"], 32, 32)
+    y = aug.pipeline(x)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    assert float(y.min()) >= -1 - 1e-5 and float(y.max()) <= 1 + 1e-5
+
+
+def test_the_model_card_records_the_colour_rule(photos, tmp_path):
+    spec = tiny_spec("gan", max_steps=1, augment=AugmentSpec(color_jitter=0.3))
+    r = train(photos, spec, str(tmp_path / "m"), "c", "h")
+    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    assert r.notes == card["augmentation"]["notes"] and "attributes.color" in r.notes[0]
+    assert not any("jitter" in s for s in card["augmentation"]["steps"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the commands
+
+TINY_JOB = """
+[train]
+family = "gan"
+height = 32
+width = 32
+min_count = 1
+batch_size = 4
+max_steps = 3
+threads = 1
+base_channels = 16
+z_dim = 8
+embed_dim = 4
+checkpoint_every = 2
+"""
+
+
+def test_train_finetune_and_resume_commands(small_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    runner = CliRunner()
+    job = tmp_path / "tiny.toml"
+    job.write_text(TINY_JOB)
+    r = runner.invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "base"), "--job", str(job), "--max-steps", "2"])
+    assert r.exit_code == 0, r.stderr
+    assert "2 steps" in r.stderr and registry.describe(str(tmp_path / "base")).family == "gan"
+    r = runner.invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "base"), "--job", str(job), "--resume"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "base" / "model_card.json").read_text())["steps"] == 3
+    r = runner.invoke(app, ["finetune", "--base", str(tmp_path / "base"), "--catalog", str(small_catalog), "--out", str(tmp_path / "ft"),
+                            "--job", str(job), "--freeze", "lower"])
+    assert r.exit_code == 0, r.stderr
+    assert "frozen:" in r.stderr
+    card = json.loads((tmp_path / "ft" / "model_card.json").read_text())
+    assert card["fine_tune"]["freeze"] == "lower" and card["fine_tune"]["frozen_parameters"]
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["finetune", "--freeze", "sideways"], 3, "--freeze"),
+        (["finetune", "--lora", "4"], 3, "--lora"),
+        (["train", "--family", "transformer"], 3, "train.family"),
+    ],
+)
+def test_bad_training_options_fail_fast_naming_the_option(args, code, needle, tiny_gan, small_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    job = tmp_path / "tiny.toml"
+    job.write_text(TINY_JOB)
+    extra = ["--base", str(tiny_gan)] if args[0] == "finetune" else []
+    r = CliRunner().invoke(app, [*args, *extra, "--catalog", str(small_catalog), "--out", str(tmp_path / "out"), "--job", str(job)])
+    assert r.exit_code == code, (r.exit_code, r.stderr)
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_finetune_from_a_missing_base_is_a_model_error(small_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    r = CliRunner().invoke(app, ["finetune", "--base", str(tmp_path / "nothing"), "--catalog", str(small_catalog), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 6, (r.exit_code, r.stderr)
+    assert "nothing" in r.stderr
