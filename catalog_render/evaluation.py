@@ -28,6 +28,7 @@ import base64
 import dataclasses
 import hashlib
 import html
+import inspect
 import io
 import json
 import math
@@ -252,8 +253,12 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
     reconstruct = getattr(gen, "reconstruct", None)
     if callable(reconstruct):
         idx = list(range(len(real.product_ids)))
-        recon = [_arr(im, w, h) for im in reconstruct([Image.fromarray(real_arr[i]) for i in idx])]
-        reference = {"applicable": True, "what": f"{info.family} reconstructions of the held-out photos vs those photos",
+        photos = [Image.fromarray(real_arr[i]) for i in idx]
+        conditioned = "conditionings" in inspect.signature(reconstruct).parameters
+        out = reconstruct(photos, conditionings=[conds[i] for i in idx]) if conditioned else reconstruct(photos)
+        recon = [_arr(im, w, h) for im in out]
+        reference = {"applicable": True, "what": f"{info.family} reconstructions of the held-out photos vs those photos"
+                     + (" (encoder and decoder conditioned on the catalog fields)" if conditioned else ""),
                      **_pairs_metrics([real_arr[i] for i in idx], recon, lp)}
     else:
         reference = {"applicable": False,
