@@ -107,7 +107,11 @@ class DiffusionSpec(_Section):
     layers_per_block: int = Field(1, ge=1, le=4)
     attention_levels: int = Field(1, ge=0, le=4)
     num_train_timesteps: int = Field(1000, ge=10, le=10000)
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    #: What the UNet predicts. v (Salimans & Ho 2022) is the default: with the cosine schedule an
+    #: epsilon-predicting UNet's x0 estimates at high noise are its error times 1/sqrt(alpha_bar)
+    #: (x30 at t=980), and here epsilon models sampled noise even when they had memorised 8 photos,
+    #: where v models rendered them recognisably after the same 300 steps (docs/FAMILIES.md).
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     latent_channels: int = Field(4, ge=1, le=16)
     autoencoder_share: float = Field(0.25, gt=0, lt=1)
     #: Steps of the autoencoder phase; when set it wins over ``autoencoder_share`` (use it when a

@@ -151,3 +151,32 @@ def test_catalog_model_and_output_on_s3(ray_local, small_catalog, tiny_gan, buck
     from catalog_render.report import write_report
 
     assert storage.read_bytes(write_report(out)).startswith(b"<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize("family", ["vae", "diffusion"])
+def test_run_renders_with_every_trained_family(family, ray_local, small_catalog, tmp_path):
+    """`run` picks the family from the model directory; renders equal the generator's own output;
+    num_inference_steps is part of the render key for diffusion only."""
+    from catalog_render.generators import registry
+    from catalog_render.generators.base import GenerationParams
+    from catalog_render.training.data import conditionings_from_table, load_image_set
+    from catalog_render.training.loop import train
+    from test_training import tiny_spec
+
+    table = catalog.read_catalog(str(small_catalog))
+    model = str(tmp_path / "model")
+    train(load_image_set(table, 32, 32), tiny_spec(family, max_steps=2), model, str(small_catalog), "h")
+    spec = SPEC.with_overrides(**{"generation.num_inference_steps": 2, "generation.guidance_scale": 1.0, "mode": "refresh"})
+    out = str(tmp_path / "out")
+    s = run_job(spec, str(small_catalog), model, out, limit=3)
+    assert s.counts["ok"] == 3
+    gen = registry.load_generator(model)
+    conds = {p: c for p, c in zip(table.column("product_id").to_pylist(), conditionings_from_table(table))}
+    rows = manifest.read_manifest(out).to_pylist()
+    for r in rows:
+        assert r["family"] == family and r["model_id"] == gen.model_id
+        direct = gen.generate([conds[r["product_id"]]], [r["seed"]], GenerationParams(num_inference_steps=2, guidance_scale=1.0))[0]
+        rendered = imaging.to_array(imaging.decode_rgb(storage.read_bytes(r["image_uri"])))
+        assert np.abs(rendered.astype(int) - np.asarray(direct, dtype=int)).max() <= 1
+    more_steps = run_job(spec.with_overrides(**{"generation.num_inference_steps": 3}), str(small_catalog), model, out, limit=3)
+    assert more_steps.planned == (3 if family == "diffusion" else 0)
