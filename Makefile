@@ -8,7 +8,7 @@ DEMO_OUT ?= demo-output
 SAMPLE := examples/fashion-sample
 FASHION_MAP := product_id=id,title=productDisplayName,category=articleType,attributes.color=baseColour,attributes.gender=gender,attributes.usage=usage,attributes.season=season,image_uri=image_file
 
-.PHONY: install test test-all demo bench clean
+.PHONY: install test test-all demo bench families clean
 
 # `make install` always (re)installs; the other targets install first only when .venv is missing.
 install:
@@ -43,3 +43,11 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info
+
+# The family comparison of docs/FAMILIES.md (needs ../shared/data; about 2 hours on 2 cores).
+families: $(VENV)/.installed
+	$(BIN)/python benchmarks/families.py prepare
+	$(BIN)/python benchmarks/families.py train
+	$(BIN)/python benchmarks/families.py finetune
+	$(BIN)/python benchmarks/families.py evaluate
+	$(BIN)/python benchmarks/families.py report

@@ -46,7 +46,8 @@ def domain_errors(fn):
             console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.print("interrupted: finished rows are kept; run the same command again to resume")
+            console.print("interrupted: nothing half-written is kept; `run` resumes from its manifest when run again, "
+                          "`train`/`finetune` from their last checkpoint with --resume")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -147,15 +148,27 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
     from catalog_render.training.gan_trainer import sha256_of
     from catalog_render.training.loop import train as train_loop
 
+    from catalog_render.errors import ConfigError
+    from catalog_render.training.loop import CHECKPOINT_META, has_checkpoint
+
+    # everything that can be refused is refused before the photos are loaded
+    if resume and not has_checkpoint(out):
+        raise ConfigError(f"--resume: no checkpoint in {storage.display(out)} (expected {CHECKPOINT_META})")
+    if not resume and (has_checkpoint(out) or storage.exists(storage.join(out, "config.json"))):
+        raise ConfigError(f"--out {storage.display(out)} already holds a model or a checkpoint: add --resume to continue it, or train into a new directory")
+    if lora_rank is not None and freeze == "lower":
+        raise ConfigError("--lora and --freeze lower: LoRA already freezes the whole UNet; give one of them")
     base = None
-    family = spec.train.family
     if base_uri is not None:
         from catalog_render.generators import registry
 
         base = registry.base_model(base_uri)
-        family = base.config["family"]
-        if (base.config["height"], base.config["width"]) != (spec.train.height, spec.train.width):
-            spec = spec.with_overrides(**{"train.height": base.config["height"], "train.width": base.config["width"]})
+        spec = spec.with_overrides(**{"train.family": base.config["family"], "train.height": base.config["height"], "train.width": base.config["width"]})
+    family = spec.train.family
+    if lora_rank is not None and family != "diffusion":
+        raise ConfigError(f"--lora: LoRA adapters are for the diffusion family's UNet; fine-tune a {family} with --freeze lower|none")
+    if family in ("gan", "vae") and (spec.train.height % 16 or spec.train.width % 16):
+        raise ConfigError(f"train.height/width: the {family} family needs multiples of 16 pixels, got {spec.train.height}x{spec.train.width}")
     table = catalog.read_catalog(catalog_uri)
     data = load_image_set(table, spec.train.width, spec.train.height)
     what = f"fine-tuning {family} model {base.model_id}" if base else f"training {family}"
@@ -167,7 +180,7 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
             shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items() if k not in ("step", "seconds"))
             bar.update(task, completed=step, total=total, losses=shown)
 
-        result = train_loop(data, spec.train, out, catalog_uri, sha256_of(catalog_uri), base=base, freeze=freeze, lora_rank=lora_rank, resume=resume, progress=progress)
+        result = train_loop(data, spec.train, out, storage.absolute(catalog_uri), sha256_of(catalog_uri), base=base, freeze=freeze, lora_rank=lora_rank, resume=resume, progress=progress)
     for note in result.notes:
         console.print(f"note: {note}")
     if result.frozen:

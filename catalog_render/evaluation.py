@@ -86,18 +86,37 @@ def _model_card(model_uri: str) -> dict | None:
     return card if isinstance(card, dict) else None
 
 
+def _training_catalogs(card: dict | None, depth: int = 8) -> list[str]:
+    """The training catalog of a model and, for a fine-tune, of its base, its base's base...
+    (model_card.json ``training_catalog.uri`` and ``fine_tune.base.uri``), nearest first."""
+    uris: list[str] = []
+    while card and depth > 0:
+        uri = (card.get("training_catalog") or {}).get("uri")
+        if uri:
+            uris.append(uri)
+        base = ((card.get("fine_tune") or {}).get("base") or {}).get("uri")
+        card = _model_card(base) if base else None
+        depth -= 1
+    return uris
+
+
 def leakage(card: dict | None, held_out_ids: list[str]) -> dict:
-    """How many held-out product ids are in the model's training catalog (model_card.json's
-    ``training_catalog.uri``). ``checked`` is False (with ``reason``) when that cannot be read."""
-    uri = ((card or {}).get("training_catalog") or {}).get("uri")
-    if not uri:
+    """How many held-out product ids are in the catalogs the model learnt from: its training
+    catalog (model_card.json's ``training_catalog.uri``) and, for a fine-tune, its base models'
+    (``fine_tune.base.uri``, followed to the first model). ``checked`` is False (with ``reason``)
+    when one of them cannot be read."""
+    uris = _training_catalogs(card)
+    if not uris:
         return {"checked": False, "reason": "the model card names no training catalog", "held_out_in_training": None}
-    try:
-        train_ids = set(catalog.read_catalog(uri).column("product_id").to_pylist())
-    except CatalogRenderError as exc:
-        return {"checked": False, "reason": f"training catalog {uri} unreadable: {exc}", "held_out_in_training": None, "training_catalog": uri}
+    train_ids: set = set()
+    for uri in uris:
+        try:
+            train_ids |= set(str(p) for p in catalog.read_catalog(uri).column("product_id").to_pylist())
+        except CatalogRenderError as exc:
+            return {"checked": False, "reason": f"training catalog {uri} unreadable: {exc}", "held_out_in_training": None,
+                    "training_catalog": ", ".join(uris)}
     leaked = sorted(p for p in held_out_ids if p in train_ids)
-    return {"checked": True, "training_catalog": uri, "held_out": len(held_out_ids), "held_out_in_training": len(leaked),
+    return {"checked": True, "training_catalog": ", ".join(uris), "held_out": len(held_out_ids), "held_out_in_training": len(leaked),
             "examples": leaked[:10]}
 
 
@@ -210,6 +229,9 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
         warnings.append(f"LEAKAGE: {leak['held_out_in_training']} of {len(held_ids)} held-out products were in the model's training catalog "
                         f"({leak['training_catalog']}): their scores are not held-out scores")
         _say(progress, "WARNING " + warnings[-1])
+    elif not leak.get("checked"):
+        warnings.append(f"leakage not checked: {leak['reason']}; the scores may not be held-out scores")
+        _say(progress, "WARNING " + warnings[-1])
 
     _say(progress, f"{held_t.num_rows} held-out products, evaluating {selected.num_rows}; loading their photos at {w}x{h}")
     real = load_image_set(selected, w, h)
@@ -273,7 +295,8 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
     pred_render = dict(zip(todo, judge.predict(_to_tensor([renders[i] for i in todo])).tolist())) if todo else {}
     both = [i for i in todo if labels[i] is not None]
     known = [i for i in range(len(labels)) if labels[i] is not None]
-    majority = 0  # classes are ordered most frequent first
+    # the baseline that always answers the most common label among the evaluated products
+    majority = Counter(labels[i] for i in both).most_common(1)[0][0] if both else None
     category = {
         "judge": {"uri": judge_uri, "trained_now": trained_now, "classes": judge.classes, "size": {"width": judge.width, "height": judge.height},
                   **{k: judge.info.get(k) for k in ("parameters", "feature_dim", "photos", "steps", "train_accuracy", "wall_seconds", "cpu_seconds", "class_counts")}},

@@ -555,3 +555,9 @@ def write_parquet(table: pa.Table, uri: str) -> None:
 def display(uri: str) -> str:
     """A URI as shown to people (local paths made absolute)."""
     return str(uri) if is_s3(uri) else str(_local(uri).resolve())
+
+
+def absolute(uri: str) -> str:
+    """A URI that means the same from any working directory: ``s3://`` as is, a local path made
+    absolute (what model cards and a LoRA model's base pointer store)."""
+    return str(uri) if is_s3(uri) else str(Path(os.path.abspath(_local(uri))))

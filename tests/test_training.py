@@ -274,3 +274,54 @@ def test_finetune_from_a_missing_base_is_a_model_error(small_catalog, tmp_path):
     r = CliRunner().invoke(app, ["finetune", "--base", str(tmp_path / "nothing"), "--catalog", str(small_catalog), "--out", str(tmp_path / "o")])
     assert r.exit_code == 6, (r.exit_code, r.stderr)
     assert "nothing" in r.stderr
+
+
+def test_resume_refuses_a_changed_learning_spec_and_a_finished_checkpoint(photos, tmp_path):
+    train(photos, tiny_spec("gan", max_steps=2), str(tmp_path / "m"), "c", "h")
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        train(photos, tiny_spec("gan", max_steps=4, lr=1e-2), str(tmp_path / "m"), "c", "h", resume=True)
+    with pytest.raises(ConfigError, match="nothing to train"):
+        train(photos, tiny_spec("gan", max_steps=2), str(tmp_path / "m"), "c", "h", resume=True)
+    # budgets may change: this one resumes
+    assert train(photos, tiny_spec("gan", max_steps=3, max_minutes=30), str(tmp_path / "m"), "c", "h", resume=True).steps == 3
+
+
+def test_a_budget_that_ends_before_the_first_step_saves_nothing(photos, tmp_path):
+    with pytest.raises(ConfigError, match="before the first training step"):
+        train(photos, tiny_spec("gan", max_cpu_minutes=1e-9), str(tmp_path / "m"), "c", "h")
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_the_leakage_check_follows_a_fine_tune_to_its_base(small_catalog, tmp_path):
+    """A fine-tune has learnt from its base's catalog too: evaluation must count those products."""
+    from catalog_render import storage
+    from catalog_render.evaluation import leakage
+
+    table = catalog.read_catalog(str(small_catalog))
+    storage.write_parquet(table.slice(0, 40), str(tmp_path / "a.parquet"))
+    storage.write_parquet(table.slice(40, 20), str(tmp_path / "b.parquet"))
+    ids = [str(p) for p in table.column("product_id").to_pylist()]
+    base_card = {"training_catalog": {"uri": str(tmp_path / "a.parquet")}}
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model_card.json").write_text(json.dumps(base_card))
+    ft_card = {"training_catalog": {"uri": str(tmp_path / "b.parquet")}, "fine_tune": {"base": {"uri": str(tmp_path / "base")}}}
+    leak = leakage(ft_card, ids[:10] + ids[50:55])
+    assert leak["checked"] and leak["held_out_in_training"] == 15  # 10 from the base's catalog, 5 from the fine-tune's
+    (tmp_path / "a.parquet").unlink()
+    assert leakage(ft_card, ids[:10])["checked"] is False
+
+
+def test_train_refuses_to_overwrite_a_model_without_resume(small_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    job = tmp_path / "tiny.toml"
+    job.write_text(TINY_JOB)
+    args = ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "m"), "--job", str(job), "--max-steps", "1"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    card = (tmp_path / "m" / "model_card.json").read_text()
+    assert json.loads(card)["training_catalog"]["uri"] == str(small_catalog.resolve())  # absolute: works from any directory
+    r = CliRunner().invoke(app, [*args[:-2], "--family", "vae"])
+    assert r.exit_code == 3 and "already holds a model" in r.stderr
+    assert (tmp_path / "m" / "model_card.json").read_text() == card

@@ -173,6 +173,9 @@ def base_model(model_uri: str):
     ModelError when it is not one of the project's own families (a diffusers pipeline is not)."""
     from catalog_render.training.loop import BaseModel
 
+    if not storage.is_s3(model_uri) and storage.exists(model_uri):
+        raise ModelError(f"--base {model_uri} is a file; --base takes a model directory")
+    model_uri = storage.absolute(model_uri)  # a LoRA model's pointer must work from any directory
     info, model = _inspect(model_uri)
     if model is None:
         raise ModelError(f"--base {model_uri}: a {info.family} directory cannot be fine-tuned here; --base takes a gan, vae or diffusion model")

@@ -200,6 +200,18 @@ def save_checkpoint(out_uri: str, trainer: Trainer, meta: dict) -> None:
     storage.write_bytes(storage.join(out_uri, CHECKPOINT_META), json.dumps(meta, indent=1).encode())
 
 
+#: TrainSpec fields a resumed run may change: budgets and bookkeeping, not what is learnt.
+RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_cpu_minutes", "sample_every", "checkpoint_every", "threads")
+
+
+def _learning_spec(spec: TrainSpec) -> dict:
+    return {k: v for k, v in spec.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
+
+
+def has_checkpoint(out_uri: str) -> bool:
+    return storage.exists(storage.join(out_uri, CHECKPOINT_META))
+
+
 def load_checkpoint(out_uri: str, trainer: Trainer) -> dict:
     """Restore ``trainer`` from ``out_uri``'s checkpoint and return its meta. Raises ModelError
     when there is none, it is damaged, or it was written for another config (ConfigError)."""
@@ -226,7 +238,7 @@ def _curve_png(curve: list[dict]) -> bytes:
     keys = [k for k in curve[0] if k not in ("step", "seconds")]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     for k in keys:
-        ax.plot([c["step"] for c in curve], [c[k] for c in curve], label=k)
+        ax.plot([c["step"] for c in curve], [c[k] for c in curve], label=k, marker="." if len(curve) < 20 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (mean over 25 steps)")
     ax.legend()
@@ -283,7 +295,14 @@ def train(
     step, curve, prior_wall, prior_cpu = 0, [], 0.0, 0.0
     if resume:
         meta = load_checkpoint(out_uri, trainer)
+        theirs, ours = meta.get("train_spec") or {}, _learning_spec(spec)
+        changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        if changed:
+            raise ConfigError(f"--resume: the job changes {', '.join('train.' + k for k in changed)} since the checkpoint; "
+                              f"only {', '.join(RESUMABLE_CHANGES)} may change on resume (train into a new --out instead)")
         step, curve = meta["step"], meta["loss_curve"]
+        if step >= spec.max_steps:
+            raise ConfigError(f"--resume: the checkpoint is at step {step}, train.max_steps is {spec.max_steps}: nothing to train (raise --max-steps)")
         prior_wall, prior_cpu = meta["wall_seconds"], meta["cpu_seconds"]
 
     def elapsed() -> tuple[float, float]:
@@ -292,7 +311,8 @@ def train(
     def checkpoint() -> None:
         wall, cpu = elapsed()
         save_checkpoint(out_uri, trainer, {"family": family, "step": step, "config": trainer.config, "loss_curve": curve,
-                                           "wall_seconds": prior_wall + wall, "cpu_seconds": prior_cpu + cpu})
+                                           "wall_seconds": prior_wall + wall, "cpu_seconds": prior_cpu + cpu,
+                                           "train_spec": _learning_spec(spec)})
 
     def samples_png() -> bytes:
         with torch.no_grad():
@@ -337,6 +357,9 @@ def train(
         if step % spec.checkpoint_every == 0 and step < spec.max_steps:
             checkpoint()
     wall, cpu = elapsed()
+    if step == start_step:
+        raise ConfigError(f"the {stopped_by.replace('_', '-')} budget ended before the first training step ({wall:.1f} s wall, {cpu:.1f} s CPU "
+                          "went to loading photos and building the model): nothing was saved; raise it")
     if progress:
         progress(step, step, curve[-1] if curve else {})
     checkpoint()
