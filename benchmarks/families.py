@@ -126,7 +126,7 @@ def _row(name: str, ev: dict, card: dict) -> str:
     gen_params = params.get("generator") or params.get("unet") or sum(v for v in params.values() if isinstance(v, int))
     recon = "–"
     if ref.get("applicable"):
-        recon = f"{_fmt(ref.get('psnr_mean'), '.1f')} dB / {_fmt(ref.get('ssim_mean'), '.3f')}"
+        recon = f"{_fmt((ref.get('psnr_db') or {}).get('median'), '.1f')} dB / {_fmt((ref.get('ssim') or {}).get('median'), '.3f')}"
     return (
         f"| {name} | {card.get('cpu_seconds', 0) / 60:.1f} | {card.get('steps')} | {gen_params / 1e6:.2f} M | "
         f"{_fmt(t.get('sampling_cpu_seconds_per_image'), '.3f')} | "
@@ -138,7 +138,7 @@ def _row(name: str, ev: dict, card: dict) -> str:
 
 HEADER = (
     "| model | training CPU-min | steps | generator params | sampling CPU-s / image | category acc. renders (real) | "
-    "colour match renders (real) | Fréchet renders vs real (floor) | reconstruction PSNR / SSIM | rendered |\n"
+    "colour match renders (real) | Fréchet renders vs real (floor) | reconstruction PSNR / SSIM (median) | rendered |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
