@@ -94,3 +94,76 @@ def extend_embedding(weight: torch.Tensor, rows: int) -> torch.Tensor:
         raise ValueError(f"cannot shrink an embedding table from {weight.shape[0]} to {rows} rows")
     extra = weight[:1].expand(rows - weight.shape[0], -1)
     return torch.cat([weight, extra], dim=0).clone()
+
+
+class SingleFileModel:
+    """A loaded class-conditional model whose weights are one ``model.safetensors`` next to its
+    config.json (the gan and vae families). Subclasses set ``family``, ``label`` (for messages) and
+    ``build(cfg) -> nn.Module``, and implement ``generate``. ``model_id`` is
+    :func:`~catalog_render.generators.base.hash_files` over config.json and model.safetensors, as
+    training computes it."""
+
+    family: str
+    label: str
+
+    @staticmethod
+    def build(cfg: dict) -> nn.Module:
+        raise NotImplementedError
+
+    def __init__(self, cfg: dict, state: dict[str, torch.Tensor], model_id: str, device: str = "cpu", dtype=torch.float32):
+        from catalog_render.errors import ModelError
+
+        self.cfg = cfg
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.net = self.build(cfg)
+        try:
+            missing, unexpected = self.net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise ModelError(f"{self.label} weights do not match config.json: {str(exc).splitlines()[-1].strip()}") from None
+        if missing or unexpected:
+            raise ModelError(f"{self.label} weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.net.eval().to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_bytes(cls, cfg: dict, config_bytes: bytes, weights: bytes, device: str = "cpu", dtype=torch.float32):
+        """Build from config.json and model.safetensors contents (ModelError on invalid weights)."""
+        from safetensors.torch import load as load_safetensors_bytes
+
+        from catalog_render.errors import ModelError
+        from catalog_render.generators.base import hash_files
+
+        try:
+            state = load_safetensors_bytes(weights)
+        except Exception as exc:
+            raise ModelError(f"model.safetensors is not a valid safetensors file ({exc})") from None
+        model_id = hash_files([("config.json", config_bytes), ("model.safetensors", weights)])
+        return cls(cfg, state, model_id, device=device, dtype=dtype)
+
+    @classmethod
+    def load_dir(cls, model_uri: str, config: dict, config_bytes: bytes, device: str = "cpu", dtype=torch.float32):
+        """Registry entry point: the model from its parsed config.json and the directory's
+        model.safetensors (safetensors only; ModelError when missing, invalid or not matching)."""
+        from catalog_render.generators.registry import read_safetensors
+
+        return cls.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype)
+
+    @property
+    def config(self) -> dict:
+        """config.json as loaded."""
+        return self.cfg
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.cfg["width"], self.cfg["height"]
+
+    def params_used(self, params) -> dict:
+        """Only the size changes a one-pass family's pixels."""
+        w, h = self.native_size
+        return {"width": params.width or w, "height": params.height or h}
+
+    def conditioning_problem(self, conditioning: Conditioning) -> str | None:
+        """See :func:`conditioning_problem` (checks the model's own vocabulary)."""
+        return conditioning_problem(self.cfg["conditions"], conditioning)

@@ -19,13 +19,13 @@ import json
 
 import torch
 from PIL import Image
-from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
 from catalog_render import storage
 from catalog_render.errors import ModelError
-from catalog_render.generators.base import Conditioning, GenerationParams, hash_files
-from catalog_render.generators.conditioning import (  # noqa: F401  (re-exported: the GAN's public names)
+from catalog_render.generators.base import Conditioning, GenerationParams
+from catalog_render.generators.conditioning import (  # noqa: F401
+    SingleFileModel,  # noqa: F401  (re-exported: the GAN's public names)
     REQUIRED_FIELDS,
     UNKNOWN,
     ConditionEncoder,
@@ -91,51 +91,12 @@ class GanGenerator(nn.Module):
         return torch.tanh(self.out(torch.relu(self.out_norm(x))))
 
 
-class GanModel:
+class GanModel(SingleFileModel):
     """A loaded conditional GAN generator (implements the Generator protocol)."""
 
     family = FAMILY
-
-    def __init__(self, cfg: dict, state: dict[str, torch.Tensor], model_id: str, device: str = "cpu", dtype=torch.float32):
-        self.cfg = cfg
-        self.model_id = model_id
-        self.device = device
-        self.dtype = dtype
-        self.net = GanGenerator(cfg)
-        try:
-            missing, unexpected = self.net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise ModelError(f"GAN weights do not match config.json: {str(exc).splitlines()[-1].strip()}") from None
-        if missing or unexpected:
-            raise ModelError(f"GAN weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        self.net.eval().to(device=device, dtype=dtype)
-
-    @classmethod
-    def from_bytes(cls, cfg: dict, config_bytes: bytes, weights: bytes, device: str = "cpu", dtype=torch.float32) -> "GanModel":
-        """Build from config.json and model.safetensors contents (ModelError on invalid weights)."""
-        try:
-            state = load_safetensors_bytes(weights)
-        except Exception as exc:
-            raise ModelError(f"model.safetensors is not a valid safetensors file ({exc})") from None
-        model_id = hash_files([("config.json", config_bytes), ("model.safetensors", weights)])
-        return cls(cfg, state, model_id, device=device, dtype=dtype)
-
-    @property
-    def config(self) -> dict:
-        """config.json as loaded."""
-        return self.cfg
-
-    @property
-    def native_size(self) -> tuple[int, int]:
-        return self.cfg["width"], self.cfg["height"]
-
-    def params_used(self, params: GenerationParams) -> dict:
-        w, h = self.native_size
-        return {"width": params.width or w, "height": params.height or h}
-
-    def conditioning_problem(self, conditioning: Conditioning) -> str | None:
-        """See :func:`conditioning_problem` (checks the model's own vocabulary)."""
-        return conditioning_problem(self.cfg["conditions"], conditioning)
+    label = "GAN"
+    build = staticmethod(lambda cfg: GanGenerator(cfg))
 
     @torch.inference_mode()
     def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]:
@@ -168,11 +129,8 @@ def load(model_uri: str, device: str = "cpu", dtype=torch.float32) -> GanModel:
 PARAMS_USED: tuple[str, ...] = ()
 
 
-def load_dir(model_uri: str, config: dict, config_bytes: bytes, device: str = "cpu", dtype=torch.float32) -> GanModel:
-    """Registry entry point: a GAN from its parsed config.json and the directory's model.safetensors."""
-    from catalog_render.generators.registry import read_safetensors
-
-    return GanModel.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype)
+#: Registry entry point (see :meth:`~catalog_render.generators.conditioning.SingleFileModel.load_dir`).
+load_dir = GanModel.load_dir
 
 
 def config_json(cfg: dict) -> bytes:

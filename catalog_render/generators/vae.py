@@ -28,13 +28,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
 from catalog_render import imaging
 from catalog_render.errors import ModelError
-from catalog_render.generators.base import Conditioning, GenerationParams, hash_files
-from catalog_render.generators.conditioning import (
+from catalog_render.generators.base import Conditioning, GenerationParams
+from catalog_render.generators.conditioning import (  # noqa: F401
+    SingleFileModel,
     ConditionEncoder,
     condition_indices,
     conditioning_problem,
@@ -140,53 +140,12 @@ class ConditionalVae(nn.Module):
         return self.decoder(z, c), mu, logvar
 
 
-class VaeModel:
+class VaeModel(SingleFileModel):
     """A loaded conditional VAE (implements the Generator protocol, plus :meth:`reconstruct`)."""
 
     family = FAMILY
-
-    def __init__(self, cfg: dict, state: dict[str, torch.Tensor], model_id: str, device: str = "cpu", dtype=torch.float32):
-        self.cfg = cfg
-        self.model_id = model_id
-        self.device = device
-        self.dtype = dtype
-        self.net = ConditionalVae(cfg)
-        try:
-            missing, unexpected = self.net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise ModelError(f"VAE weights do not match config.json: {str(exc).splitlines()[-1].strip()}") from None
-        if missing or unexpected:
-            raise ModelError(f"VAE weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        self.net.eval().to(device=device, dtype=dtype)
-
-    @classmethod
-    def from_bytes(cls, cfg: dict, config_bytes: bytes, weights: bytes, device: str = "cpu", dtype=torch.float32) -> "VaeModel":
-        """Build from config.json and model.safetensors contents (ModelError on invalid weights).
-        ``model_id`` = hash_files over config.json and model.safetensors, as training computes it."""
-        try:
-            state = load_safetensors_bytes(weights)
-        except Exception as exc:
-            raise ModelError(f"model.safetensors is not a valid safetensors file ({exc})") from None
-        model_id = hash_files([("config.json", config_bytes), ("model.safetensors", weights)])
-        return cls(cfg, state, model_id, device=device, dtype=dtype)
-
-    @property
-    def config(self) -> dict:
-        """config.json as loaded."""
-        return self.cfg
-
-    @property
-    def native_size(self) -> tuple[int, int]:
-        """(width, height) in pixels."""
-        return self.cfg["width"], self.cfg["height"]
-
-    def params_used(self, params: GenerationParams) -> dict:
-        w, h = self.native_size
-        return {"width": params.width or w, "height": params.height or h}
-
-    def conditioning_problem(self, conditioning: Conditioning) -> str | None:
-        """See :func:`~catalog_render.generators.conditioning.conditioning_problem` (the model's own vocabulary)."""
-        return conditioning_problem(self.cfg["conditions"], conditioning)
+    label = "VAE"
+    build = staticmethod(lambda cfg: ConditionalVae(cfg))
 
     @torch.inference_mode()
     def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]:
@@ -234,9 +193,5 @@ class VaeModel:
         return torch.cat([fn(x[i : i + 1], idx[i : i + 1]) for i in range(x.shape[0])])
 
 
-def load_dir(model_uri: str, config: dict, config_bytes: bytes, device: str = "cpu", dtype=torch.float32) -> VaeModel:
-    """Registry entry point: a VAE from its parsed config.json and the directory's model.safetensors
-    (safetensors only; ModelError when missing, invalid or not matching config.json)."""
-    from catalog_render.generators.registry import read_safetensors
-
-    return VaeModel.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype)
+#: Registry entry point (see :meth:`~catalog_render.generators.conditioning.SingleFileModel.load_dir`).
+load_dir = VaeModel.load_dir
