@@ -345,7 +345,7 @@ def test_the_gan_refuses_categories_it_cannot_render_a_diffusers_pipeline_none(t
         (Conditioning(title="Blue shirt", category=known[0], attributes={"color": "Chartreuse"}), None),  # unseen colour: rendered
         (Conditioning(title="Desk lamp", category="Lamps"), "category 'Lamps' is not in the model's vocabulary (known: "),
         (Conditioning(title="t", category=known[0].lower() + "x"), f"category '{known[0].lower()}x' is not in the model's vocabulary"),
-        (Conditioning(title="Blue shirt", category=None), "no category: this GAN renders by category and cannot use the title"),
+        (Conditioning(title="Blue shirt", category=None), "no category: this model renders by category and cannot use the title"),
         (Conditioning(title="Blue shirt", category=" "), "no category"),
     ]
     for cond, expected in cases:
@@ -363,7 +363,7 @@ def test_the_gan_refuses_categories_it_cannot_render_a_diffusers_pipeline_none(t
     assert p.work.column("product_id").to_pylist() == ["ok"]
     assert [(pid, why.split(" (known")[0]) for pid, why in p.quarantined] == [
         ("lamp", "cannot condition: category 'Lamps' is not in the model's vocabulary"),
-        ("title-only", "cannot condition: no category: this GAN renders by category and cannot use the title"),
+        ("title-only", "cannot condition: no category: this model renders by category and cannot use the title"),
     ]
 
 

@@ -166,9 +166,11 @@ def test_run_renders_with_every_trained_family(family, ray_local, small_catalog,
     table = catalog.read_catalog(str(small_catalog))
     model = str(tmp_path / "model")
     train(load_image_set(table, 32, 32), tiny_spec(family, max_steps=2), model, str(small_catalog), "h")
+    three = str(tmp_path / "three.parquet")
+    storage.write_parquet(table.slice(0, 3), three)
     spec = SPEC.with_overrides(**{"generation.num_inference_steps": 2, "generation.guidance_scale": 1.0, "mode": "refresh"})
     out = str(tmp_path / "out")
-    s = run_job(spec, str(small_catalog), model, out, limit=3)
+    s = run_job(spec, three, model, out)
     assert s.counts["ok"] == 3
     gen = registry.load_generator(model)
     conds = {p: c for p, c in zip(table.column("product_id").to_pylist(), conditionings_from_table(table))}
@@ -178,5 +180,5 @@ def test_run_renders_with_every_trained_family(family, ray_local, small_catalog,
         direct = gen.generate([conds[r["product_id"]]], [r["seed"]], GenerationParams(num_inference_steps=2, guidance_scale=1.0))[0]
         rendered = imaging.to_array(imaging.decode_rgb(storage.read_bytes(r["image_uri"])))
         assert np.abs(rendered.astype(int) - np.asarray(direct, dtype=int)).max() <= 1
-    more_steps = run_job(spec.with_overrides(**{"generation.num_inference_steps": 3}), str(small_catalog), model, out, limit=3)
+    more_steps = run_job(spec.with_overrides(**{"generation.num_inference_steps": 3}), three, model, out)
     assert more_steps.planned == (3 if family == "diffusion" else 0)
