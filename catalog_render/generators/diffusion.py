@@ -375,23 +375,24 @@ def _load_full(model_uri: str, config: dict, config_bytes: bytes) -> tuple:
     files.append((UNET_CONFIG, raw))
     sched_cfg, raw = _json(model_uri, SCHEDULER_CONFIG)
     files.append((SCHEDULER_CONFIG, raw))
-    unet = build_unet(unet_cfg)
-    state, blob = _weights(model_uri, UNET_WEIGHTS)
-    files.append((UNET_WEIGHTS, blob))
-    load_state(unet, state, f"{model_uri}/{UNET_WEIGHTS}")
+    unet = _load_component(model_uri, build_unet(unet_cfg), UNET_WEIGHTS, files)
     vae = None
     if config["space"] == "latent":
         vae_cfg, raw = _json(model_uri, VAE_CONFIG)
         files.append((VAE_CONFIG, raw))
-        vae = build_autoencoder(vae_cfg)
-        state, blob = _weights(model_uri, VAE_WEIGHTS)
-        files.append((VAE_WEIGHTS, blob))
-        load_state(vae, state, f"{model_uri}/{VAE_WEIGHTS}")
+        vae = _load_component(model_uri, build_autoencoder(vae_cfg), VAE_WEIGHTS, files)
     cond = ConditionProjector([len(c["values"]) for c in config["conditions"]], config["embed_dim"], time_embed_dim(unet_cfg))
-    state, blob = _weights(model_uri, CONDITION_ENCODER)
-    files.append((CONDITION_ENCODER, blob))
-    load_state(cond, state, f"{model_uri}/{CONDITION_ENCODER}")
+    _load_component(model_uri, cond, CONDITION_ENCODER, files)
     return unet, cond, vae, sched_cfg, files
+
+
+def _load_component(model_uri: str, module: nn.Module, weights_name: str, files: list) -> nn.Module:
+    """Load ``weights_name`` (safetensors) of the directory into ``module`` and record its bytes
+    in ``files`` (the identity files); ModelError when missing or not matching."""
+    state, blob = _weights(model_uri, weights_name)
+    files.append((weights_name, blob))
+    load_state(module, state, f"{model_uri}/{weights_name}")
+    return module
 
 
 def load_dir(model_uri: str, config: dict, config_bytes: bytes, device: str = "cpu", dtype=torch.float32) -> DiffusionModel:
