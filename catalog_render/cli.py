@@ -356,13 +356,13 @@ def feedback_import(
     The next run renders rejected products again with a new seed and keeps approved ones.
 
     OUTPUT/current.parquet (the image to publish per product) is rewritten at once: a rejected image stops being published."""
-    from catalog_render import feedback, manifest, storage
+    from catalog_render import current, feedback, storage
 
     result = feedback.import_feedback(file, output)
     console.print(f"stored {result.rows} verdicts ({result.approved} approve, {result.rejected} reject) in {storage.display(result.uri)}", highlight=False)
     if result.ignored_columns:
         console.print(f"ignored column(s): {', '.join(result.ignored_columns)}", highlight=False)
-    console.print(f"current view: {storage.display(manifest.write_current_view(output))}", highlight=False)
+    console.print(f"current view: {storage.display(current.write_current_view(output))}", highlight=False)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
