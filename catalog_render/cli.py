@@ -7,7 +7,6 @@ traceback is printed only with ``--debug``.
 from __future__ import annotations
 
 import functools
-import html
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -319,7 +318,7 @@ def evaluate(
                             progress=lambda msg: console.print(msg, highlight=False))
     table = Table("measure", "value", "note", title=f"evaluation of {result['model']['family']} model {result['model']['model_id']}")
     for row in summary_rows(result):
-        table.add_row(*(Text(html.unescape(cell)) for cell in row))
+        table.add_row(*(Text(cell) for cell in row))
     Console(soft_wrap=True).print(table)
     for w in result["warnings"]:
         console.print(f"[red]warning:[/red] {w}", highlight=False)
