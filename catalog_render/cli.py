@@ -7,7 +7,6 @@ traceback is printed only with ``--debug``.
 from __future__ import annotations
 
 import functools
-import html
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -319,7 +318,7 @@ def evaluate(
                             progress=lambda msg: console.print(msg, highlight=False))
     table = Table("measure", "value", "note", title=f"evaluation of {result['model']['family']} model {result['model']['model_id']}")
     for row in summary_rows(result):
-        table.add_row(*(Text(html.unescape(cell)) for cell in row))
+        table.add_row(*(Text(cell) for cell in row))
     Console(soft_wrap=True).print(table)
     for w in result["warnings"]:
         console.print(f"[red]warning:[/red] {w}", highlight=False)
@@ -356,13 +355,13 @@ def feedback_import(
     The next run renders rejected products again with a new seed and keeps approved ones.
 
     OUTPUT/current.parquet (the image to publish per product) is rewritten at once: a rejected image stops being published."""
-    from catalog_render import feedback, manifest, storage
+    from catalog_render import current, feedback, storage
 
     result = feedback.import_feedback(file, output)
     console.print(f"stored {result.rows} verdicts ({result.approved} approve, {result.rejected} reject) in {storage.display(result.uri)}", highlight=False)
     if result.ignored_columns:
         console.print(f"ignored column(s): {', '.join(result.ignored_columns)}", highlight=False)
-    console.print(f"current view: {storage.display(manifest.write_current_view(output))}", highlight=False)
+    console.print(f"current view: {storage.display(current.write_current_view(output))}", highlight=False)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -24,10 +24,8 @@ unless another judge directory is given (reused when it exists).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import html
 import inspect
 import io
 import json
@@ -43,7 +41,7 @@ import pyarrow.compute as pc
 import torch
 from PIL import Image
 
-from catalog_render import catalog, imaging, planning, storage
+from catalog_render import catalog, imaging, planning, storage, templating
 from catalog_render.config import EvaluateSpec, GenerationSpec
 from catalog_render.errors import CatalogError, CatalogRenderError, ConfigError
 from catalog_render.generators import registry
@@ -435,19 +433,20 @@ def _clean(obj):
 def _png_uri(a: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return templating.data_uri(buf.getvalue(), "image/png")
 
 
 def _fmt(v) -> str:
+    """A headline number as text: 4 significant digits for floats, an em dash for None."""
     if v is None:
         return "—"
     if isinstance(v, float):
         return f"{v:.4g}"
-    return html.escape(str(v))
+    return str(v)
 
 
 def summary_rows(r: dict) -> list[tuple[str, str, str]]:
-    """(measure, value, note) rows of the headline numbers (the HTML table and the CLI summary)."""
+    """(measure, value, note) rows of the headline numbers (the HTML table and the CLI summary), as plain text."""
     c, col, fd, t, ref, rvp = r["category_fidelity"], r["colour_fidelity"], r["frechet_distance"], r["timing"], r["reference_metrics"], r["render_vs_photo"]
 
     def med(block, key):
@@ -484,20 +483,8 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
 
 
 def render_html(r: dict, grid: list[tuple[str, np.ndarray, np.ndarray | None]]) -> str:
-    """The evaluation page: warnings, the table of numbers, real photo beside render."""
-    m = r["model"]
-    warn = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in r["warnings"])
-    table = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{html.escape(n)}</td></tr>" for a, b, n in summary_rows(r))
-    cells = []
-    for pid, real, render in grid:
-        rd = f'<img src="{_png_uri(render)}" alt="render">' if render is not None else '<span class="skip">not rendered</span>'
-        cells.append(f'<figure><img src="{_png_uri(real)}" alt="real">{rd}<figcaption>{html.escape(str(pid))}</figcaption></figure>')
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>evaluation {html.escape(m['model_id'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td{{border:1px solid #ccc;padding:4px 8px}}
-.warn{{background:#fdd;border:2px solid #c00;padding:8px;font-weight:bold}} figure{{display:inline-block;margin:4px;text-align:center}}
-figure img{{width:{2 * m['width']}px;height:{2 * m['height']}px;image-rendering:pixelated;margin:1px}} figcaption{{font-size:11px}} .skip{{font-size:11px;color:#888}}</style></head>
-<body><h1>Evaluation of {html.escape(m['family'])} model {html.escape(m['model_id'])}</h1>
-<p>model {html.escape(m['uri'])}; catalog {html.escape(r['catalog']['uri'])}: {r['catalog']['held_out']} held-out products
-(holdout {r['catalog']['holdout']}, split seed {r['catalog']['split_seed']}), {r['catalog']['evaluated']} evaluated. Numbers and definitions: evaluation.json.</p>
-{warn}<table><tr><th>measure</th><th>value</th><th>note</th></tr>{table}</table>
-<h2>Real photo (left) and render (right), {len(grid)} held-out products</h2>{''.join(cells)}</body></html>"""
+    """The evaluation page (template ``templates/evaluation.html``): warnings, the table of
+    :func:`summary_rows`, and each ``(product_id, real photo, render or None)`` of ``grid`` (uint8
+    (H, W, 3) arrays) side by side, embedded as PNG ``data:`` URIs."""
+    cells = [{"product_id": pid, "real": _png_uri(real), "render": None if render is None else _png_uri(render)} for pid, real, render in grid]
+    return templating.render("evaluation.html", r=r, rows=summary_rows(r), grid=cells)

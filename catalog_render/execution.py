@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from catalog_render import catalog as catalog_mod
-from catalog_render import imaging, manifest, planning, storage
+from catalog_render import current, imaging, manifest, planning, storage
 from catalog_render import feedback as feedback_mod
 from catalog_render import lease as lease_mod
 from catalog_render.config import JobSpec
@@ -527,7 +527,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
                   first_image_seconds=first_image_s, images_per_second=ips, quality=sink.quality,
                   quality_alert=_quality_alert(sink.quality, counts["ok"], spec.quality.max_failed_share),
                   near_duplicates=_near_duplicates(sink.hashes, spec.quality.near_duplicate_max_distance))
-    record["current_view"] = manifest.write_current_view(output_uri)
+    record["current_view"] = current.write_current_view(output_uri)
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
                       dict(sink.quality), record["quality_alert"])

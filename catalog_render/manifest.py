@@ -2,8 +2,9 @@
 
 Rows follow ``schemas/manifest.schema.json``. A row with status ``ok`` is written only after its
 image object is complete, so a manifest row never points at a missing or partial image. Runs also
-leave ``OUTPUT/runs/<run_id>.json`` (options, counts, timings), and :func:`write_current_view` keeps
-``OUTPUT/current.parquet``: the image to publish per product (``schemas/current.schema.json``).
+leave ``OUTPUT/runs/<run_id>.json`` (options, counts, timings). The image to publish per product
+(``OUTPUT/current.parquet``) is :mod:`catalog_render.current`'s, which reads the manifest and the
+reviewers' feedback.
 """
 
 from __future__ import annotations
@@ -101,80 +102,3 @@ def image_uri_for(output_uri: str, product_id: str, render_key: str, fmt: str) -
     version, so a new render never overwrites the image an older manifest row points at."""
     ext = {"jpeg": "jpg"}.get(fmt, fmt)
     return storage.join(output_uri, "images", storage.safe_key(product_id), f"{render_key}.{ext}")
-
-
-#: Object name of the current view under an output.
-CURRENT_VIEW = "current.parquet"
-
-
-def current_schema() -> pa.Schema:
-    return load_schema("current").arrow
-
-
-def current_view(manifest: pa.Table, feedback: pa.Table | None = None, existing_images: set[str] | None = None) -> pa.Table:
-    """The image to publish per product (``schemas/current.schema.json``), sorted by product_id.
-
-    ``manifest``: the output's rows (:func:`read_manifest`); ``feedback``: the latest verdict per
-    (product_id, render_key) (:func:`catalog_render.feedback.read_feedback`; when a pair repeats,
-    its last row wins); ``existing_images``: the image URIs present under the output (None: not
-    checked).
-
-    Candidates of a product: its ``ok`` rows whose (product_id, render_key) is not rejected, whose
-    quality_status is not ``failed-quality`` (unless a reviewer approved that render) and whose
-    image_uri is in ``existing_images``. The chosen one is the latest (``finished_at``, then
-    manifest order) of the candidates that are approved and conditioned like the product's latest
-    candidate, or, when none is, the latest candidate. An approval therefore holds across model and
-    parameter changes (the planner does not re-render such a product), but not once the product
-    changed and was rendered again (a newer render with another conditioning). A product without a
-    candidate (only rejected, failed or vanished renders) has no row: a rejected render is never
-    published. ``publish_uri`` is the row's publish_uri, or its image_uri when null; ``verdict`` and
-    ``reviewer`` are set only for an approved render."""
-    verdicts: dict[tuple[str, str], tuple[str, str]] = {}
-    if feedback is not None:
-        for r in feedback.select(["product_id", "render_key", "verdict", "reviewer"]).to_pylist():
-            verdicts[(r["product_id"], r["render_key"])] = (r["verdict"], r["reviewer"])
-    cols = ["product_id", "render_key", "status", "image_uri", "publish_uri", "run_id", "finished_at", "quality_status", "conditioning"]
-    candidates: dict[str, list[tuple[int, dict]]] = {}
-    for i, r in enumerate(manifest.select(cols).to_pylist()):
-        if r["status"] != "ok" or not r["render_key"] or not r["image_uri"]:
-            continue
-        if existing_images is not None and r["image_uri"] not in existing_images:
-            continue
-        verdict, reviewer = verdicts.get((r["product_id"], r["render_key"]), (None, None))
-        if verdict == "reject" or (r["quality_status"] == "failed-quality" and verdict != "approve"):
-            continue  # never publish a rejected render, nor one that failed the gate unless a person approved it
-        r["verdict"], r["reviewer"] = ("approve", reviewer) if verdict == "approve" else (None, None)
-        candidates.setdefault(r["product_id"], []).append((i, r))
-
-    def newest(rows: list[tuple[int, dict]]) -> dict:
-        return max(rows, key=lambda ir: (ir[1]["finished_at"], ir[0]))[1]
-
-    def conditioning(r: dict):
-        return json.loads(r["conditioning"]) if r["conditioning"] else None
-
-    out = []
-    for pid in sorted(candidates):
-        rows = candidates[pid]
-        now = conditioning(newest(rows))
-        approved = [(i, r) for i, r in rows if r["verdict"] == "approve" and conditioning(r) == now]
-        chosen = newest(approved or rows)
-        out.append({**chosen, "publish_uri": chosen["publish_uri"] or chosen["image_uri"]})
-    schema = current_schema()
-    return pa.Table.from_pylist([{f.name: r[f.name] for f in schema} for r in out], schema=schema)
-
-
-def write_current_view(output_uri: str) -> str:
-    """Write ``OUTPUT/current.parquet`` (atomically, replacing the previous one) from the output's
-    manifest, its review feedback and the image objects present (see :func:`current_view`);
-    returns its URI. An output without renders gets an empty table of the schema. Local paths are
-    made absolute (as run_job records image URIs). Raises StorageError when the output cannot be
-    read or written."""
-    from catalog_render import feedback as feedback_mod  # feedback imports this module
-
-    if not storage.is_s3(output_uri):
-        output_uri = storage.display(output_uri)
-    existing = set(storage.list_uris(storage.join(output_uri, "images")))
-    table = current_view(read_manifest(output_uri), feedback_mod.read_feedback(output_uri), existing)
-    uri = storage.join(output_uri, CURRENT_VIEW)
-    storage.write_parquet(table, uri)
-    return uri

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from catalog_render import catalog, feedback, manifest, planning, storage
+from catalog_render import catalog, current, feedback, manifest, planning, storage
 from catalog_render.cli import app
 from catalog_render.config import JobSpec
 from catalog_render.execution import generation_params, run_job
@@ -216,10 +216,10 @@ def _expected_row(f: Flow, pid: str, verdict=None, reviewer=None, row: dict | No
 def test_current_view_never_serves_a_rejected_render(flow):
     a, b, c, d = flow.ids
     expected = sorted([_expected_row(flow, c, "approve", "alice"), _expected_row(flow, d)], key=lambda r: r["product_id"])
-    assert flow.current_after_import.schema.equals(manifest.current_schema())
+    assert flow.current_after_import.schema.equals(current.current_schema())
     assert flow.current_after_import.to_pylist() == expected
-    assert manifest.current_view(flow.m, flow.fb, flow.existing).to_pylist() == expected
-    assert manifest.current_view(flow.m).column("product_id").to_pylist() == sorted(flow.ids)  # no feedback: every render
+    assert current.current_view(flow.m, flow.fb, flow.existing).to_pylist() == expected
+    assert current.current_view(flow.m).column("product_id").to_pylist() == sorted(flow.ids)  # no feedback: every render
 
 
 def test_current_view_prefers_the_approved_render_while_the_product_is_unchanged(flow):
@@ -230,14 +230,14 @@ def test_current_view_prefers_the_approved_render_while_the_product_is_unchanged
              "quality_status": "passed"}
     m = pa.concat_tables([flow.m, manifest.to_table([newer])])
     existing = flow.existing | {newer["image_uri"]}
-    view = {r["product_id"]: r for r in manifest.current_view(m, flow.fb, existing).to_pylist()}
+    view = {r["product_id"]: r for r in current.current_view(m, flow.fb, existing).to_pylist()}
     assert view[c] == _expected_row(flow, c, "approve", "alice")  # a newer unreviewed render (new model) loses
     changed = {**newer, "conditioning": json.dumps({**json.loads(old["conditioning"]), "title": "Renamed"})}
     m = pa.concat_tables([flow.m, manifest.to_table([changed])])
-    view = {r["product_id"]: r for r in manifest.current_view(m, flow.fb, existing).to_pylist()}
+    view = {r["product_id"]: r for r in current.current_view(m, flow.fb, existing).to_pylist()}
     assert view[c] == {**_expected_row(flow, c, row=changed), "publish_uri": "s3://shop/main/e.jpg", "quality_status": "passed"}
     # its image gone, the newer render is not served either
-    view = {r["product_id"]: r for r in manifest.current_view(m, flow.fb, flow.existing).to_pylist()}
+    view = {r["product_id"]: r for r in current.current_view(m, flow.fb, flow.existing).to_pylist()}
     assert view[c]["render_key"] == old["render_key"]
 
 

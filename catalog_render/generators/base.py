@@ -1,4 +1,5 @@
-"""The Generator protocol every family implements, and the conditioning passed to it."""
+"""The Generator protocol every family implements, the conditioning passed to it, and the model a
+fine-tune starts from."""
 
 from __future__ import annotations
 
@@ -35,6 +36,16 @@ class Conditioning:
             sort_keys=True,
             ensure_ascii=False,
         )
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The model a fine-tune starts from (:func:`catalog_render.generators.registry.base_model`):
+    its directory URI, parsed config.json and identity (model_id)."""
+
+    uri: str
+    config: dict
+    model_id: str
 
 
 @dataclass(frozen=True)

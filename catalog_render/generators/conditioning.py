@@ -145,7 +145,7 @@ class SingleFileModel:
     def load_dir(cls, model_uri: str, config: dict, config_bytes: bytes, device: str = "cpu", dtype=torch.float32):
         """Registry entry point: the model from its parsed config.json and the directory's
         model.safetensors (safetensors only; ModelError when missing, invalid or not matching)."""
-        from catalog_render.generators.registry import read_safetensors
+        from catalog_render.generators.weights import read_safetensors
 
         return cls.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype)
 

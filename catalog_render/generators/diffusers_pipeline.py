@@ -33,7 +33,7 @@ from PIL import Image
 from catalog_render import storage
 from catalog_render.errors import ConfigError, ModelError, StorageError
 from catalog_render.generators.base import Conditioning, GenerationParams
-from catalog_render.generators.registry import PICKLE_SUFFIXES
+from catalog_render.generators.weights import PICKLE_SUFFIXES
 
 FAMILY = "diffusers-pipeline"
 

@@ -266,7 +266,7 @@ def _json(model_uri: str, name: str) -> tuple[dict, bytes]:
 
 
 def _weights(model_uri: str, name: str) -> tuple[dict[str, torch.Tensor], bytes]:
-    from catalog_render.generators.registry import read_safetensors
+    from catalog_render.generators.weights import read_safetensors
 
     blob = read_safetensors(model_uri, name)
     try:

@@ -115,7 +115,7 @@ def load(model_uri: str, device: str = "cpu", dtype=torch.float32) -> GanModel:
     """Load a GAN model directory (config.json + model.safetensors). Raises ModelError when a
     file is missing, the weights are not safetensors (a pickle checkpoint is named and never
     read), or they do not match the config."""
-    from catalog_render.generators.registry import read_safetensors
+    from catalog_render.generators.weights import read_safetensors
 
     try:
         raw = storage.read_bytes(storage.join(model_uri, "config.json"))

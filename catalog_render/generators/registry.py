@@ -6,8 +6,8 @@
   :mod:`catalog_render.generators.diffusers_pipeline`
 
 Weights are read with safetensors only; nothing is ever downloaded from a hub. A directory whose
-weights are pickle checkpoints only (:data:`PICKLE_SUFFIXES`) is refused with a ModelError naming
-the file, before any of its bytes are read: unpickling a file runs whatever code it names.
+weights are pickle checkpoints only is refused with a ModelError naming the file, before any of
+its bytes are read (:mod:`catalog_render.generators.weights`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import json
 from dataclasses import dataclass
 
 from catalog_render import storage
-from catalog_render.errors import ModelError, StorageError
-from catalog_render.generators.base import GenerationParams, hash_files
+from catalog_render.errors import ModelError
+from catalog_render.generators.base import BaseModel, GenerationParams, hash_files
+from catalog_render.generators.weights import PICKLE_SUFFIXES, _files, _pickles, pickle_refusal, read_safetensors  # noqa: F401  (read_safetensors re-exported)
 
 #: The project's own families (config.json "family") and the module that loads each. A family
 #: module provides ``load_dir(model_uri, config, config_bytes, device, dtype) -> Generator`` (a
@@ -29,36 +30,6 @@ FAMILY_MODULES = {
     "diffusion": "catalog_render.generators.diffusion",
 }
 KNOWN_FAMILIES = (*FAMILY_MODULES, "diffusers-pipeline")
-#: File name endings of pickle checkpoints (torch.save, pickle, joblib): never loaded.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib")
-
-
-def pickle_refusal(model_uri: str, pickles: list[str]) -> ModelError:
-    """The ModelError for a directory that offers pickle checkpoints instead of safetensors."""
-    shown = ", ".join(pickles[:5]) + (f" and {len(pickles) - 5} more" if len(pickles) > 5 else "")
-    return ModelError(
-        f"model directory {model_uri} has pickle checkpoint(s) {shown} and no safetensors weights: "
-        "pickle checkpoints are not loaded (unpickling runs code); convert them to safetensors"
-    )
-
-
-def _pickles(model_uri: str, under: str = "") -> list[str]:
-    """Relative names of the pickle checkpoints in a model directory (or its ``under`` folder)."""
-    base = model_uri.rstrip("/")
-    rel = [f[len(base) :].lstrip("/").replace("\\", "/") for f in _files(model_uri)]
-    return [r for r in rel if r.endswith(PICKLE_SUFFIXES) and (not under or r.startswith(under.rstrip("/") + "/"))]
-
-
-def read_safetensors(model_uri: str, name: str) -> bytes:
-    """The bytes of ``name`` (a .safetensors file) in a model directory. Raises ModelError when it
-    is missing: naming the directory's pickle checkpoints, if any, as refused (never read)."""
-    try:
-        return storage.read_bytes(storage.join(model_uri, name))
-    except storage.ObjectNotFound:
-        pickles = _pickles(model_uri)
-        if pickles:
-            raise pickle_refusal(model_uri, pickles) from None
-        raise ModelError(f"model directory {model_uri} has no {name}") from None
 
 
 @dataclass(frozen=True)
@@ -103,13 +74,6 @@ def _read_json(uri: str) -> tuple[dict, bytes] | None:
         return json.loads(raw), raw
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{uri} is not valid JSON ({exc})") from None
-
-
-def _files(model_uri: str) -> list[str]:
-    try:
-        return storage.list_uris(model_uri)
-    except StorageError as exc:
-        raise ModelError(f"cannot list model directory {model_uri}: {exc}") from None
 
 
 def describe(model_uri: str) -> ModelInfo:
@@ -169,10 +133,8 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
 
 
 def base_model(model_uri: str):
-    """The model a fine-tune starts from (:class:`catalog_render.training.loop.BaseModel`). Raises
+    """The model a fine-tune starts from (:class:`catalog_render.generators.base.BaseModel`). Raises
     ModelError when it is not one of the project's own families (a diffusers pipeline is not)."""
-    from catalog_render.training.loop import BaseModel
-
     if not storage.is_s3(model_uri) and storage.exists(model_uri):
         raise ModelError(f"--base {model_uri} is a file; --base takes a model directory")
     model_uri = storage.absolute(model_uri)  # a LoRA model's pointer must work from any directory

@@ -113,7 +113,7 @@ class DiffusionTrainer:
         self.cond = dm.ConditionProjector(vocab_sizes, self.config["embed_dim"], dm.time_embed_dim(unet_cfg))
         self.vae = dm.build_autoencoder(dm._json(base.uri, dm.VAE_CONFIG)[0] if base else dm.autoencoder_config(self.config)) if self.latent_space else None
         if base is not None:
-            from catalog_render.generators.registry import read_safetensors
+            from catalog_render.generators.weights import read_safetensors
 
             dm.load_state(self.unet, load_safetensors_bytes(read_safetensors(base.uri, dm.UNET_WEIGHTS)), f"{base.uri}/{dm.UNET_WEIGHTS}")
             cstate = _grow_tables(load_safetensors_bytes(read_safetensors(base.uri, dm.CONDITION_ENCODER)), "cond.tables.", vocab_sizes)

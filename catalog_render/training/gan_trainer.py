@@ -81,7 +81,7 @@ class GanTrainer:
         self.G = gan.GanGenerator(self.config)
         self.D = ProjectionDiscriminator(vocab_sizes)
         if base is not None:
-            from catalog_render.generators.registry import read_safetensors
+            from catalog_render.generators.weights import read_safetensors
 
             self.G.load_state_dict(_grow_tables(load_safetensors_bytes(read_safetensors(base.uri, "model.safetensors")), "cond.tables.", vocab_sizes))
             try:

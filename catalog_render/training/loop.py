@@ -40,7 +40,7 @@ from torch import nn
 from catalog_render import storage
 from catalog_render.config import TrainSpec
 from catalog_render.errors import ConfigError, ModelError
-from catalog_render.generators.base import hash_files
+from catalog_render.generators.base import BaseModel, hash_files
 from catalog_render.generators.conditioning import condition_indices, extend_vocab, to_pil
 from catalog_render.training.augment import build_augment
 from catalog_render.training.data import ImageSet, build_vocab
@@ -51,15 +51,6 @@ CURVE_EVERY = 25  # steps per loss-curve point
 #: Exported files under this folder (a GAN's discriminator) serve later fine-tunes only: they are
 #: not loaded for rendering and not part of the model's identity.
 TRAINING_ONLY = "training/"
-
-
-@dataclass(frozen=True)
-class BaseModel:
-    """The model a fine-tune starts from: its directory, parsed config.json and identity."""
-
-    uri: str
-    config: dict
-    model_id: str
 
 
 class Trainer(Protocol):

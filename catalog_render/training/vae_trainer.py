@@ -75,7 +75,7 @@ class VaeTrainer:
         self.beta = spec.vae.beta
         self.vae = vae.ConditionalVae(self.config)
         if base is not None:
-            from catalog_render.generators.registry import read_safetensors
+            from catalog_render.generators.weights import read_safetensors
 
             state = load_safetensors_bytes(read_safetensors(base.uri, "model.safetensors"))
             self.vae.load_state_dict(_grow_tables(state, "cond.tables.", [len(c["values"]) for c in conditions]))
