@@ -3,7 +3,8 @@
 Unpickling runs code: a pickle's ``GLOBAL``/``STACK_GLOBAL`` opcodes import any callable by name
 and ``REDUCE`` calls it (``os.system``, ``builtins.eval``, ...). :class:`NumpyUnpickler` admits
 exactly the globals numpy needs to rebuild an array — ``numpy.core.multiarray._reconstruct`` (or
-``numpy._core.multiarray._reconstruct``, numpy 2's name), ``numpy.ndarray`` and ``numpy.dtype`` —
+``numpy._core.multiarray._reconstruct``, numpy 2's name), ``numpy.ndarray`` and ``numpy.dtype``
+(pickle protocols 3-4), ``numpy._core.numeric._frombuffer`` (protocol 5's out-of-band form) —
 and the plain containers the pickle protocol builds without globals (dict, list, tuple, str,
 bytes, numbers, bool, None). Any other global is refused *before* it is imported or called, with
 :class:`catalog_render.errors.UnsafePickleError` naming it. Persistent ids (``PERSID``) and
@@ -25,6 +26,8 @@ from catalog_render.errors import UnsafePickleError, WeightFileError
 ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -42,7 +45,7 @@ class NumpyUnpickler(pickle.Unpickler):
         except KeyError:
             raise UnsafePickleError(
                 f"{self.source} refused: it imports {module}.{name}, and weight pickles may only rebuild numpy arrays "
-                "(numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype); nothing was executed") from None
+                "(numpy.core.multiarray._reconstruct, numpy._core.numeric._frombuffer, numpy.ndarray, numpy.dtype); nothing was executed") from None
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"{self.source} refused: it uses persistent ids ({str(pid)[:60]!r}); weight pickles may only hold numpy arrays")
