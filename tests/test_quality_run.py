@@ -72,22 +72,37 @@ def test_best_of_n_keeps_the_first_passing_try_or_the_sharpest(ray_local, small_
 
 
 def test_amazon_preset_writes_compliant_renditions_with_provenance(ray_local, small_catalog, tiny_gan, tmp_path):
+    from catalog_render.pretrained.upscale import Upscaler
+    from catalog_render.quality import metrics
+
     spec = JobSpec().with_overrides(**BASE, **{"quality.preset": "amazon"})
     out = str(tmp_path / "out")
     s = run_job(spec, str(small_catalog), str(tiny_gan), out, hide_images=True, limit=6)
     assert s.counts["ok"] == 6
+    up = Upscaler("realesr-animevideov3-x4", max_passes=2)
     for r in manifest.read_manifest(out).to_pylist():
         rend = json.loads(r["renditions"])
         assert set(rend) == {"main", "thumb_256"} and r["publish_uri"] == rend["main"] and r["preset"] == "amazon"
         main = imaging.decode_rgb(storage.read_bytes(rend["main"]))
         assert main.size == (1000, 1000) and rend["main"].endswith(".main.jpg")
         assert max(imaging.decode_rgb(storage.read_bytes(rend["thumb_256"])).size) == 256
-        # compliance recomputed independently from the raw render
+        # the main image is Real-ESRGAN's (amazon's canvas is >= 1000 px), made here again from the raw render
         raw = imaging.decode_rgb(storage.read_bytes(r["image_uri"]))
+        up.last_passes = []
+        esr = presets.postprocess(raw, "amazon", upscaler=up)
+        assert r["upscaler"] == "+".join(up.last_passes) and up.last_passes[0] == "realesr-animevideov3-x4" and r["upscale_seconds"] > 0
+        lanczos = presets.postprocess(raw, "amazon")
+        err_esr = np.abs(np.asarray(main, float) - np.asarray(esr, float)).mean()
+        err_lanczos = np.abs(np.asarray(main, float) - np.asarray(lanczos, float)).mean()
+        assert err_esr < 0.5 * err_lanczos, (err_esr, err_lanczos)  # JPEG noise only vs a different image
+        # compliance recomputed independently on that published image
         colour = (json.loads(r["conditioning"]).get("attributes") or {}).get("color")
-        c = presets.evaluate(presets.postprocess(raw, "amazon"), "amazon", colour)
+        c = presets.evaluate(esr, "amazon", colour)
         assert json.loads(r["compliance_failed"]) == c.failed
         assert r["quality_status"] == ("passed" if c.verdict else "failed-quality")
+        # LPIPS against the hidden photo, letterboxed to the render's size as the worker does
+        ref = imaging.to_array(imaging.letterbox(imaging.decode_rgb(storage.read_bytes(r["reference_uri"])), raw.width, raw.height))
+        assert r["lpips"] == pytest.approx(metrics.lpips([ref], [imaging.to_array(raw)])[0], rel=1e-5) and 0 < r["lpips"] < 1
         # provenance, read back by an independent reader (exiv2) from the raw PNG and the JPEG renditions
         for uri in (r["image_uri"], rend["main"], rend["thumb_256"]):
             with pyexiv2.ImageData(storage.read_bytes(uri)) as img:
@@ -112,6 +127,7 @@ def test_changing_the_preset_renders_again_with_the_new_renditions(ray_local, sm
     assert {r["product_id"] for r in latest} == first_ids  # the same products again: their keys changed with the preset
     for r in latest:
         assert imaging.decode_rgb(storage.read_bytes(r["publish_uri"])).size == (500, 500)
+        assert r["upscaler"] == "lanczos" and r["upscale_seconds"] is None  # eBay's 500 px: Lanczos
     current = storage.read_parquet(f"{out}/current.parquet").to_pylist()
     assert {c["render_key"] for c in current if c["quality_status"] == "passed"} <= {r["render_key"] for r in latest}
 

