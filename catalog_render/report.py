@@ -34,9 +34,9 @@ from catalog_render.errors import StorageError
 from catalog_render.manifest import STATUSES, read_manifest
 
 #: Scores shown in the report, in manifest column order.
-SCORES = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim")
+SCORES = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips")
 #: Short labels used on contact-sheet tiles.
-SCORE_LABELS = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim"}
+SCORE_LABELS = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim", "lpips": "lpips"}
 #: Units of each score, for histogram axes.
 SCORE_UNITS = {"psnr": "dB"}
 #: Run-record keys shown in the run summary, in this order (others go under "other fields").
@@ -64,6 +64,7 @@ _FALLBACK_DEFS = {
     "fill_ratio": ("area of the bounding box of non-white pixels over the image area", "[0, 1]", "closer to ~0.85"),
     "psnr": ("peak signal-to-noise ratio against the reference photo, dB", "[0, inf)", "higher"),
     "ssim": ("structural similarity against the reference photo", "[-1, 1]", "higher"),
+    "lpips": ("LPIPS v0.1 AlexNet distance to the reference photo (Zhang et al. 2018)", "[0, ~1]", "lower"),
 }
 
 
@@ -404,7 +405,7 @@ def _scores_section(ok: pa.Table) -> str:
         else:
             hists.append(f'<figure class=hist><div class="ph hist-ph">no {esc(name)} values</div><figcaption>{esc(name)}</figcaption></figure>')
     table = f"<table class=scores>{head}{''.join(body)}</table>"
-    caption = f'<p class=note>Over the {ok.num_rows} ok rows of this run; count is the number of rows with a value (psnr and ssim need a reference photo).</p>'
+    caption = f'<p class=note>Over the {ok.num_rows} ok rows of this run; count is the number of rows with a value (psnr, ssim and lpips need a reference photo).</p>'
     return f"<section id=scores><h2>Scores</h2>{caption}{table}<h3>Histograms</h3><div class=hists>{''.join(hists)}</div></section>"
 
 
@@ -748,6 +749,70 @@ def _near_duplicates_section(rows: pa.Table, record: dict | None, verdicts: dict
     return f"{head}{note}{''.join(blocks)}{more}</section>"
 
 
+#: Side of the full-size crops the upscaling section shows, pixels (1 image pixel = 1 CSS pixel).
+UPSCALE_CROP = 320
+
+
+def _crop_box(published: Image.Image, side: int) -> tuple[int, int, int, int]:
+    """A ``side`` x ``side`` box centred on the product (the non-white pixels' box) of a published
+    image, inside the image."""
+    a = np.asarray(published)
+    nonwhite = (a < 250).any(axis=2)
+    if nonwhite.any():
+        rows, cols = np.flatnonzero(nonwhite.any(axis=1)), np.flatnonzero(nonwhite.any(axis=0))
+        cy, cx = (rows[0] + rows[-1]) // 2, (cols[0] + cols[-1]) // 2
+    else:
+        cy, cx = published.height // 2, published.width // 2
+    side = min(side, published.width, published.height)
+    left = int(min(max(0, cx - side // 2), published.width - side))
+    top = int(min(max(0, cy - side // 2), published.height - side))
+    return left, top, left + side, top + side
+
+
+def _png_data_uri(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", optimize=True)
+    return _data_uri(buf.getvalue(), "image/png")
+
+
+def _upscaling_section(rows: pa.Table) -> str:
+    """Real-ESRGAN against Lanczos on one render of the run, at full size: a crop of the published
+    main image (as written, Real-ESRGAN then Lanczos to the canvas) beside the same crop of the
+    same raw render post-processed with Lanczos only. Omitted when no ok row of the run was
+    upscaled with Real-ESRGAN (an ``upscaler`` other than ``lanczos``)."""
+    if "upscaler" not in rows.column_names:
+        return ""
+    cand = [r for r in _rows_with(rows, "upscaler") if r["status"] == "ok" and r["upscaler"] not in (None, "lanczos")
+            and r.get("image_uri") and r.get("publish_uri")]
+    if not cand:
+        return ""
+    from catalog_render.quality import presets
+
+    # the product whose render fills most of its frame shows the most detail at full size
+    cand.sort(key=lambda r: (-(r.get("fill_ratio") or 0.0), str(r["product_id"])))
+    head = "<section id=upscaling><h2>Upscaling: Real-ESRGAN vs Lanczos</h2>"
+    for r in cand[:5]:
+        try:
+            published = _load_image(r["publish_uri"])
+            raw = _load_image(r["image_uri"])
+        except (StorageError, imaging.ImageDecodeError):
+            continue
+        lanczos = presets.postprocess(raw, r["preset"], size=published.size)
+        box = _crop_box(published, UPSCALE_CROP)
+        side = box[2] - box[0]
+        seconds = f", {format_number(r['upscale_seconds'], 3)} s" if r.get("upscale_seconds") is not None else ""
+        figs = (f'<figure><img src="{_png_data_uri(published.crop(box))}" width={side} height={side} alt="Real-ESRGAN crop">'
+                f"<figcaption>published: {esc(r['upscaler'])} then Lanczos{esc(seconds)}</figcaption></figure>"
+                f'<figure><img src="{_png_data_uri(lanczos.crop(box))}" width={side} height={side} alt="Lanczos crop">'
+                f"<figcaption>the same render, Lanczos only</figcaption></figure>")
+        note = (f"<p class=note>Product <code>{esc(r['product_id'])}</code>: a {side}×{side} px crop at full size (one image pixel per"
+                f" screen pixel) of its {published.width}×{published.height} px {esc(r['preset'])} main image, made from a"
+                f" {raw.width}×{raw.height} px render. The preset's size rule means real pixels only where the upscaler adds detail;"
+                " compare the edges and textures.</p>")
+        return head + note + f"<div class=upscale>{figs}</div></section>"
+    return head + "<p class=note>The upscaled images of this run could not be read.</p></section>"
+
+
 def _image_cell(thumb: tuple[str | None, str], alt: str, kind: str) -> str:
     src, info = thumb
     if src is None:
@@ -807,6 +872,8 @@ tr.failed td:nth-child(2){color:#b42318;font-weight:600}tr.skipped td:nth-child(
 .badge{display:inline-block;border:1px solid #d0d5db;border-radius:10px;padding:1px 9px;margin:0 4px 3px 0;font-size:12.5px;background:#f7f8fa}
 .badge.ok{border-color:#9bd3ae;background:#edf8f0}.badge.failed{border-color:#f1a9a0;background:#fdf0ee}.badge.skipped{border-color:#e9cf8c;background:#fdf7e6}
 .hists{display:flex;flex-wrap:wrap;gap:10px}
+.upscale{display:flex;flex-wrap:wrap;gap:12px}.upscale img{image-rendering:auto;border:1px solid #e6e9ed;max-width:none}
+.upscale figcaption{font-size:12px;color:#56606b}
 figure{margin:0}
 .hist{border:1px solid #e6e9ed;border-radius:4px;padding:4px;background:#fff}
 .hist figcaption{font-size:12px;color:#56606b;text-align:center}
@@ -866,6 +933,9 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
     :data:`MAX_QUALITY_FAILURES` (omitted when no row has a quality_status). (8) Best-of-N: products
     with tries > 1, most tries first: tries, kept try index, and per try (try_history) its seed,
     passed, failed checks and sharpness (omitted when no product has more than one try).
+    (8b) Upscaling: for a run whose preset enlarged renders with Real-ESRGAN, a full-size crop
+    (:data:`UPSCALE_CROP` px, centred on the product) of one published main image beside the same
+    crop of the same render post-processed with Lanczos only (omitted otherwise).
     (9) Reviewer verdicts from :func:`catalog_render.feedback.read_feedback` on this run's ok
     renders: approve/reject counts, gate status vs verdict, rejected renders with reviewer and
     comment; verdict badges on every thumbnail of a judged render. (10) Near-duplicate groups from
@@ -891,13 +961,14 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
         _compliance_section(rows),
         _quality_failures_section(rows, verdicts),
         _tries_section(rows),
+        _upscaling_section(rows),
         _verdicts_section(rows, fb, fb_problem),
         _near_duplicates_section(rows, record, verdicts),
         _failures_section(rows),
         _sheet_section(rows, max_sheet, verdicts),
     ]
     labels = {"summary": "summary", "scores": "scores", "compliance": "quality gate", "quality-failures": "failed quality",
-              "tries": "best-of-N", "verdicts": "verdicts", "near-duplicates": "near-duplicates", "failures": "failures",
+              "tries": "best-of-N", "upscaling": "upscaling", "verdicts": "verdicts", "near-duplicates": "near-duplicates", "failures": "failures",
               "sheet": "contact sheet"}
     present = [k for k in labels if any(sec.startswith(f"<section id={k}>") for sec in sections)]
     nav = " \u00b7 ".join(f'<a href="#{k}">{labels[k]}</a>' for k in present)

@@ -109,6 +109,26 @@ def test_amazon_preset_writes_compliant_renditions_with_provenance(ray_local, sm
                 xmp = img.read_xmp()
             assert xmp["Xmp.iptcExt.DigitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
             assert r["render_key"] in json.dumps(xmp) and r["model_id"] in json.dumps(xmp)
+    # the report shows one published main image beside the same render through Lanczos, as full-size crops
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from catalog_render import report
+
+    page = storage.read_bytes(report.write_report(out)).decode("utf-8")
+    section = page[page.index("<section id=upscaling>"):]
+    section = section[: section.index("</section>")]
+    crops = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', section)]
+    assert len(crops) == 2 and crops[0].shape == crops[1].shape == (report.UPSCALE_CROP, report.UPSCALE_CROP, 3)
+    pid = re.search(r"Product <code>([^<]+)</code>", section).group(1)
+    row = next(r for r in manifest.read_manifest(out).to_pylist() if r["product_id"] == pid)
+    main = np.asarray(imaging.decode_rgb(storage.read_bytes(row["publish_uri"])))
+    box = report._crop_box(Image.fromarray(main), report.UPSCALE_CROP)
+    assert np.array_equal(crops[0], main[box[1]:box[3], box[0]:box[2]])  # the published pixels themselves
+    assert np.abs(crops[0].astype(int) - crops[1].astype(int)).mean() > 1  # and Lanczos differs
 
 
 def test_changing_the_preset_renders_again_with_the_new_renditions(ray_local, small_catalog, tiny_gan, tmp_path):
