@@ -47,8 +47,7 @@ SINGLE = ["realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevi
 SHORT = {"realesr-animevideov3-x2": "av3-x2", "realesr-animevideov3-x3": "av3-x3", "realesr-animevideov3-x4": "av3-x4",
          "realesrgan-x4plus": "x4plus", "realesrgan-x4plus-anime": "x4plus-anime"}
 SETUPS = {"48x64 (x4.7)": (48, 64), "112x150 (x2)": (112, 150)}
-CHAINS_48 = ["realesr-animevideov3-x2+realesr-animevideov3-x3", "realesr-animevideov3-x4+realesr-animevideov3-x4",
-             "realesrgan-x4plus+realesr-animevideov3-x4"]
+CHAINS_48 = ["realesr-animevideov3-x2+realesr-animevideov3-x3", "realesr-animevideov3-x4+realesr-animevideov3-x4"]
 #: (spec, max_passes) timed at marketplace sizes (64x48 -> canvas); the last model of a spec repeats.
 MARKET_CHAINS = [("realesr-animevideov3-x4", 1), ("realesr-animevideov3-x4", 2), ("realesr-animevideov3-x4+realesr-animevideov3-x2", 2),
                  ("realesrgan-x4plus+realesr-animevideov3-x4", 2)]
