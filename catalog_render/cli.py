@@ -258,7 +258,7 @@ def run(
     address: Annotated[Optional[str], typer.Option("--address", help="Join an existing Ray cluster (host:port or ray://...); default RAY_ADDRESS or a local Ray on 127.0.0.1.")] = None,
     hide_images: Annotated[bool, typer.Option("--hide-images", help="Evaluation: treat every photo as missing and score renders against it (PSNR/SSIM).")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write OUTPUT/report.html at the end.")] = True,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Marketplace preset: amazon, google, ebay, shopify or none (overrides quality.preset).")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Marketplace preset: amazon, google, ebay, shopify, walmart or none (overrides quality.preset). Presets of 1000 px and more enlarge renders with Real-ESRGAN (quality.upscaler).")] = None,
     wait_lease: Annotated[float, typer.Option("--wait-lease", min=0, help="If another run holds the output, wait up to this many seconds for it (default: refuse at once, exit 8).")] = 0.0,
 ) -> None:
     """Render the products that need images, write images, manifest rows, scores and a report."""

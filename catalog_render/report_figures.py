@@ -205,3 +205,64 @@ def write_contact_sheet_png(output_uri: str, dest_path: str, run_id: str | None 
         draw.text((x + 2, y + SHEET_THUMB + 1), label, fill=(40, 40, 40), font=font)
     storage.write_bytes(dest_path, _encode_capped(sheet, max_bytes), content_type="image/png")
     return dest_path
+
+
+#: Side of the full-size crops of the report's upscaling section, pixels (1 image pixel = 1 CSS pixel).
+UPSCALE_CROP = 320
+
+
+def _crop_box(published: Image.Image, side: int) -> tuple[int, int, int, int]:
+    """A ``side`` x ``side`` box centred on the product (the box of pixels with any channel < 250)
+    of a published image, kept inside the image."""
+    a = np.asarray(published)
+    nonwhite = (a < 250).any(axis=2)
+    if nonwhite.any():
+        rows, cols = np.flatnonzero(nonwhite.any(axis=1)), np.flatnonzero(nonwhite.any(axis=0))
+        cy, cx = (rows[0] + rows[-1]) // 2, (cols[0] + cols[-1]) // 2
+    else:
+        cy, cx = published.height // 2, published.width // 2
+    side = min(side, published.width, published.height)
+    left = int(min(max(0, cx - side // 2), published.width - side))
+    top = int(min(max(0, cy - side // 2), published.height - side))
+    return left, top, left + side, top + side
+
+
+def _png_data_uri(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", optimize=True)
+    return data_uri(buf.getvalue(), "image/png")
+
+
+def upscaling(rows) -> dict | None:
+    """The upscaling section: Real-ESRGAN against Lanczos on one render of the run, at full size.
+
+    A :data:`UPSCALE_CROP` px crop of a published main image (as written: Real-ESRGAN, then Lanczos
+    to the canvas) beside the same crop of the same raw render post-processed with Lanczos only.
+    The product whose render fills most of its frame is shown (it has the most detail at full
+    size). None (section omitted) when no ok row of the run was upscaled with Real-ESRGAN (an
+    ``upscaler`` other than ``lanczos``); ``{"crop": None}`` when none of their images can be read."""
+    from catalog_render.quality import presets
+    from catalog_render.report_data import rows_with
+
+    if "upscaler" not in rows.column_names:
+        return None
+    cand = [r for r in rows_with(rows, "upscaler") if r["status"] == "ok" and r["upscaler"] not in (None, "lanczos")
+            and r.get("image_uri") and r.get("publish_uri")]
+    if not cand:
+        return None
+    cand.sort(key=lambda r: (-(r.get("fill_ratio") or 0.0), str(r["product_id"])))
+    for r in cand[:5]:
+        try:
+            published = _load_image(r["publish_uri"])
+            raw = _load_image(r["image_uri"])
+        except (StorageError, imaging.ImageDecodeError):
+            continue
+        lanczos = presets.postprocess(raw, r["preset"], size=published.size)
+        box = _crop_box(published, UPSCALE_CROP)
+        return {"crop": {
+            "product_id": r["product_id"], "side": box[2] - box[0], "preset": r["preset"], "upscaler": r["upscaler"],
+            "seconds": format_number(r["upscale_seconds"], 3) if r.get("upscale_seconds") is not None else None,
+            "published_size": f"{published.width}×{published.height}", "render_size": f"{raw.width}×{raw.height}",
+            "published_src": _png_data_uri(published.crop(box)), "lanczos_src": _png_data_uri(lanczos.crop(box)),
+        }}
+    return {"crop": None}

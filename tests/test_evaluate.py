@@ -50,13 +50,16 @@ def test_json_and_html_have_every_section(evaluated, small_catalog):
     assert any("judge saved" in m for m in messages)
 
 
-def test_gan_has_no_reconstruction_metrics_and_lpips_carries_its_reason(evaluated):
+def test_gan_has_no_reconstruction_metrics_but_render_vs_photo_lpips_and_dists(evaluated):
     result, _, _ = evaluated
     ref = result["reference_metrics"]
     assert ref["applicable"] is False
     assert ref["reason"] == "not applicable: gan renders have no per-product reference (they are sampled from noise, not reconstructed)"
-    lp = result["render_vs_photo"]["lpips"]
-    assert lp["computed"] is False and lp["skipped_reason"].startswith("no LPIPS weights configured")
+    assert ref["lpips"] == ref["dists"] == {"computed": False, "skipped_reason": "not applicable (no reconstructions)"}
+    for name in ("lpips", "dists"):
+        m = result["render_vs_photo"][name]
+        # a 2-step GAN's renders are nothing like the photos: far from 0 on both
+        assert m["computed"] is True and m["n"] == result["rendered"] and 0.1 < m["median"] < 1, m
     psnr = result["render_vs_photo"]["psnr_db"]
     assert psnr["n"] == result["rendered"] and 0 < psnr["median"] < 30
     assert "NOT a reconstruction metric" in result["render_vs_photo"]["what"]
@@ -206,7 +209,9 @@ def test_reconstructing_families_get_psnr_and_ssim_of_their_reconstructions(eval
     # x XOR 8 changes every value by exactly 8: PSNR = 10 log10(255^2 / 64) for every image
     assert ref["psnr_db"]["median"] == pytest.approx(10 * np.log10(255**2 / 64), abs=1e-9)
     assert ref["psnr_db"]["n"] == 5 and 0.5 < ref["ssim"]["median"] < 1
-    assert ref["lpips"]["computed"] is False and ref["lpips"]["skipped_reason"].startswith("no LPIPS weights configured")
+    # x XOR 8 is a faint change: LPIPS and DISTS near 0, far below the GAN renders' distances
+    assert ref["lpips"]["computed"] and ref["lpips"]["n"] == 5 and ref["lpips"]["median"] < 0.1
+    assert ref["dists"]["computed"] and ref["dists"]["median"] < 0.1
 
 
 def test_a_real_vae_is_scored_on_its_conditioned_reconstructions(evaluated, small_catalog, tmp_path):
@@ -240,3 +245,9 @@ def test_a_real_vae_is_scored_on_its_conditioned_reconstructions(evaluated, smal
     recon = gen.reconstruct([Image.fromarray(p) for p in photos], conditionings=[data.conditionings[i] for i in order])
     mse = [np.mean((p.astype(float) - np.asarray(r, dtype=float)) ** 2) for p, r in zip(photos, recon)]
     assert ref["psnr_db"]["mean"] == pytest.approx(float(np.mean([10 * np.log10(255**2 / m) for m in mse])), rel=1e-9)
+    # LPIPS/DISTS of those same pairs (the metrics themselves are checked against published values in test_pretrained)
+    from catalog_render.quality import metrics
+
+    arrays = [np.asarray(r.convert("RGB")) for r in recon]
+    assert ref["lpips"]["mean"] == pytest.approx(float(np.mean(metrics.lpips(photos, arrays))), rel=1e-5)
+    assert ref["dists"]["mean"] == pytest.approx(float(np.mean(metrics.dists(photos, arrays))), rel=1e-5)

@@ -95,60 +95,51 @@ def test_frechet_distance_refuses_mismatched_sets():
         metrics.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
 
 
-def test_lpips_is_skipped_with_the_reason(tmp_path):
-    assert metrics.lpips_status(None).reason.startswith("no LPIPS weights configured")
-    assert "local file path" in metrics.lpips_status("s3://bucket/lpips.safetensors").reason
-    pickle = tmp_path / "alex.pth"
-    pickle.write_bytes(b"not read")
-    status = metrics.lpips_status(str(pickle))
-    assert not status.available and "pickle checkpoints are not loaded" in status.reason
-    missing = metrics.lpips_status(str(tmp_path / "none.safetensors"))
-    assert not missing.available and "does not exist" in missing.reason
-    a = np.zeros((16, 16, 3), dtype=np.uint8)
-    result = metrics.lpips_or_skip([a], [a], missing)
-    assert result.to_json() == {"computed": False, "skipped_reason": missing.reason}
-    with pytest.raises(ValueError, match="not available"):
-        metrics.lpips([a], [a], missing)
+def test_perceptual_metrics_refuse_bad_pairs_and_skip_tiny_images():
+    a = np.zeros((40, 40, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.lpips([a], [np.zeros((40, 41, 3), dtype=np.uint8)])
+    tiny = np.zeros((16, 16, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="at least 32 px"):
+        metrics.lpips([tiny], [tiny])
+    assert metrics.perceptual_or_skip("lpips", [tiny], [tiny]) == {"computed": False, "skipped_reason": "images smaller than 32 px per side (16x16)"}
+    assert metrics.perceptual_or_skip("dists", [], []) == {"computed": False, "skipped_reason": "no pairs"}
 
 
-def test_lpips_without_torchvision_names_it(tmp_path):
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        pass
-    else:
-        pytest.skip("torchvision imports here")
-    from safetensors.torch import save_file
-    import torch
-
-    w = tmp_path / "lpips.safetensors"
-    save_file({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, str(w))
-    status = metrics.lpips_status(str(w))
-    assert not status.available and status.reason.startswith("torchvision is not importable")
+def test_lpips_batches_pairs_of_different_shapes_in_order():
+    rng = np.random.default_rng(1)
+    a1, b1 = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    a2 = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    together = metrics.lpips([a1, a2, a1], [b1, a2, a1])
+    assert together[0] == pytest.approx(metrics.lpips([a1], [b1])[0], rel=1e-5) and together[0] > 0.1
+    assert together[1] == pytest.approx(0.0, abs=1e-6) and together[2] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_lpips_computes_with_local_weights(tmp_path):
-    pytest.importorskip("torchvision")
-    import torch
-    from safetensors.torch import save_file
-    from torchmetrics.functional.image.lpips import _LPIPS
+def _photo_like(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
-    torch.manual_seed(0)
-    net = _LPIPS(pretrained=False, net="alex", pnet_rand=True).eval()
-    w = tmp_path / "lpips.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(w))
-    status = metrics.lpips_status(str(w))
-    assert status.available and status.net == "alex"
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    b = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    same, diff = metrics.lpips([a, a], [a, b], status)
-    assert same == pytest.approx(0.0, abs=1e-6)
-    with torch.inference_mode():
-        ta = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
-        tb = torch.from_numpy(b).permute(2, 0, 1)[None].float() / 127.5 - 1
-        expected = float(net(ta, tb).reshape(-1)[0])
-    assert diff == pytest.approx(expected, rel=1e-5) and diff > 0
+
+def test_resolution_energy_matches_its_definition_step_by_step():
+    from PIL import Image
+
+    a = _photo_like(120, 90, 0)  # (H, W): longest side 120 -> x is 256 x 192 (W x H = 192 x 256)
+    chans = [Image.fromarray(a[..., c].astype(np.float32), mode="F") for c in range(3)]
+    x = [c.resize((192, 256), Image.Resampling.BICUBIC) for c in chans]
+    y = [c.resize((48, 64), Image.Resampling.BICUBIC).resize((192, 256), Image.Resampling.BICUBIC) for c in x]
+    expected = np.mean([(np.asarray(xc, float) / 255 - np.asarray(yc, float) / 255) ** 2 for xc, yc in zip(x, y)])
+    assert metrics.resolution_energy(a) == pytest.approx(float(expected), rel=1e-9)
+    assert metrics.resolution_energy(Image.fromarray(a)) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_resolution_energy_is_zero_for_flat_images_and_near_zero_for_upscaled_small_ones():
+    from PIL import Image
+
+    assert metrics.resolution_energy(np.full((300, 225, 3), 128, dtype=np.uint8)) == pytest.approx(0.0, abs=1e-12)
+    noise = _photo_like(300, 225, 1)
+    upscaled = np.asarray(Image.fromarray(noise).resize((48, 64), Image.Resampling.BICUBIC).resize((225, 300), Image.Resampling.LANCZOS))
+    e_noise, e_up = metrics.resolution_energy(noise), metrics.resolution_energy(upscaled)
+    assert e_noise > 0.01 and e_up < 0.05 * e_noise
 
 
 def test_summary_leaves_out_infinite_values():

@@ -136,10 +136,50 @@ def test_postprocess_pads_grey_background_which_then_reads_as_a_border():
 def test_postprocess_sizes_per_preset_and_none_keeps_the_image():
     render = _render()
     assert presets.postprocess(render, "shopify").size == (2048, 2048)
+    assert presets.postprocess(render, "walmart").size == (2200, 2200)
     assert presets.postprocess(render, "ebay").size == (500, 500)
     assert presets.postprocess(render, "google", size=(800, 800)).size == (800, 800)
     same = presets.postprocess(render, "none")
     assert same.size == (48, 64) and (np.asarray(same) == render).all()
+
+
+def test_walmart_rules_and_which_presets_upscale_with_real_esrgan():
+    assert [r.id for r in presets.PRESETS["walmart"].rules if r.required] == ["walmart.white_background", "walmart.zoom_1500", "walmart.square"]
+    assert all("Walmart Marketplace Learn" in r.source for r in presets.PRESETS["walmart"].rules)
+    assert {n for n, p in presets.PRESETS.items() if p.super_resolution} == {"amazon", "google", "shopify", "walmart"}
+    out = presets.postprocess(_render(margin=(6, 5)), "walmart")
+    c = presets.evaluate(out, "walmart")
+    assert c.verdict and c.failed == [] and c.measurements["shortest_side"] == 2200
+    small = presets.evaluate(np.full((1400, 1400, 3), 255, np.uint8), "walmart")
+    assert small.failed == ["walmart.zoom_1500"] and small.advisories == ["walmart.size_2200"]
+
+
+def test_postprocess_with_real_esrgan_keeps_geometry_and_white_and_adds_detail(fashion):
+    from catalog_render.pretrained.upscale import Upscaler
+    from catalog_render.quality.metrics import resolution_energy
+
+    up = Upscaler("realesr-animevideov3-x4", max_passes=2)
+    # a real shoe photo on white reduced to the GAN's 48x64: the product box is about 45x25 px
+    render = Image.open(fashion / "images" / "10082.jpg").convert("RGB").resize((48, 64), Image.Resampling.BICUBIC)
+    esr = presets.postprocess(render, "amazon", upscaler=up)
+    assert up.last_passes == ["realesr-animevideov3-x4", "realesr-animevideov3-x4"]  # x16, then Lanczos to 920 px
+    lanczos = presets.postprocess(render, "amazon")
+    assert esr.size == lanczos.size == (1000, 1000)
+    a, b = np.asarray(esr), np.asarray(lanczos)
+    # the same frame: the canvas outside the product box is exactly white, the product box in the same place
+    assert (a[:, :30] == 255).all() and (a[:30] == 255).all()
+
+    def box(x):
+        rows, cols = np.flatnonzero((x < 250).any(axis=(1, 2))), np.flatnonzero((x < 250).any(axis=(0, 2)))
+        return np.array([rows[0], rows[-1], cols[0], cols[-1]])
+
+    assert np.abs(box(a) - box(b)).max() <= 20  # of 1000 px: the same geometry, edges differ by the filters
+    assert presets.evaluate(esr, "amazon").verdict
+    # and it holds real detail where Lanczos only smooths
+    assert resolution_energy(esr) > 2 * resolution_energy(lanczos)
+    # no enlargement needed: no pass runs
+    up.last_passes = []
+    assert presets.postprocess(np.full((600, 600, 3), 255, np.uint8), "ebay", upscaler=up).size == (500, 500) and up.last_passes == []
 
 
 def test_renditions_add_thumbnails():

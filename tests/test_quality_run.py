@@ -72,28 +72,63 @@ def test_best_of_n_keeps_the_first_passing_try_or_the_sharpest(ray_local, small_
 
 
 def test_amazon_preset_writes_compliant_renditions_with_provenance(ray_local, small_catalog, tiny_gan, tmp_path):
+    from catalog_render.pretrained.upscale import Upscaler
+    from catalog_render.quality import metrics
+
     spec = JobSpec().with_overrides(**BASE, **{"quality.preset": "amazon"})
     out = str(tmp_path / "out")
     s = run_job(spec, str(small_catalog), str(tiny_gan), out, hide_images=True, limit=6)
     assert s.counts["ok"] == 6
+    up = Upscaler("realesr-animevideov3-x4", max_passes=2)
     for r in manifest.read_manifest(out).to_pylist():
         rend = json.loads(r["renditions"])
         assert set(rend) == {"main", "thumb_256"} and r["publish_uri"] == rend["main"] and r["preset"] == "amazon"
         main = imaging.decode_rgb(storage.read_bytes(rend["main"]))
         assert main.size == (1000, 1000) and rend["main"].endswith(".main.jpg")
         assert max(imaging.decode_rgb(storage.read_bytes(rend["thumb_256"])).size) == 256
-        # compliance recomputed independently from the raw render
+        # the main image is Real-ESRGAN's (amazon's canvas is >= 1000 px), made here again from the raw render
         raw = imaging.decode_rgb(storage.read_bytes(r["image_uri"]))
+        up.last_passes = []
+        esr = presets.postprocess(raw, "amazon", upscaler=up)
+        assert r["upscaler"] == "+".join(up.last_passes) and up.last_passes[0] == "realesr-animevideov3-x4" and r["upscale_seconds"] > 0
+        lanczos = presets.postprocess(raw, "amazon")
+        err_esr = np.abs(np.asarray(main, float) - np.asarray(esr, float)).mean()
+        err_lanczos = np.abs(np.asarray(main, float) - np.asarray(lanczos, float)).mean()
+        assert err_esr < 0.5 * err_lanczos, (err_esr, err_lanczos)  # JPEG noise only vs a different image
+        # compliance recomputed independently on that published image
         colour = (json.loads(r["conditioning"]).get("attributes") or {}).get("color")
-        c = presets.evaluate(presets.postprocess(raw, "amazon"), "amazon", colour)
+        c = presets.evaluate(esr, "amazon", colour)
         assert json.loads(r["compliance_failed"]) == c.failed
         assert r["quality_status"] == ("passed" if c.verdict else "failed-quality")
+        # LPIPS against the hidden photo, letterboxed to the render's size as the worker does
+        ref = imaging.to_array(imaging.letterbox(imaging.decode_rgb(storage.read_bytes(r["reference_uri"])), raw.width, raw.height))
+        assert r["lpips"] == pytest.approx(metrics.lpips([ref], [imaging.to_array(raw)])[0], rel=1e-5) and 0 < r["lpips"] < 1
         # provenance, read back by an independent reader (exiv2) from the raw PNG and the JPEG renditions
         for uri in (r["image_uri"], rend["main"], rend["thumb_256"]):
             with pyexiv2.ImageData(storage.read_bytes(uri)) as img:
                 xmp = img.read_xmp()
             assert xmp["Xmp.iptcExt.DigitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
             assert r["render_key"] in json.dumps(xmp) and r["model_id"] in json.dumps(xmp)
+    # the report shows one published main image beside the same render through Lanczos, as full-size crops
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from catalog_render import report
+
+    page = storage.read_bytes(report.write_report(out)).decode("utf-8")
+    section = page[page.index("<section id=upscaling>"):]
+    section = section[: section.index("</section>")]
+    crops = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', section)]
+    assert len(crops) == 2 and crops[0].shape == crops[1].shape == (report.UPSCALE_CROP, report.UPSCALE_CROP, 3)
+    pid = re.search(r"Product <code>([^<]+)</code>", section).group(1)
+    row = next(r for r in manifest.read_manifest(out).to_pylist() if r["product_id"] == pid)
+    main = np.asarray(imaging.decode_rgb(storage.read_bytes(row["publish_uri"])))
+    box = report._crop_box(Image.fromarray(main), report.UPSCALE_CROP)
+    assert np.array_equal(crops[0], main[box[1]:box[3], box[0]:box[2]])  # the published pixels themselves
+    assert np.abs(crops[0].astype(int) - crops[1].astype(int)).mean() > 1  # and Lanczos differs
 
 
 def test_changing_the_preset_renders_again_with_the_new_renditions(ray_local, small_catalog, tiny_gan, tmp_path):
@@ -112,6 +147,7 @@ def test_changing_the_preset_renders_again_with_the_new_renditions(ray_local, sm
     assert {r["product_id"] for r in latest} == first_ids  # the same products again: their keys changed with the preset
     for r in latest:
         assert imaging.decode_rgb(storage.read_bytes(r["publish_uri"])).size == (500, 500)
+        assert r["upscaler"] == "lanczos" and r["upscale_seconds"] is None  # eBay's 500 px: Lanczos
     current = storage.read_parquet(f"{out}/current.parquet").to_pylist()
     assert {c["render_key"] for c in current if c["quality_status"] == "passed"} <= {r["render_key"] for r in latest}
 

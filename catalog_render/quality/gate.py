@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from catalog_render.quality.presets import Compliance
 
@@ -25,8 +25,17 @@ class QualityThresholds(BaseModel):
     # strict: a TOML `true` is not a number of tries, "yes" is not a bool; no inf/nan thresholds
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    preset: Literal["amazon", "google", "ebay", "shopify", "none"] = Field(
+    preset: Literal["amazon", "google", "ebay", "shopify", "walmart", "none"] = Field(
         "none", description="Marketplace preset whose required rules must pass (catalog_render.quality.presets).")
+    upscaler: str = Field("auto", description=(
+        "How a render is enlarged to the preset's canvas: 'auto' = Real-ESRGAN (DEFAULT_UPSCALER) for presets whose canvas is"
+        " >= 1000 px (amazon, google, shopify, walmart), Lanczos otherwise; 'lanczos' = Pillow's Lanczos always (no detail"
+        " added; for machines without libvulkan1/libomp5); or a Real-ESRGAN model spec (catalog_render.pretrained.upscale.MODELS,"
+        " chained with '+') used for every preset that enlarges. Chosen by benchmarks/upscalers.py."))
+    upscaler_passes: int = Field(2, ge=1, le=3, description=(
+        "Most Real-ESRGAN passes per render (each multiplies pixels, and time, by the model's scale squared); Lanczos does the rest."))
+    upscaler_gpuid: int = Field(-1, ge=-1, description=(
+        "-1 = Real-ESRGAN on the CPU; k >= 0 = the k-th Vulkan GPU (ncnn; needs the GPU's Vulkan driver)."))
     apparel: bool = Field(False, description="Apply apparel-only preset rules (Google: 250 x 250 px).")
     max_tries: int = Field(1, ge=1, le=16, description=(
         "Renders per product (each with its own seed); the best passing one is kept (pick_best). 1 = no retry."))
@@ -56,6 +65,36 @@ class QualityThresholds(BaseModel):
     near_duplicate_max_distance: int | None = Field(None, ge=0, le=64, description=(
         "Flag renders of different products whose phashes are within this many bits (checks.near_duplicate_groups)."
         " None = checks.NEAR_DUPLICATE_MAX_DISTANCE (6). Reported in the run record and report, never gates a render."))
+
+    @field_validator("upscaler")
+    @classmethod
+    def _valid_upscaler(cls, value: str) -> str:
+        return _check_upscaler(value)
+
+
+#: The Real-ESRGAN spec ``quality.upscaler = "auto"`` uses (benchmarks/upscalers.py, benchmarks/RESULTS.md).
+DEFAULT_UPSCALER = "realesr-animevideov3-x4"
+
+
+def _check_upscaler(value: str) -> str:
+    if value in ("auto", "lanczos"):
+        return value
+    from catalog_render.pretrained.upscale import parse_spec
+
+    return "+".join(parse_spec(value))  # ValueError names the models
+
+
+def upscaler_spec(thresholds: "QualityThresholds") -> str | None:
+    """The Real-ESRGAN spec a job's renders are enlarged with, or None for Lanczos: the job's
+    ``quality.upscaler`` for its preset (see the field)."""
+    from catalog_render.quality.presets import get_preset
+
+    preset = get_preset(thresholds.preset)
+    if preset.size is None or thresholds.upscaler == "lanczos":
+        return None
+    if thresholds.upscaler == "auto":
+        return DEFAULT_UPSCALER if preset.super_resolution else None
+    return thresholds.upscaler
 
 
 #: Checks judge() can report, with the score key and comparison each uses.
