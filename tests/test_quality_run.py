@@ -116,17 +116,17 @@ def test_amazon_preset_writes_compliant_renditions_with_provenance(ray_local, sm
 
     from PIL import Image
 
-    from catalog_render import report
+    from catalog_render import report, report_figures
 
     page = storage.read_bytes(report.write_report(out)).decode("utf-8")
     section = page[page.index("<section id=upscaling>"):]
     section = section[: section.index("</section>")]
     crops = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', section)]
-    assert len(crops) == 2 and crops[0].shape == crops[1].shape == (report.UPSCALE_CROP, report.UPSCALE_CROP, 3)
+    assert len(crops) == 2 and crops[0].shape == crops[1].shape == (report_figures.UPSCALE_CROP, report_figures.UPSCALE_CROP, 3)
     pid = re.search(r"Product <code>([^<]+)</code>", section).group(1)
     row = next(r for r in manifest.read_manifest(out).to_pylist() if r["product_id"] == pid)
     main = np.asarray(imaging.decode_rgb(storage.read_bytes(row["publish_uri"])))
-    box = report._crop_box(Image.fromarray(main), report.UPSCALE_CROP)
+    box = report_figures._crop_box(Image.fromarray(main), report_figures.UPSCALE_CROP)
     assert np.array_equal(crops[0], main[box[1]:box[3], box[0]:box[2]])  # the published pixels themselves
     assert np.abs(crops[0].astype(int) - crops[1].astype(int)).mean() > 1  # and Lanczos differs
 

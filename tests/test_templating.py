@@ -44,7 +44,7 @@ def test_evaluation_page_escapes_untrusted_text():
     r = {"model": {"model_id": HOSTILE, "family": "gan", "uri": "/m", "width": 8, "height": 8},
          "catalog": {"uri": "/c", "held_out": 1, "holdout": 0.5, "split_seed": 0, "evaluated": 1}, "warnings": [HOSTILE],
          "rendered": 1, "not_rendered": {"count": 0}, "leakage": {"held_out_in_training": 0},
-         "reference_metrics": {"applicable": False, "reason": "n/a"}, "render_vs_photo": {"psnr_db": {"median": 9.5}, "ssim": {"median": None}},
+         "reference_metrics": {"applicable": False, "reason": "n/a"}, "render_vs_photo": {"psnr_db": {"median": 9.5}, "ssim": {"median": None}, "lpips": {"median": 0.5}, "dists": {"computed": False, "skipped_reason": "<x>"}},
          "category_fidelity": {"accuracy_render": None, "accuracy_real": None, "products": 0, "majority_class_baseline": None},
          "colour_fidelity": {"match_share_render": None, "match_share_real": None, "products_judged": 0, "mean_delta_e00_render": None,
                              "mean_delta_e00_real": None},
