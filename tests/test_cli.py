@@ -78,6 +78,28 @@ def test_run_bad_inputs_fail_fast_and_write_nothing(tiny_gan, small_catalog, tmp
     assert a_file.read_text() == "keep me" and list(tmp_path.glob("renders.txt*")) == [a_file]
 
 
+def test_run_and_evaluate_refuse_a_model_with_non_finite_weights(tiny_gan, small_catalog, tmp_path):
+    """A GAN directory whose weights hold a NaN (as a diverged training left them): exit 6 naming
+    the tensor, before anything is written."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    nan = tmp_path / "nan-gan"
+    shutil.copytree(tiny_gan, nan)
+    state = load_file(nan / "model.safetensors")
+    state["blocks.1.conv.weight"] = state["blocks.1.conv.weight"].clone()
+    state["blocks.1.conv.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, nan / "model.safetensors")
+    needle = f"{nan / 'model.safetensors'}: tensor 'blocks.1.conv.weight' holds 1 non-finite value(s) (NaN/inf)"
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(nan), "--output", str(tmp_path / "out")])
+    _one_line_error(r, 6, needle, "diverged")
+    r = runner.invoke(app, ["evaluate", "--catalog", str(small_catalog), "--model", str(nan), "--out", str(tmp_path / "eval")])
+    _one_line_error(r, 6, needle)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path):
     r = runner.invoke(app, ["--debug", "validate", str(tmp_path / "nope.parquet")])
     assert r.exit_code != 0 and r.exception is not None
