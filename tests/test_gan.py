@@ -24,13 +24,13 @@ def px(im):
 def test_model_directory_layout_and_card(tiny_gan, small_catalog):
     assert {p.name for p in tiny_gan.iterdir()} >= {"config.json", "model.safetensors", "model_card.json", "samples.png"}
     card = json.loads((tiny_gan / "model_card.json").read_text())
-    assert card["steps"] == 2 and card["stopped_by"] == "max_steps"
+    assert card["steps"] == 6 and card["stopped_by"] == "max_steps"
     assert card["training_catalog"]["uri"] == str(small_catalog)
     import hashlib
 
     assert card["training_catalog"]["sha256"] == hashlib.sha256(small_catalog.read_bytes()).hexdigest()
     assert card["resolution"] == {"height": 32, "width": 32}
-    assert [p["step"] for p in card["loss_curve"]] == [1, 2]  # from the first step on
+    assert [p["step"] for p in card["loss_curve"]] == [1, 6]  # from the first step on
     cfg = json.loads((tiny_gan / "config.json").read_text())
     assert [c["field"] for c in cfg["conditions"]] == ["category", "attributes.color", "attributes.gender"]
     assert all(c["values"][0] == gan.UNKNOWN for c in cfg["conditions"])
