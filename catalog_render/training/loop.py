@@ -191,7 +191,7 @@ class DivergenceGuard:
         Records the step's losses as the newest of the recent level."""
         for k, v in losses.items():
             if not math.isfinite(float(v)):
-                return f"loss {k} is {float(v)}"
+                return f"{k} = {float(v)} (not finite)"
         for mname, module in modules.items():
             for kind, named in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
                 for pname, t in named:
@@ -204,7 +204,7 @@ class DivergenceGuard:
             if past and problem is None:
                 level = max(statistics.median(past), EXPLOSION_FLOOR)
                 if abs(float(v)) > EXPLOSION_FACTOR * level:
-                    problem = (f"loss {k} = {float(v):.4g} exploded: more than {EXPLOSION_FACTOR:g} x its recent level "
+                    problem = (f"{k} = {float(v):.4g} exploded: more than {EXPLOSION_FACTOR:g} x its recent level "
                                f"{level:.4g} (median |{k}| of the previous {len(past)} step(s), at least {EXPLOSION_FLOOR:g})")
             past.append(abs(float(v)))
         return problem
