@@ -69,7 +69,10 @@ class Generator(Protocol):
 
     ``generate`` returns one RGB Pillow image per (conditioning, seed) pair, in order; image i is
     a pure function of (model weights, conditionings[i], seeds[i], params) and does not depend on
-    the batch it is rendered in (one ``torch.Generator`` per image).
+    the batch it is rendered in: one ``torch.Generator`` per image, and the project's families
+    (gan, vae, diffusion) run their networks one image at a time, since CPU kernels chosen by batch
+    size round differently. A diffusers pipeline renders its batch in one call: within one uint8
+    level across batch sizes.
     """
 
     family: str
