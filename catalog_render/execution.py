@@ -72,9 +72,9 @@ class RenderWorker:
 
     ``__call__`` takes a pyarrow batch of work items (planning.WORK_SCHEMA columns) and returns a
     pyarrow table of manifest rows, one per item, in order. Per item: up to ``quality.max_tries``
-    renders (seeds :func:`try_seed`; a blank render, gate.BLANK, up to gate.BLANK_MAX_TRIES), each scored, post-processed for the job's marketplace preset
-    and judged by the quality gate (catalog_render.quality.gate); the first try that passes, or else
-    the best (gate.pick_best), is kept. Its renditions (preset main image, thumbnails) are written
+    renders (seeds :func:`try_seed`; up to gate.BLANK_MAX_TRIES while they are blank), each scored,
+    post-processed for the job's marketplace preset and judged by the quality gate
+    (catalog_render.quality.gate); the first try that passes, or else the best (gate.pick_best), is kept. Its renditions (preset main image, thumbnails) are written
     first and the raw render last, each atomically and with provenance metadata (IPTC
     DigitalSourceType trainedAlgorithmicMedia, model id, render_key, seed); then its row is returned.
     A failure of one item (generation, encoding, writing, scoring) makes that row ``failed`` with
@@ -708,7 +708,8 @@ def split_work(n_rows: int, workers: int, batch_size: int, blocks_per_worker: in
     small run into one bundle for one actor (39 products at ``--batch-size 64`` all went to one of
     two actors); ``batch = min(batch_size, largest block)`` keeps bundles at one or two blocks,
     so every actor gets a share whatever ``--batch-size``. The pixels do not depend on the batch
-    (each family renders one image at a time), only throughput does. ``isolate``: one row per
+    (the project's families render one image at a time; a diffusers pipeline is within one level),
+    only throughput does. ``isolate``: one row per
     block and batch (products retried alone after a worker crash)."""
     if isolate:
         return list(range(n_rows + 1)), 1

@@ -107,7 +107,7 @@ def check_conditional_writes(output_uri: str) -> None:
         log.warning("could not delete the probe object %s: %s", uri, exc)
     if accepted:
         raise ConditionalWritesIgnored(
-            f"the store of {output_uri} does not honour conditional writes ({'; '.join(accepted)}, probe {uri}): the output lease "
+            f"the S3 store at {storage.s3_client().meta.endpoint_url} (output {output_uri}) does not honour conditional writes ({'; '.join(accepted)}, probe {uri}): the output lease "
             f"cannot keep two runs from writing it at once. Use a store that does (AWS S3 does), or pass --no-lease if only one "
             f"run at a time ever writes this output")
     with _checked_lock:

@@ -102,7 +102,7 @@ def test_run_refuses_a_store_that_ignores_conditional_writes_unless_no_lease(ray
         try:
             r = CliRunner().invoke(app, ["run", "--catalog", cat, "--model", str(tiny_gan), "--output", out, "--no-report", "--limit", "3"])
             assert r.exit_code == 5, (r.exit_code, r.stderr)
-            assert r.stderr.startswith("error: the store of s3://") and "does not honour conditional writes" in r.stderr and "--no-lease" in r.stderr
+            assert r.stderr.startswith(f"error: the S3 store at {ignoring.endpoint} (output {out})") and "does not honour conditional writes" in r.stderr and "--no-lease" in r.stderr
             assert len(r.stderr.strip().splitlines()) == 1
             assert storage.list_uris(out) == []  # nothing written
             spec = JobSpec().with_overrides(**{"execution.workers": 2, "execution.batch_size": 2, "mode": "refresh"})

@@ -318,7 +318,7 @@ def test_a_store_that_ignores_conditional_writes_is_refused(s3_server, bucket, m
             storage._clients.clear()
     msg = str(info.value)
     assert info.value.exit_code == 5 and "\n" not in msg
-    for needle in ("does not honour conditional writes", "a PutObject with If-None-Match: * on an existing object was accepted",
+    for needle in (f"the S3 store at {ignoring.endpoint} (output {out}) does not honour conditional writes", "a PutObject with If-None-Match: * on an existing object was accepted",
                    "a PutObject with If-Match and a wrong ETag was accepted", f"{out}/_lease_probe.json", "--no-lease"):
         assert needle in msg, msg
     assert not storage.exists(lease.lease_uri(out)) and not storage.exists(f"{out}/{lease.PROBE_NAME}")  # nothing left behind

@@ -338,7 +338,7 @@ def _curve_png(curve: list[dict]) -> bytes:
     for k in keys:
         ax.plot([c["step"] for c in curve], [c[k] for c in curve], label=k, marker="." if len(curve) < 20 else None)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (mean over 25 steps)")
+    ax.set_ylabel("loss (mean since the previous point)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
