@@ -67,7 +67,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.mark.parametrize("size", ["own", pytest.param("64x48", marks=pytest.mark.slow)])
 def test_no_real_photo_is_blank(size):
     """Every one of the 2,946 fashion + 2,187 IKEA photos passes the blank check with a margin of
-    5x, at its own size (where the lowest share is: about 10 s) and letterboxed to a 64x48
+    5x, at its own size (where the lowest share is; about 10 s of CPU) and letterboxed to a 64x48
     render's size (slow: the resizing costs about 30 s more); gate.BLANK_MAX_SHARE's derivation."""
     files = sorted((DATA / "fashion" / "images").glob("*.jpg")) + sorted((DATA / "ikea" / "images").glob("*.jpg"))
     assert len(files) == 2946 + 2187
