@@ -102,8 +102,11 @@ def ingest(
 
 @app.command()
 @domain_errors
-def validate(uri: Annotated[str, typer.Argument(help="Catalog Parquet (local path or s3:// URI).")]) -> None:
-    """Report every schema problem of a catalog, with its row. Exit code 4 when there is any."""
+def validate(
+    uri: Annotated[str, typer.Argument(help="Catalog Parquet (local path or s3:// URI).")],
+    check_images: Annotated[bool, typer.Option("--check-images", help="Also read every photo as a backfill would (missing, empty, not an image, truncated, over the caps) and list each problem.")] = False,
+) -> None:
+    """Report every schema problem of a catalog, with its row (and with --check-images every unusable photo). Exit code 4 when there is any."""
     from catalog_render import catalog, storage
     from catalog_render.errors import CatalogError
 
@@ -111,12 +114,21 @@ def validate(uri: Annotated[str, typer.Argument(help="Catalog Parquet (local pat
         table = storage.read_parquet(uri)
     except storage.ObjectNotFound:
         raise CatalogError(f"catalog not found: {uri}") from None
-    problems = catalog.validate(table)
+    problems = [str(p) for p in catalog.validate(table)]
+    checked = "; no image_uri column: no photos to check" if check_images and "image_uri" not in table.column_names else ""
+    if check_images and "image_uri" in table.column_names:
+        from catalog_render.planning import check_photos
+
+        bad, without = check_photos(table)
+        checked = f"; photos checked: {table.num_rows - without - len(bad)} usable, {len(bad)} unusable, {without} without image_uri"
+        # a refused image_uri (a '..' path) is a schema problem catalog.validate has listed already
+        problems += [f"row {i}" + (f" (product_id={pid!r})" if pid is not None else "") + f": image_uri: {why}"
+                     for i, pid, why in bad if not why.startswith("image_uri refused")]
     for p in problems:
-        typer.echo(str(p))
+        typer.echo(p)
     if problems:
-        raise CatalogError(f"{len(problems)} problem(s) in {uri} ({table.num_rows} rows)")
-    typer.echo(f"ok: {table.num_rows} rows, no problems")
+        raise CatalogError(f"{len(problems)} problem(s) in {uri} ({table.num_rows} rows{checked})")
+    typer.echo(f"ok: {table.num_rows} rows, no problems{checked}")
 
 
 @app.command()
@@ -188,6 +200,8 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
         f"saved model {result.model_id} to {storage.display(out)}: {result.steps} steps, this run {result.wall_seconds:.0f} s wall / "
         f"{result.cpu_seconds:.0f} s CPU (stopped by {result.stopped_by})"
     )
+    for warning in result.warnings:  # also in model_card.json
+        console.print(f"[red]warning:[/red] {warning}", highlight=False)
 
 
 MaxMinutesOpt = Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-clock budget of this invocation; training stops and saves a usable model.")]
@@ -260,6 +274,7 @@ def run(
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write OUTPUT/report.html at the end.")] = True,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Marketplace preset: amazon, google, ebay, shopify, walmart or none (overrides quality.preset). Presets of 1000 px and more enlarge renders with Real-ESRGAN (quality.upscaler).")] = None,
     wait_lease: Annotated[float, typer.Option("--wait-lease", min=0, help="If another run holds the output, wait up to this many seconds for it (default: refuse at once, exit 8).")] = 0.0,
+    no_lease: Annotated[bool, typer.Option("--no-lease", help="Hold no lease on the output: for stores that ignore conditional writes (run refuses them otherwise, exit 5). Nothing then stops two runs writing the output at once.")] = False,
 ) -> None:
     """Render the products that need images, write images, manifest rows, scores and a report."""
     from catalog_render import storage
@@ -269,10 +284,13 @@ def run(
     spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size, "quality.preset": preset})
     bar = _RenderBar()
     try:
-        summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images, progress=bar, wait_lease_s=wait_lease)
+        summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images, progress=bar, wait_lease_s=wait_lease,
+                          lease=not no_lease)
     finally:
         bar.close()
     c = summary.counts
+    if summary.quarantined_already_recorded:
+        console.print(f"{summary.quarantined} quarantined, {summary.quarantined_already_recorded} of them recorded in the manifest by an earlier run (not written again)")
     if summary.planned == 0:
         console.print(f"nothing to render: {summary.up_to_date} of {summary.in_scope} products in scope are up to date ({summary.quarantined} quarantined)")
     else:

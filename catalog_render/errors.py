@@ -33,6 +33,14 @@ class ModelError(CatalogRenderError):
     exit_code = 6
 
 
+class TrainingDiverged(CatalogRenderError):
+    """Training diverged (a non-finite loss or weight, or a loss that exploded; see
+    :class:`catalog_render.training.loop.DivergenceGuard`). Nothing was saved as a model; the message
+    names the step, the symptom and the last good checkpoint kept. Exit code 11."""
+
+    exit_code = 11
+
+
 class RunError(CatalogRenderError):
     """A run could not complete (Ray failure, no work could be scheduled)."""
 

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from catalog_render import catalog as catalog_mod
 from catalog_render import current, imaging, manifest, planning, storage
@@ -71,9 +72,9 @@ class RenderWorker:
 
     ``__call__`` takes a pyarrow batch of work items (planning.WORK_SCHEMA columns) and returns a
     pyarrow table of manifest rows, one per item, in order. Per item: up to ``quality.max_tries``
-    renders (seeds :func:`try_seed`), each scored, post-processed for the job's marketplace preset
-    and judged by the quality gate (catalog_render.quality.gate); the first try that passes, or else
-    the best (gate.pick_best), is kept. Its renditions (preset main image, thumbnails) are written
+    renders (seeds :func:`try_seed`; up to gate.BLANK_MAX_TRIES while they are blank), each scored,
+    post-processed for the job's marketplace preset and judged by the quality gate
+    (catalog_render.quality.gate); the first try that passes, or else the best (gate.pick_best), is kept. Its renditions (preset main image, thumbnails) are written
     first and the raw render last, each atomically and with provenance metadata (IPTC
     DigitalSourceType trainedAlgorithmicMedia, model id, render_key, seed); then its row is returned.
     A failure of one item (generation, encoding, writing, scoring) makes that row ``failed`` with
@@ -237,14 +238,14 @@ class RenderWorker:
         tries: dict[int, list] = {i: [] for i in range(len(items))}
         assessed: dict[int, list] = {i: [] for i in range(len(items))}
         pending = [i for i, p in enumerate(present) if p is None]
-        for attempt in range(self.quality.max_tries):
+        for attempt in range(gate.tries_allowed(self.quality)):  # a blank render gets gate.BLANK_MAX_TRIES
             if not pending:
                 break
             seeds = [try_seed(int(items[i]["seed"]), attempt) for i in pending]
             for i, seed, (image, error, render_s) in zip(pending, seeds, self._generate([conds[i] for i in pending], seeds)):
                 tries[i].append((image, error, render_s, seed))
                 assessed[i].append(self._assess(image, reference(i, image), colours[i]) if image is not None else None)
-            pending = [i for i in pending if assessed[i][-1] is not None and not assessed[i][-1]["passed"]]
+            pending = [i for i in pending if assessed[i][-1] is not None and gate.should_retry(assessed[i][-1]["failed_checks"], attempt + 1, self.quality)]
         rows = []
         storage_down = None  # after one write failed (its retries spent), the rest of the batch is not tried
         for i, (it, uri) in enumerate(zip(items, uris)):
@@ -433,6 +434,7 @@ class RunSummary:
     parts: list[str] = field(default_factory=list)
     quality: dict[str, int] = field(default_factory=dict)  # quality_status -> count (passed, failed-quality)
     quality_alert: str | None = None  # set when the failed-quality share exceeds quality.max_failed_share
+    quarantined_already_recorded: int = 0  # quarantined rows the manifest had already: counted, not written again
 
 
 def run_job(
@@ -447,30 +449,54 @@ def run_job(
     progress=None,
     num_cpus: int | None = None,
     wait_lease_s: float = 0.0,
+    lease: bool = True,
 ) -> RunSummary:
     """Plan and render. ``progress(done, total)`` is called as rows arrive.
 
     The run holds the output's lease (catalog_render.lease) from planning to the end, so two runs
     on one output never render the same products; with another run holding it, waits up to
-    ``wait_lease_s`` seconds, then raises LeaseHeld (exit 8) naming that run.
+    ``wait_lease_s`` seconds, then raises LeaseHeld (exit 8) naming that run. ``lease=False``
+    (``--no-lease``) holds none: for a store that does not honour conditional writes, when only
+    one run at a time ever writes the output.
 
-    Raises CatalogError, ModelError, StorageError (bad inputs, before anything is written),
-    PretrainedError (a pretrained model the run needs is not installed or its weights are corrupt:
-    before anything is rendered), LeaseHeld, or RunError (Ray failed; finished rows are kept)."""
+    Raises CatalogError, ModelError, StorageError (bad inputs, before anything is written; an
+    output path that is a file; lease.ConditionalWritesIgnored), PretrainedError (a pretrained
+    model the run needs is not installed or its weights are corrupt: before anything is rendered),
+    LeaseHeld, or RunError (Ray failed; finished rows are kept)."""
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc)
     # Absolute local paths: manifest rows must resolve from any directory, and actors may run elsewhere.
     catalog_uri, model_uri, output_uri = (u if storage.is_s3(u) else storage.display(u) for u in (catalog_uri, model_uri, output_uri))
+    _check_output_is_a_folder(output_uri)
     info = registry.describe(model_uri)
     table = catalog_mod.read_catalog(catalog_uri)
     _check_upscaler(spec)
     run_id = manifest.new_run_id()
-    held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
+    if lease:
+        held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
+    else:
+        held = lease_mod.NoLease()
     with held:  # renewed in the background; released at the end, also on errors
         if held.took_over:
             _mark_abandoned(output_uri, held.took_over)
         return _run_leased(spec, table, catalog_uri, model_uri, output_uri, info, run_id, held, t_start, started_at,
                            address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus)
+
+
+def _check_output_is_a_folder(output_uri: str) -> None:
+    """StorageError (exit 5) when a local output path, or a folder above it, is an existing file:
+    the output is a folder of images, manifest parts and records. S3 prefixes are not checked (an
+    object and a prefix of the same name can coexist)."""
+    if storage.is_s3(output_uri):
+        return
+    from pathlib import Path
+
+    path = Path(output_uri)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == path else f"is inside {p}, which is a file"
+            raise storage.StorageError(f"--output {output_uri} {what}: the output must be a folder (or an s3:// prefix), "
+                                       "where images/, manifest/, runs/ and report.html are written")
 
 
 def _keyed_params(info, params: GenerationParams, spec: JobSpec) -> dict:
@@ -543,11 +569,16 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
         "started_at": started_at.isoformat(), "catalog_rows": the_plan.total, "in_scope": the_plan.in_scope,
         "up_to_date": the_plan.up_to_date, "approved_kept": the_plan.approved_kept, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
+        "lease": not isinstance(held, lease_mod.NoLease),
     }
+    # A quarantine is recorded once per (product, reason, catalog row): an unchanged re-run counts, not re-writes, them.
+    recorded = set(past.filter(pc.equal(past.column("status"), "skipped")).column("quarantine_key").drop_null().to_pylist())
+    new_quarantine = the_plan.quarantine_rows(run_id, recorded)
+    record["quarantined_already_recorded"] = len(the_plan.quarantined) - len(new_quarantine)
     manifest.write_run_record(output_uri, run_id, record)
     sink = _ManifestSink(output_uri, run_id, spec.execution.manifest_flush_rows, progress, guard=held.check)
-    if the_plan.quarantined:
-        sink.write_rows(the_plan.quarantine_rows(run_id))
+    if new_quarantine:
+        sink.write_rows(new_quarantine)
     counts = sink.counts
     previous_sigterm = None
     n_work = the_plan.work.num_rows
@@ -563,7 +594,8 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
             if missing.num_rows:
                 # A batch whose worker died on every try: its products are retried alone, so only a
                 # product that kills its worker by itself (a poison input) is given up.
-                if missing.num_rows == n_work and n_work > spec.execution.batch_size:
+                one_batch = split_work(n_work, spec.execution.workers, spec.execution.batch_size, spec.execution.blocks_per_worker)[1]
+                if missing.num_rows == n_work and n_work > one_batch:
                     raise RunError(f"every batch of run {run_id} crashed its worker process; see the Ray worker logs (not a single poison input)")
                 log.warning("%d products were in batches whose worker died; retrying them one by one", missing.num_rows)
                 sink.consume(_dataset(ray, missing, isolate=True, **common))
@@ -610,7 +642,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     record["current_view"] = current.write_current_view(output_uri)
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
-                      dict(sink.quality), record["quality_alert"])
+                      dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"])
 
 
 class _ManifestSink:
@@ -709,8 +741,6 @@ def _near_duplicates(hashes: dict[str, tuple[str, str]], max_distance: int | Non
 
 def _not_returned(work: pa.Table, returned: set[str]) -> pa.Table:
     """Work items whose manifest row never came back (their batch was dropped after its retries)."""
-    import pyarrow.compute as pc
-
     return work.filter(pc.invert(pc.is_in(work.column("product_id"), value_set=pa.array(sorted(returned), pa.string()))))
 
 
@@ -747,6 +777,28 @@ def _flush(output_uri: str, run_id: str, seq: int, tables: list[pa.Table]) -> st
     return manifest.write_part(output_uri, run_id, seq, pa.Table.from_arrays(cols, schema=schema))
 
 
+def split_work(n_rows: int, workers: int, batch_size: int, blocks_per_worker: int, isolate: bool = False) -> tuple[list[int], int]:
+    """How ``n_rows`` work items are cut for the actor pool: ``(bounds, batch)``, where block ``i``
+    is rows ``bounds[i]:bounds[i+1]`` and ``batch`` is the ``map_batches`` batch size.
+
+    ``n_blocks = max(workers * blocks_per_worker, ceil(n_rows / batch_size))`` (at most ``n_rows``)
+    blocks of near-equal size (sizes differ by at most one row): at least ``blocks_per_worker``
+    blocks per actor, and blocks of at most one batch. Ray Data bundles blocks until a bundle
+    holds ``batch_size`` rows, so a batch size above the block size would glue every block of a
+    small run into one bundle for one actor (39 products at ``--batch-size 64`` all went to one of
+    two actors); ``batch = min(batch_size, largest block)`` keeps bundles at one or two blocks,
+    so every actor gets a share whatever ``--batch-size``. The pixels do not depend on the batch
+    (the project's families render one image at a time; a diffusers pipeline is within one level),
+    only throughput does. ``isolate``: one row per
+    block and batch (products retried alone after a worker crash)."""
+    if isolate:
+        return list(range(n_rows + 1)), 1
+    n_blocks = max(1, min(n_rows, max(workers * blocks_per_worker, -(-n_rows // batch_size))))
+    bounds = [int(b) for b in np.linspace(0, n_rows, n_blocks + 1).astype(int)]
+    largest = max((b - a for a, b in zip(bounds[:-1], bounds[1:])), default=1)
+    return bounds, max(1, min(batch_size, largest))
+
+
 def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, output_uri: str, params: GenerationParams, run_id: str,
              isolate: bool = False):
     """The render dataset. A task whose actor died is retried ``max_task_retries`` times on a
@@ -774,10 +826,7 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
     else:
         num_cpus = 1.0 if use_gpu else max(0.1, min(1.0, (total_cpus - 1) / workers))
     threads = max(1, int(total_cpus // workers))
-    # Blocks of about one batch: every actor gets work, and rows (manifest parts, progress) come back
-    # batch by batch instead of in a few large chunks.
-    n_blocks = work.num_rows if isolate else max(1, min(work.num_rows, max(workers * ex.blocks_per_worker, -(-work.num_rows // ex.batch_size))))
-    bounds = np.linspace(0, work.num_rows, n_blocks + 1).astype(int)
+    bounds, batch_size = split_work(work.num_rows, workers, ex.batch_size, ex.blocks_per_worker, isolate)
     blocks = [work.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     ds = ray.data.from_arrow(blocks)
     return ds.map_batches(
@@ -787,7 +836,7 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
             white_threshold=spec.scores.white_threshold, border_fraction=spec.scores.border_fraction, threads=threads, use_gpu=use_gpu,
             quality=spec.quality.model_dump(exclude={"max_failed_share"}),
         ),
-        batch_size=1 if isolate else ex.batch_size,
+        batch_size=batch_size,
         batch_format="pyarrow",
         # One task at a time per actor when isolating: a poison product's crash must not also fail
         # (and use up the retries of) innocent products queued on the same actor.

@@ -24,6 +24,14 @@ A conditional write whose answer was lost (connection reset after S3 executed it
 botocore and then fails its condition against our own write. Each lease record carries a random
 nonce, so acquire and renew recognise their own landed write by reading the object back.
 
+All of this rests on the store refusing a conditional write whose condition fails. AWS S3 does
+(atomically); some S3-compatible stores ignore the headers and write anyway, and then two runs can
+both "hold" the lease. So before its first acquire on an S3 output, a process checks the store
+once (:func:`check_conditional_writes`, cached per output) and refuses to run on one that does not
+honour them (:class:`ConditionalWritesIgnored`, exit 5); ``run --no-lease`` runs without a lease
+(:class:`NoLease`) for users who accept the risk. Local outputs use the ``fcntl.flock`` above
+(exclusive between processes of one host; a shared network mount must support flock).
+
 Errors: :class:`~catalog_render.errors.LeaseHeld` when another run holds the lease after
 ``wait_s``; :class:`~catalog_render.errors.LeaseLost` from :meth:`Lease.renew` / :meth:`Lease.check`
 once another run took it over; StorageError when the store cannot answer.
@@ -52,6 +60,58 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "_lease.json"
 #: Default time to live, seconds: a dead holder blocks the output at most this long.
 DEFAULT_TTL_S = 120.0
+#: Name of the object :func:`check_conditional_writes` writes under an S3 output root.
+PROBE_NAME = "_lease_probe.json"
+#: S3 outputs whose store this process found to honour conditional writes.
+_checked: set[str] = set()
+_checked_lock = threading.Lock()
+
+
+class ConditionalWritesIgnored(StorageError):
+    """The output's store accepted a conditional write whose condition had failed: the lease cannot
+    work there. Exit code 5 (a storage error); the message names the store, the probe object and
+    ``--no-lease``."""
+
+
+def check_conditional_writes(output_uri: str) -> None:
+    """Check, once per S3 output and process, that its store refuses conditional writes whose
+    condition fails, as the lease needs. On ``<output>/_lease_probe.json`` (written first, so it
+    exists): a ``PutObject`` with ``If-None-Match: *`` and one with ``If-Match`` and a wrong ETag
+    must both be refused (412 PreconditionFailed). A store that accepts either, or answers
+    ``NotImplemented``, raises :class:`ConditionalWritesIgnored`; other StorageErrors (the store is
+    down) are raised as they are. Local outputs are not checked (the lease uses ``fcntl.flock``).
+    Costs four requests the first time; the probe object is deleted afterwards."""
+    if not storage.is_s3(output_uri):
+        return
+    with _checked_lock:
+        if output_uri in _checked:
+            return
+    uri = storage.join(output_uri, PROBE_NAME)
+    probe = json.dumps({"probe": secrets.token_hex(8), "purpose": "catalog-render checks that this store honours conditional writes"}).encode()
+    storage.write_bytes(uri, probe, content_type="application/json")
+    accepted = []
+    for what, attempt in (("a PutObject with If-None-Match: * on an existing object", lambda: storage.create_exclusive(uri, probe + b" ")),
+                          ("a PutObject with If-Match and a wrong ETag", lambda: storage.replace_if_match(uri, probe + b"  ", '"0123456789abcdef0123456789abcdef"'))):
+        try:
+            attempt()
+            accepted.append(f"{what} was accepted")
+        except storage.PreconditionFailed:
+            pass
+        except StorageError as exc:
+            if "NotImplemented" not in str(exc):
+                raise
+            accepted.append(f"{what} was answered NotImplemented")
+    try:
+        storage.delete(uri)
+    except StorageError as exc:
+        log.warning("could not delete the probe object %s: %s", uri, exc)
+    if accepted:
+        raise ConditionalWritesIgnored(
+            f"the S3 store at {storage.s3_client().meta.endpoint_url} (output {output_uri}) does not honour conditional writes ({'; '.join(accepted)}, probe {uri}): the output lease "
+            f"cannot keep two runs from writing it at once. Use a store that does (AWS S3 does), or pass --no-lease if only one "
+            f"run at a time ever writes this output")
+    with _checked_lock:
+        _checked.add(output_uri)
 
 
 def lease_uri(output_uri: str) -> str:
@@ -130,7 +190,8 @@ def acquire(output_uri: str, owner: dict, ttl_s: float = DEFAULT_TTL_S, wait_s: 
     0.05 and 1 s) for up to ``wait_s`` seconds (0: do not wait), then raises LeaseHeld naming the
     holder's run_id, host, pid, command and expiry. ``owner`` is stored as given (JSON), see
     :func:`default_owner`. Raises ValueError on a non-positive ``ttl_s`` or negative ``wait_s``,
-    StorageError when the store cannot answer.
+    ConditionalWritesIgnored for an S3 store that does not honour conditional writes
+    (:func:`check_conditional_writes`), StorageError when the store cannot answer.
 
     The returned lease is not renewed by itself: use it as a context manager (starts the heartbeat,
     releases at the end) or call :meth:`Lease.start_heartbeat`.
@@ -139,6 +200,7 @@ def acquire(output_uri: str, owner: dict, ttl_s: float = DEFAULT_TTL_S, wait_s: 
         raise ValueError(f"ttl_s must be > 0, not {ttl_s!r}")
     if not wait_s >= 0:
         raise ValueError(f"wait_s must be >= 0, not {wait_s!r}")
+    check_conditional_writes(output_uri)
     uri = lease_uri(output_uri)
     poll = poll_s if poll_s is not None else min(1.0, max(0.05, ttl_s / 20))
     nonce = secrets.token_hex(16)
@@ -312,3 +374,22 @@ class Lease:
             if exc_type is None:
                 raise
             log.warning("could not release lease %s (it expires at %s): %s", self.uri, self.record["expires_at"], err)
+
+
+class NoLease:
+    """Stands in for a :class:`Lease` when a run is told to hold none (``run --no-lease``): nothing
+    is written, nothing is checked, nothing stops a second run writing the same output."""
+
+    def __init__(self) -> None:
+        self.took_over: dict | None = None
+        self.lost = threading.Event()
+
+    def check(self) -> None:
+        """Never raises: there is no lease to lose."""
+
+    def __enter__(self) -> Self:
+        log.warning("running without the output lease (--no-lease): nothing stops another run writing this output at once")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None

@@ -27,7 +27,7 @@ import string
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -125,15 +125,36 @@ class Plan:
     in_scope: int
     total: int
     approved_kept: int = 0
+    #: :func:`quarantine_key` of each ``quarantined`` entry, in the same order.
+    quarantine_keys: list[str] = field(default_factory=list)
 
-    def quarantine_rows(self, run_id: str) -> list[dict]:
+    def quarantine_rows(self, run_id: str, recorded: set[str] | frozenset = frozenset()) -> list[dict]:
         """The manifest rows of the quarantined products: status ``skipped``, ``error`` the reason,
-        ``plan_reason`` ``"rejected: <reason>"``; a product_id that is not a string is recorded
-        as ``""`` (the manifest's product_id is not nullable)."""
+        ``plan_reason`` ``"rejected: <reason>"``, ``quarantine_key``; a product_id that is not a
+        string is recorded as ``""`` (the manifest's product_id is not nullable). Quarantines whose
+        key is in ``recorded`` (the output's manifest has them already) are left out: a bad row is
+        recorded once, not on every run."""
         return [
-            {"run_id": run_id, "product_id": pid if pid is not None else "", "status": "skipped", "error": why, "plan_reason": f"rejected: {why}"}
-            for pid, why in self.quarantined
+            {"run_id": run_id, "product_id": pid if pid is not None else "", "status": "skipped", "error": why, "plan_reason": f"rejected: {why}",
+             "quarantine_key": key}
+            for (pid, why), key in zip(self.quarantined, self.quarantine_keys)
+            if key not in recorded
         ]
+
+
+def quarantine_key(product_id, reason: str, row: dict) -> str:
+    """sha256 hex of the canonical JSON of (product_id, reason, the catalog row's content: every
+    column, maps as sorted key/value pairs): the identity of one quarantine. The same bad row
+    quarantined for the same reason has the same key on every run; a change to the row (or to the
+    reason) makes a new one."""
+    def canon(v):
+        if isinstance(v, list) and all(isinstance(x, tuple) and len(x) == 2 for x in v):
+            return sorted([str(k), canon(x)] for k, x in v)
+        return v
+
+    doc = json.dumps({"product_id": product_id, "reason": reason, "row": {k: canon(v) for k, v in row.items()}},
+                     sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.sha256(doc.encode()).hexdigest()
 
 
 #: Columns of the work-item table. ``plan_reason`` says why the planner selected the product:
@@ -179,6 +200,31 @@ def probe_image(uri: str) -> str | None:
         return f"image refused: {exc}"
     except imaging.ImageDecodeError as exc:
         return f"image undecodable: {exc}"
+
+
+def photo_problem(uri: str | None, probe: Callable[[str], str | None] = probe_image) -> str | None:
+    """Why a catalog row's photo cannot be used (the reason a backfill renders the product), or
+    None: ``image missing (no image_uri)``, ``image_uri refused: <why>`` (catalog.image_uri_problem),
+    or what ``probe`` (:func:`probe_image`) says. Raises StorageError as ``probe`` does."""
+    if not uri:
+        return "image missing (no image_uri)"
+    refused = image_uri_problem(uri)
+    return f"image_uri refused: {refused}" if refused else probe(uri)
+
+
+def check_photos(catalog: pa.Table, threads: int = 16, probe: Callable[[str], str | None] = probe_image) -> tuple[list, int]:
+    """Probe every photo of a catalog as a backfill would (:func:`photo_problem`), ``threads`` at a
+    time. Returns ``(problems, without_uri)``: ``problems`` lists ``(row, product_id, reason)`` in
+    row order for every row whose ``image_uri`` is set but unusable (missing object, empty, not an
+    image, truncated, over the caps, refused path); ``without_uri`` counts rows with no
+    ``image_uri`` (not a problem: a backfill renders them). Raises StorageError when the store
+    cannot answer (``validate --check-images`` exits 5 then)."""
+    rows = catalog.select([c for c in ("product_id", "image_uri") if c in catalog.column_names]).to_pylist()
+    uris = [r.get("image_uri") for r in rows]
+    with ThreadPoolExecutor(threads) as pool:
+        found = list(pool.map(lambda u: photo_problem(u, probe) if u else None, uris))
+    problems = [(i, r.get("product_id"), why) for i, (r, why) in enumerate(zip(rows, found)) if why]
+    return problems, sum(1 for u in uris if not u)
 
 
 def plan(
@@ -266,14 +312,8 @@ def plan(
         candidates.append((i, r))
 
     # Photos: probe only what matters (backfill needs validity; refresh only uses valid ones as reference).
-    def photo_problem(uri) -> str | None:
-        if not uri:
-            return "image missing (no image_uri)"
-        refused = image_uri_problem(uri)
-        return f"image_uri refused: {refused}" if refused else probe(uri)
-
     with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(photo_problem, [r.get("image_uri") for _, r in candidates]))
+        problems = list(pool.map(lambda uri: photo_problem(uri, probe), [r.get("image_uri") for _, r in candidates]))
 
     work_rows = []
     up_to_date = 0
@@ -339,7 +379,7 @@ def plan(
             break
     quarantined.sort(key=lambda q: q[0])
     return Plan(pa.Table.from_pylist(work_rows, schema=WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope, len(rows),
-                approved_kept)
+                approved_kept, [quarantine_key(p, w, rows[i]) for i, p, w in quarantined])
 
 
 def _review_index(feedback: pa.Table | None, manifest_table: pa.Table | None,

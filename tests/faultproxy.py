@@ -24,6 +24,12 @@ on the same port when the proxy comes back up.
 
 ``trip_after(n, mode, match)`` goes down by itself once ``n`` matching requests were forwarded.
 
+Two more behaviours, off by default: ``serialize=True`` forwards one request at a time (a lock
+around each upstream exchange), the way a store that executes each request atomically behaves
+(``counts["waited"]`` says how many requests had to wait for another); ``strip_headers`` names
+request headers that are dropped before forwarding (e.g. ``("If-None-Match", "If-Match")``: a
+store that ignores conditional writes).
+
 ``counts`` (a ``collections.Counter``) says how many requests were ``forwarded`` and how many got
 each fault (``slowdown``, ``internal``, ``reset``, ``reset_after``, ``down``); ``log`` lists
 ``(method, path, outcome, status)`` per request (status: the upstream's answer for forwarded and
@@ -130,13 +136,27 @@ class _Handler(BaseHTTPRequestHandler):
         proxy._record(self.command, self.path, kind or "forwarded", status)
 
     def _forward(self, body: bytes, chunked: bool, reset_after: bool) -> int:
-        """Forward the request; returns the upstream's status (502 when it cannot be reached)."""
+        """Forward the request (one at a time with ``serialize``); returns the upstream's status
+        (502 when it cannot be reached)."""
+        proxy = self.server.proxy
+        if not proxy.serialize:
+            return self._exchange(body, chunked, reset_after)
+        if not proxy._serial.acquire(blocking=False):
+            with proxy._lock:
+                proxy.counts["waited"] += 1
+            proxy._serial.acquire()
+        try:
+            return self._exchange(body, chunked, reset_after)
+        finally:
+            proxy._serial.release()
+
+    def _exchange(self, body: bytes, chunked: bool, reset_after: bool) -> int:
         proxy = self.server.proxy
         conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=proxy.upstream_timeout)
         try:
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for k, v in self.headers.items():
-                if k.lower() not in _HOP_BY_HOP:
+                if k.lower() not in _HOP_BY_HOP and k.lower() not in proxy.strip_headers:
                     conn.putheader(k, v)
             if chunked:
                 conn.putheader("Transfer-Encoding", "chunked")
@@ -187,12 +207,16 @@ class FaultProxy:
     """Reverse proxy to ``upstream`` with seeded fault injection; see the module docstring.
 
     ``fault_rate`` is the share of requests (0..1) that get a fault; ``kinds`` the faults drawn
-    from, uniformly; ``seed`` seeds the draw. Usable as a context manager; ``endpoint`` is its URL.
+    from, uniformly; ``seed`` seeds the draw; ``serialize`` and ``strip_headers`` as in the module
+    docstring. Usable as a context manager; ``endpoint`` is its URL.
     """
 
     def __init__(self, upstream: str, fault_rate: float = 0.0, kinds: tuple[str, ...] = FAULT_KINDS, seed: int = 0,
-                 upstream_timeout: float = 60.0):
+                 upstream_timeout: float = 60.0, serialize: bool = False, strip_headers: tuple[str, ...] = ()):
         parts = urlsplit(upstream)
+        self.serialize = serialize
+        self.strip_headers = {h.lower() for h in strip_headers}
+        self._serial = threading.Lock()
         self.upstream_host, self.upstream_port = parts.hostname, parts.port or 80
         self.upstream_timeout = upstream_timeout
         self.fault_rate = fault_rate
@@ -294,4 +318,4 @@ class FaultProxy:
     def injected(self) -> int:
         """Requests that got a fault (any kind, down included)."""
         with self._lock:
-            return sum(v for k, v in self.counts.items() if k != "forwarded")
+            return sum(v for k, v in self.counts.items() if k not in ("forwarded", "waited"))

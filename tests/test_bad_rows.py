@@ -5,6 +5,8 @@ the reference photo after conversion to RGB. The rest of the run always complete
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import os
 import random
@@ -221,9 +223,15 @@ def test_a_run_over_every_kind_of_bad_row(ray_local, small_catalog, tiny_gan, tm
     assert {p: w for p, w in zip(hidden.work.column("product_id").to_pylist(), hidden.work.column("plan_reason").to_pylist())
             if p in c.run_b} == {p: "photo hidden (--hide-images)" for p in c.run_b}
     b = run_job(SPEC, cat_uri, str(tiny_gan), str(out), hide_images=True)
-    assert b.counts == {"ok": len(c.run_b), "failed": 0, "skipped": len(c.skipped)}
+    # the same bad rows for the same reasons: recorded by run A, counted (not written again) by run B
+    assert b.counts == {"ok": len(c.run_b), "failed": 0, "skipped": 0}
+    assert b.quarantined == b.quarantined_already_recorded == len(c.skipped)
+    assert json.loads(Path(b.record_uri).read_text())["quarantined_already_recorded"] == len(c.skipped)
     assert b.up_to_date == len(c.run_a) and b.planned == len(c.run_b)
     mb = manifest.read_manifest(str(out))
+    skipped = [r for r in mb.to_pylist() if r["status"] == "skipped"]
+    assert sorted((r["product_id"], r["error"]) for r in skipped) == sorted(c.skipped) and {r["run_id"] for r in skipped} == {a.run_id}
+    assert len({r["quarantine_key"] for r in skipped}) == len(c.skipped)
     rows_b = {r["product_id"]: r for r in mb.filter(pc.equal(mb["run_id"], b.run_id)).to_pylist() if r["status"] == "ok"}
     assert set(rows_b) == set(c.run_b)
     for pid, expect in c.run_b.items():

@@ -68,6 +68,36 @@ def test_run_bad_inputs_fail_fast_and_write_nothing(tiny_gan, small_catalog, tmp
     job.write_text("[execution]\nworkerz = 2\n")
     _one_line_error(runner.invoke(app, base + ["--catalog", str(small_catalog), "--job", str(job)]), 3, "execution.workerz")
     assert not out.exists()
+    # an output path that is a regular file (or lies inside one) is named as such, and left alone
+    a_file = tmp_path / "renders.txt"
+    a_file.write_text("keep me")
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(a_file)])
+    _one_line_error(r, 5, f"--output {a_file} is a file: the output must be a folder")
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(a_file / "sub")])
+    _one_line_error(r, 5, f"--output {a_file / 'sub'} is inside {a_file}, which is a file")
+    assert a_file.read_text() == "keep me" and list(tmp_path.glob("renders.txt*")) == [a_file]
+
+
+def test_run_and_evaluate_refuse_a_model_with_non_finite_weights(tiny_gan, small_catalog, tmp_path):
+    """A GAN directory whose weights hold a NaN (as a diverged training left them): exit 6 naming
+    the tensor, before anything is written."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    nan = tmp_path / "nan-gan"
+    shutil.copytree(tiny_gan, nan)
+    state = load_file(nan / "model.safetensors")
+    state["blocks.1.conv.weight"] = state["blocks.1.conv.weight"].clone()
+    state["blocks.1.conv.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, nan / "model.safetensors")
+    needle = f"{nan / 'model.safetensors'}: tensor 'blocks.1.conv.weight' holds 1 non-finite value(s) (NaN/inf)"
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(nan), "--output", str(tmp_path / "out")])
+    _one_line_error(r, 6, needle, "diverged")
+    r = runner.invoke(app, ["evaluate", "--catalog", str(small_catalog), "--model", str(nan), "--out", str(tmp_path / "eval")])
+    _one_line_error(r, 6, needle)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()
 
 
 def test_corrupt_pretrained_weights_stop_the_run_with_exit_10_before_rendering(tiny_gan, small_catalog, tmp_path, monkeypatch):
@@ -103,6 +133,42 @@ def test_validate_lists_problems(tmp_path):
     storage.write_parquet(pa.table({"product_id": [15970, 39386], "title": ["x", "y"], "category": ["c", "c"]}), str(tmp_path / "int.parquet"))
     r = runner.invoke(app, ["validate", str(tmp_path / "int.parquet")])
     assert r.exit_code == 0 and r.stdout.strip() == "ok: 2 rows, no problems"
+
+
+def test_validate_check_images_probes_photos_as_a_backfill_would(fashion, tmp_path):
+    """A real photo beside a 0-byte file, a text file, a missing file and a truncated JPEG: plain
+    `validate` sees no problem; --check-images lists each unusable photo. (A '..' path is a schema
+    problem plain `validate` lists already, once.)"""
+    from bad_files import truncated
+
+    good = fashion / "images" / "10007.jpg"
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    (tmp_path / "cut.jpg").write_bytes(truncated(good.read_bytes()))
+    uris = [str(good), str(tmp_path / "empty.jpg"), str(tmp_path / "notes.jpg"), str(tmp_path / "gone.jpg"),
+            str(tmp_path / "cut.jpg"), None]
+    ids = [f"p{i}" for i in range(len(uris))]
+    t = pa.table({"product_id": ids, "title": ["shirt"] * len(ids), "category": ["Shirts"] * len(ids), "image_uri": uris})
+    storage.write_parquet(t, str(tmp_path / "c.parquet"))
+    plain = runner.invoke(app, ["validate", str(tmp_path / "c.parquet")])
+    assert plain.exit_code == 0 and plain.stdout.startswith("ok: 6 rows, no problems")
+    r = runner.invoke(app, ["validate", str(tmp_path / "c.parquet"), "--check-images"])
+    assert r.exit_code == 4, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split(":", 1)[0] for ln in lines] == [f"row {i} (product_id='p{i}')" for i in (1, 2, 3, 4)]
+    assert lines[0].endswith("image_uri: image undecodable: empty file (0 bytes)")
+    assert lines[1].endswith("image_uri: image undecodable: not an image")
+    assert lines[2].endswith("image_uri: image missing (not found)")
+    assert "image_uri: image undecodable: truncated" in lines[3]
+    assert "4 problem(s)" in r.stderr and "photos checked: 1 usable, 4 unusable, 1 without image_uri" in r.stderr
+    dots = t.set_column(3, "image_uri", pa.array([str(tmp_path / ".." / "x.jpg")] + uris[1:], pa.string()))
+    storage.write_parquet(dots, str(tmp_path / "dots.parquet"))
+    r = runner.invoke(app, ["validate", str(tmp_path / "dots.parquet"), "--check-images"])
+    assert r.exit_code == 4 and sum("row 0 " in ln for ln in r.stdout.splitlines()) == 1, r.stdout
+    t = t.slice(0, 1)
+    storage.write_parquet(t, str(tmp_path / "ok.parquet"))
+    r = runner.invoke(app, ["validate", str(tmp_path / "ok.parquet"), "--check-images"])
+    assert r.exit_code == 0 and r.stdout.strip() == "ok: 1 rows, no problems; photos checked: 1 usable, 0 unusable, 0 without image_uri"
 
 
 def test_unreachable_s3_endpoint(tiny_gan, tmp_path):

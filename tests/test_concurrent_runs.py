@@ -79,3 +79,37 @@ def test_lease_of_a_killed_run_is_taken_over_and_its_record_marked(small_catalog
     rows = manifest.read_manifest(out).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     assert sorted(r["product_id"] for r in ok) == sorted({r["product_id"] for r in ok}) and len(ok) == 60
+
+
+def test_run_refuses_a_store_that_ignores_conditional_writes_unless_no_lease(ray_local, small_catalog, tiny_gan, bucket, s3_server,
+                                                                                monkeypatch):
+    """The output's store, reached through a real proxy that drops If-None-Match / If-Match: `run`
+    exits 5 naming the problem and --no-lease before anything is written; with --no-lease it runs
+    (the run record says it held no lease)."""
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+    from catalog_render.config import JobSpec
+    from catalog_render.execution import run_job
+    from faultproxy import FaultProxy
+
+    cat = f"s3://{bucket}/c.parquet"
+    storage.write_bytes(cat, small_catalog.read_bytes())
+    out = f"s3://{bucket}/out"
+    with FaultProxy(s3_server, strip_headers=("If-None-Match", "If-Match")) as ignoring:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", ignoring.endpoint)
+        storage._clients.clear()
+        try:
+            r = CliRunner().invoke(app, ["run", "--catalog", cat, "--model", str(tiny_gan), "--output", out, "--no-report", "--limit", "3"])
+            assert r.exit_code == 5, (r.exit_code, r.stderr)
+            assert r.stderr.startswith(f"error: the S3 store at {ignoring.endpoint} (output {out})") and "does not honour conditional writes" in r.stderr and "--no-lease" in r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1
+            assert storage.list_uris(out) == []  # nothing written
+            spec = JobSpec().with_overrides(**{"execution.workers": 2, "execution.batch_size": 2, "mode": "refresh"})
+            s = run_job(spec, cat, str(tiny_gan), out, limit=3, lease=False)
+        finally:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+            storage._clients.clear()
+    assert s.counts["ok"] == 3
+    assert json.loads(storage.read_bytes(s.record_uri))["lease"] is False
+    assert lease.read_lease(out) is None and not storage.exists(f"{out}/{lease.PROBE_NAME}")

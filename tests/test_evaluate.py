@@ -32,7 +32,7 @@ def evaluated(small_catalog, tiny_gan, tmp_path_factory):
     return result, out, messages
 
 
-def test_json_and_html_have_every_section(evaluated, small_catalog):
+def test_json_and_html_have_every_section(evaluated, small_catalog, tiny_gan):
     result, out, messages = evaluated
     on_disk = json.loads((out / "evaluation.json").read_text())
     assert on_disk == result
@@ -43,7 +43,8 @@ def test_json_and_html_have_every_section(evaluated, small_catalog):
     assert result["catalog"]["evaluated"] == 26 and result["rendered"] + result["not_rendered"]["count"] == 26
     assert result["model"]["family"] == "gan" and (result["model"]["width"], result["model"]["height"]) == (32, 32)
     assert result["timing"]["sampling_seconds_per_image"] > 0
-    assert result["timing"]["training_steps"] == 2 and result["timing"]["training_wall_seconds"] is not None
+    card = json.loads((tiny_gan / "model_card.json").read_text())
+    assert result["timing"]["training_steps"] == card["steps"] == 6 and result["timing"]["training_wall_seconds"] is not None
     assert {p["product_id"] for p in result["products"]} <= set(held.column("product_id").to_pylist())
     page = (out / "evaluation.html").read_text()
     assert "Fréchet distance: real vs real (floor)" in page and page.count("data:image/png;base64,") == 2 * 24

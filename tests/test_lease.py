@@ -150,8 +150,20 @@ def _contender(output_uri: str, idx: int, rounds: int, barrier, results) -> None
         barrier.wait()
 
 
-def test_racing_processes_exactly_one_wins(out):
-    """4 real processes race 20 times: 10 times for a missing lease, 10 for an expired one."""
+def test_racing_processes_exactly_one_wins(out, request, monkeypatch):
+    """4 real processes race 20 times: 10 times for a missing lease, 10 for an expired one.
+
+    On S3 the contenders reach moto through a proxy that serves one request at a time. moto's
+    server checks ``If-Match`` and then writes with no lock between, on several threads, so two
+    conditional writes against the same ETag can both succeed there (under load: two winners of a
+    takeover round); real S3 executes each conditional write atomically, which one request at a
+    time models. The local race (fcntl.flock) runs unchanged."""
+    if out.startswith("s3://"):
+        proxy = FaultProxy(request.getfixturevalue("s3_server"), serialize=True).start()
+        request.addfinalizer(proxy.stop)
+        request.addfinalizer(storage._clients.clear)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # inherited by the spawned contenders
+        storage._clients.clear()
     contenders, rounds = 4, 20
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(contenders + 1), ctx.Queue()
@@ -173,6 +185,8 @@ def test_racing_processes_exactly_one_wins(out):
             assert all(g[2] == "held" and g[3] == winner_id for g in got if g is not winners[0]), (r, got)
             now = stored(out)
             assert now["owner"]["run_id"] == winner_id and now["nonce"] == winners[0][3]
+        if out.startswith("s3://"):  # the contenders' requests did go through the proxy, and did overlap
+            assert proxy.counts["forwarded"] >= rounds * contenders and proxy.counts["waited"] > 0, proxy.counts
     finally:
         for p in procs:
             p.join(timeout=30)
@@ -286,3 +300,40 @@ def test_a_dead_holder_on_this_host_is_taken_over_before_expiry(out):
     with pytest.raises(LeaseHeld):  # a live holder on this host is respected
         lease.acquire(out, dead, ttl_s=30)
     assert new.release() is True
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused(s3_server, bucket, monkeypatch):
+    """A real server in front of moto that drops If-None-Match and If-Match (as some S3-compatible
+    stores ignore them): acquire refuses to take a lease there, naming the problem and --no-lease;
+    the same store through a plain proxy passes the check (and it is made once per output)."""
+    out = f"s3://{bucket}/out"
+    with FaultProxy(s3_server, strip_headers=("If-None-Match", "If-Match")) as ignoring:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", ignoring.endpoint)
+        storage._clients.clear()
+        try:
+            with pytest.raises(lease.ConditionalWritesIgnored) as info:
+                lease.acquire(out, owner("run-a"), ttl_s=30)
+        finally:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+            storage._clients.clear()
+    msg = str(info.value)
+    assert info.value.exit_code == 5 and "\n" not in msg
+    for needle in (f"the S3 store at {ignoring.endpoint} (output {out}) does not honour conditional writes", "a PutObject with If-None-Match: * on an existing object was accepted",
+                   "a PutObject with If-Match and a wrong ETag was accepted", f"{out}/_lease_probe.json", "--no-lease"):
+        assert needle in msg, msg
+    assert not storage.exists(lease.lease_uri(out)) and not storage.exists(f"{out}/{lease.PROBE_NAME}")  # nothing left behind
+    assert out not in lease._checked
+    # moto itself refuses both writes: the check passes, once per output
+    with FaultProxy(s3_server) as plain:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", plain.endpoint)
+        storage._clients.clear()
+        try:
+            a = lease.acquire(out, owner("run-a"), ttl_s=30)
+            a.release()
+            probes = [m for m, path, _, _ in plain.log if path.split("?")[0].endswith(lease.PROBE_NAME)]
+            assert probes.count("PUT") == 3 and out in lease._checked  # written, then the two refused conditional PUTs
+            lease.acquire(out, owner("run-b"), ttl_s=30).release()
+            assert [m for m, path, _, _ in plain.log if path.split("?")[0].endswith(lease.PROBE_NAME)] == probes  # not again
+        finally:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+            storage._clients.clear()

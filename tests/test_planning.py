@@ -143,3 +143,25 @@ def test_a_photo_that_cannot_be_checked_stops_the_plan(tmp_path):
     table = table.set_column(table.schema.get_field_index("image_uri"), "image_uri", pa.array(uris, pa.string()))
     with pytest.raises(StorageError, match="is a directory"):
         _plan(table, "backfill")
+
+
+def test_a_quarantine_is_identified_by_product_reason_and_row_content(tmp_path):
+    """quarantine_key = sha256 of the canonical JSON of (product_id, reason, the row): the same on
+    a re-plan, another when the row or the reason changes; rows already recorded are left out."""
+    import json
+
+    t = _catalog(tmp_path)
+    p = _plan(t, "backfill")
+    assert len(p.quarantine_keys) == len(p.quarantined) == 2
+    row = t.slice(6, 1).to_pylist()[0]  # "no-fields"
+    doc = json.dumps({"product_id": "no-fields", "reason": "bad row: no title and no category to condition on",
+                      "row": {**row, "attributes": []}}, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    assert p.quarantine_keys[1] == hashlib.sha256(doc.encode()).hexdigest()
+    assert _plan(t, "refresh").quarantine_keys == p.quarantine_keys  # same rows, same reasons: same keys
+    before = _plan(t.append_column("description", pa.array([None] * 7, pa.string())), "backfill").quarantine_keys
+    after = _plan(t.append_column("description", pa.array([None] * 6 + ["now described"], pa.string())), "backfill").quarantine_keys
+    assert after[0] == before[0] and after[1] != before[1]  # only the row that changed is a new quarantine
+    rows = p.quarantine_rows("r2", recorded={p.quarantine_keys[0]})
+    assert [(r["product_id"], r["quarantine_key"]) for r in rows] == [("no-fields", p.quarantine_keys[1])]
+    # attribute maps count by content, whatever their order
+    assert planning.quarantine_key("x", "r", {"attributes": [("b", "2"), ("a", "1")]}) == planning.quarantine_key("x", "r", {"attributes": [("a", "1"), ("b", "2")]})

@@ -167,3 +167,40 @@ def test_run_exits_9_when_too_many_renders_fail_the_gate(small_catalog, tiny_gan
     assert storage.read_parquet(str(out / "current.parquet")).num_rows == 0
     record = manifest.read_run_records(str(out))[-1]
     assert record["status"] == "finished" and record["quality_alert"].startswith("4 of 4 renders failed")
+
+
+def test_blank_renders_fail_by_default_are_retried_and_never_current(ray_local, small_catalog, tiny_gan, tmp_path):
+    """A model that renders one flat colour (its output layer's weights zeroed, biases kept: every
+    pixel is tanh(bias)), with the default gate (no threshold set): every render fails `blank`, is
+    retried with the next seeds up to gate.BLANK_MAX_TRIES, ends failed-quality and is never
+    published. The default gate still adds nothing to the render_key."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from catalog_render.execution import _keyed_params
+    from catalog_render.quality import gate
+
+    flat = tmp_path / "flat-gan"
+    shutil.copytree(tiny_gan, flat)
+    state = load_file(flat / "model.safetensors")
+    state["out.weight"] = state["out.weight"] * 0
+    save_file(state, flat / "model.safetensors")
+    spec = JobSpec().with_overrides(**BASE)
+    info = registry.describe(str(flat))
+    assert "quality" not in _keyed_params(info, generation_params(spec), spec)
+    out = str(tmp_path / "out")
+    s = run_job(spec, str(small_catalog), str(flat), out, hide_images=True, limit=4)
+    assert s.counts["ok"] == 4 and s.quality == {"failed-quality": 4}
+    model = registry.load_generator(str(flat))
+    for r in manifest.read_manifest(out).to_pylist():
+        history = json.loads(r["try_history"])
+        assert r["tries"] == len(history) == gate.BLANK_MAX_TRIES
+        assert all(h["failed_checks"] == ["blank"] for h in history), history
+        first = history[0]["seed"]
+        assert [h["seed"] for h in history] == [try_seed(first, t) for t in range(gate.BLANK_MAX_TRIES)]
+        assert r["quality_status"] == "failed-quality" and json.loads(r["quality_failed"]) == ["blank"]
+        render = imaging.to_array(imaging.decode_rgb(storage.read_bytes(r["image_uri"])))
+        assert (render == render[0, 0]).all()  # one flat colour, independently of the score
+        assert np.array_equal(render, imaging.to_array(_direct(model, r, r["seed"], spec)))
+    assert storage.read_parquet(f"{out}/current.parquet").num_rows == 0

@@ -57,3 +57,11 @@ def test_fill_ratio_is_bounding_box_share():
 def test_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB uint8"):
         scores.sharpness(np.zeros((4, 4), np.uint8))
+
+
+def test_score_image_reports_the_non_dominant_share():
+    img = np.full((20, 20, 3), 255, np.uint8)
+    img[5:9, 5:10] = (10, 200, 10)  # 20 of 400 pixels differ from the white background
+    out = scores.score_image(img)
+    assert out["non_dominant_share"] == pytest.approx(20 / 400) == scores.non_dominant_share(img)
+    assert scores.non_dominant_share(np.zeros((7, 5, 3), np.uint8)) == 0.0

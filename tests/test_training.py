@@ -325,3 +325,123 @@ def test_train_refuses_to_overwrite_a_model_without_resume(small_catalog, tmp_pa
     r = CliRunner().invoke(app, [*args[:-2], "--family", "vae"])
     assert r.exit_code == 3 and "already holds a model" in r.stderr
     assert (tmp_path / "m" / "model_card.json").read_text() == card
+
+
+# ---------------------------------------------------------------------------------------------
+# divergence, records of short trainings, warnings
+
+
+@pytest.mark.parametrize("family, symptom", [("gan", r"d_loss = \S+ exploded"), ("diffusion", r"loss = nan \(not finite\)")])
+def test_a_diverged_training_stops_saves_no_model_and_keeps_the_last_good_checkpoint(family, symptom, photos, tmp_path):
+    """lr = 1000 on the real photos: the GAN's discriminator loss jumps from about 2 to over 1e4 at
+    step 2 (its weights stay finite), diffusion's loss is NaN at step 2. Training stops there."""
+    from safetensors.torch import load_file as load_st
+
+    from catalog_render.errors import TrainingDiverged
+
+    out = tmp_path / "m"
+    with pytest.raises(TrainingDiverged) as info:
+        train(photos, tiny_spec(family, lr=1000.0, max_steps=50, checkpoint_every=1), str(out), "c", "h")
+    msg = str(info.value)
+    assert info.value.exit_code == 11 and "\n" not in msg
+    assert "training diverged at step 2: " in msg and __import__("re").search(symptom, msg), msg
+    assert f"the last good checkpoint (step 1) is kept in {out / 'checkpoint'}" in msg and "train.lr (now 1000)" in msg
+    assert not (out / "config.json").exists() and not (out / "model_card.json").exists()
+    meta = json.loads((out / CHECKPOINT_META).read_text())
+    assert meta["step"] == 1
+    state = load_st(str(out / "checkpoint" / "state.safetensors"))
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+    # the same job at the default lr trains through (the rule does not fire on healthy losses)
+    assert train(photos, tiny_spec(family, max_steps=5), str(tmp_path / "ok"), "c", "h").steps == 5
+
+
+def test_the_divergence_rule():
+    from torch import nn
+
+    from catalog_render.training.loop import EXPLOSION_FACTOR, DivergenceGuard
+
+    lin = nn.Linear(2, 2)
+    g = DivergenceGuard()
+    # a hinge loss sitting at exactly 0, then back to 5: not an explosion (the floor of 1 loss unit)
+    for v in [2.0, 0.0, 0.0, 0.0, 5.0, 0.0, 900.0]:
+        assert g.check({"d_loss": v}, {"d": lin}) is None
+    def guard(history):
+        g = DivergenceGuard()
+        for v in history:
+            assert g.check({"g": v}, {"d": lin}) is None
+        return g
+
+    history = [3.0, 2.5, 2.0, 2.2, -40.0]  # median |g| = 2.5 (a single spike does not move it)
+    assert guard(history).check({"g": 2.5 * EXPLOSION_FACTOR * 0.99}, {"d": lin}) is None
+    assert "g = -2525 exploded: more than 1000 x its recent level 2.5" in guard(history).check({"g": -2.5 * EXPLOSION_FACTOR * 1.01}, {"d": lin})
+    assert g.check({"g": float("inf")}, {"d": lin}) == "g = inf (not finite)"
+    with torch.no_grad():
+        lin.weight[0, 1] = float("nan")
+    assert DivergenceGuard().check({"g": 1.0}, {"d": lin}) == "parameter d.weight holds 1 non-finite value(s) (NaN/inf) of 4"
+
+
+def test_a_short_training_records_its_curve_and_samples_and_warns(photos, tmp_path):
+    """A time budget that stops training after a few steps: the curve starts at step 1 and ends at
+    the last step, a sample grid of the saved model is in samples/, and the card and result warn."""
+    from catalog_render.training.loop import short_training_warning
+
+    out = tmp_path / "m"
+    r = train(photos, tiny_spec("gan", max_steps=10_000, max_cpu_minutes=0.004, sample_every=500), str(out), "c", "h")
+    assert r.stopped_by == "max_cpu_minutes" and 1 <= r.steps < 1000
+    curve = json.loads((out / "loss_curve.json").read_text())
+    assert curve[0]["step"] == 1 and curve[-1]["step"] == r.steps and (out / "loss_curve.png").stat().st_size > 0
+    assert Image.open(out / "samples" / f"step-{r.steps:06d}.png").size == (8 * 32, 4 * 32)  # 32 samples, 8 a row
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["warnings"] == r.warnings and len(r.warnings) == 1
+    assert f"after {r.steps:,} steps, far below" in r.warnings[0] and "1,000 steps" in r.warnings[0]
+    # what "far below" means: fewer than min(max_steps, 1 / (1 - ema_decay)) steps, when a time budget stopped it
+    spec = tiny_spec("gan", max_steps=20_000)
+    assert short_training_warning(spec, 999, "max_minutes") and not short_training_warning(spec, 1000, "max_minutes")
+    assert not short_training_warning(spec, 12, "max_steps")  # the schedule asked for 12 steps
+    assert not short_training_warning(tiny_spec("gan", max_steps=300), 300, "max_minutes")
+    assert short_training_warning(tiny_spec("gan", max_steps=20_000, ema_decay=0.99, max_cpu_minutes=1), 99, "max_cpu_minutes")
+    assert not short_training_warning(tiny_spec("gan", max_steps=20_000, ema_decay=0.99, max_cpu_minutes=1), 100, "max_cpu_minutes")
+    # a training that reached max_steps warns of nothing
+    ok = train(photos, tiny_spec("gan", max_steps=3), str(tmp_path / "ok"), "c", "h")
+    assert ok.warnings == [] and json.loads((tmp_path / "ok" / "model_card.json").read_text())["warnings"] == []
+    assert [p["step"] for p in ok.loss_curve] == [1, 3]
+
+
+def test_train_command_reports_divergence_and_short_trainings_in_one_line(small_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    job = tmp_path / "tiny.toml"
+    job.write_text(TINY_JOB.replace("max_steps = 3", "max_steps = 30\nlr = 1000.0").replace("checkpoint_every = 2", "checkpoint_every = 1"))
+    r = CliRunner().invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "div"), "--job", str(job)])
+    assert r.exit_code == 11, (r.exit_code, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "training diverged at step 2" in lines[0] and "last good checkpoint (step 1)" in lines[0]
+    assert "Traceback" not in r.stderr and not (tmp_path / "div" / "config.json").exists()
+    job.write_text(TINY_JOB.replace("max_steps = 3", "max_steps = 20000"))
+    r = CliRunner().invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "short"), "--job", str(job),
+                                 "--max-cpu-minutes", "0.004"])
+    assert r.exit_code == 0, r.stderr
+    assert "warning: training stopped by --max-cpu-minutes 0.004 after" in r.stderr
+    assert registry.describe(str(tmp_path / "short")).family == "gan"  # saved: usable, with its warning
+
+
+def test_models_with_non_finite_weights_are_refused_naming_the_tensor(photos, tmp_path):
+    """A model directory whose weights hold a NaN (made outside this trainer, or damaged) is refused
+    at load, as every family loads: GAN, VAE and diffusion (UNet, autoencoder, condition encoder)."""
+    from safetensors.torch import save_file
+
+    for family in FAMILIES:
+        out = tmp_path / family
+        train(photos, tiny_spec(family, max_steps=1), str(out), "c", "h")
+        path = out / WEIGHTS[family]
+        state = load_file(str(path))
+        name = sorted(k for k, v in state.items() if v.is_floating_point() and v.numel() > 3)[0]
+        state[name] = state[name].clone()
+        state[name].view(-1)[:3] = torch.tensor([float("nan"), float("inf"), float("-inf")])
+        save_file(state, str(path))
+        with pytest.raises(ModelError, match=rf"{path}: tensor '{__import__('re').escape(name)}' holds 3 non-finite value\(s\) \(NaN/inf\)"):
+            registry.describe(str(out))
+        with pytest.raises(ModelError, match="non-finite"):
+            registry.load_generator(str(out))

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from PIL import Image
+
+from catalog_render.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,10 @@ class Generator(Protocol):
 
     ``generate`` returns one RGB Pillow image per (conditioning, seed) pair, in order; image i is
     a pure function of (model weights, conditionings[i], seeds[i], params) and does not depend on
-    the batch it is rendered in (one ``torch.Generator`` per image).
+    the batch it is rendered in: one ``torch.Generator`` per image, and the project's families
+    (gan, vae, diffusion) run their networks one image at a time, since CPU kernels chosen by batch
+    size round differently. A diffusers pipeline renders its batch in one call: within one uint8
+    level across batch sizes.
     """
 
     family: str
@@ -101,3 +110,20 @@ def hash_files(blobs: list[tuple[str, bytes]]) -> str:
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return h.hexdigest()[:16]
+
+
+def check_finite(tensors: Mapping[str, "torch.Tensor"], source: str) -> None:
+    """Raise ModelError naming the first tensor (in name order) of ``tensors`` that holds a NaN or
+    +-inf value. A model whose training diverged has such weights and renders black or flat images,
+    never a product; training stops before saving one (catalog_render.training.loop.DivergenceGuard),
+    so such a file was made elsewhere or damaged. ``source`` names the file in the message.
+    Integer tensors are skipped. Cost: one ``torch.isfinite`` pass over every value, once per load
+    (milliseconds for the project's models)."""
+    import torch
+
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ModelError(f"{source}: tensor {name!r} holds {bad:,} non-finite value(s) (NaN/inf) of {t.numel():,}: "
+                             "the model diverged in training and cannot render; train it again (with a lower train.lr)")

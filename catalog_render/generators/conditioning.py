@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from catalog_render import storage
 from catalog_render.generators.base import Conditioning
 
 UNKNOWN = "<unk>"
@@ -127,8 +128,11 @@ class SingleFileModel:
         self.net.eval().to(device=device, dtype=dtype)
 
     @classmethod
-    def from_bytes(cls, cfg: dict, config_bytes: bytes, weights: bytes, device: str = "cpu", dtype=torch.float32):
-        """Build from config.json and model.safetensors contents (ModelError on invalid weights)."""
+    def from_bytes(cls, cfg: dict, config_bytes: bytes, weights: bytes, device: str = "cpu", dtype=torch.float32,
+                   source: str = "model.safetensors"):
+        """Build from config.json and model.safetensors contents (ModelError on invalid weights,
+        including a NaN or inf value: :func:`~catalog_render.generators.base.check_finite`; ``source``
+        names the file in messages)."""
         from safetensors.torch import load as load_safetensors_bytes
 
         from catalog_render.errors import ModelError
@@ -138,6 +142,9 @@ class SingleFileModel:
             state = load_safetensors_bytes(weights)
         except Exception as exc:
             raise ModelError(f"model.safetensors is not a valid safetensors file ({exc})") from None
+        from catalog_render.generators.base import check_finite
+
+        check_finite(state, f"{cls.label} weights {source}")
         model_id = hash_files([("config.json", config_bytes), ("model.safetensors", weights)])
         return cls(cfg, state, model_id, device=device, dtype=dtype)
 
@@ -147,7 +154,18 @@ class SingleFileModel:
         model.safetensors (safetensors only; ModelError when missing, invalid or not matching)."""
         from catalog_render.generators.weights import read_safetensors
 
-        return cls.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype)
+        return cls.from_bytes(config, config_bytes, read_safetensors(model_uri, "model.safetensors"), device=device, dtype=dtype,
+                              source=storage.join(model_uri, "model.safetensors"))
+
+    @staticmethod
+    def _one_by_one(fn, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``fn`` applied to each row (batches of one), concatenated. CPU GEMM and convolution
+        kernels are chosen by batch size and round differently, enough to flip a uint8 pixel (the
+        GAN rendered batched: 1 of 199 fashion products differed by one level between batches of
+        16 and of 1): one image at a time keeps an image independent of the batch it is rendered
+        in (the Generator protocol's promise). These networks are small, so the loss of batching
+        costs little (measured in benchmarks/RESULTS.md)."""
+        return torch.cat([fn(x[i : i + 1], idx[i : i + 1]) for i in range(x.shape[0])])
 
     @property
     def config(self) -> dict:

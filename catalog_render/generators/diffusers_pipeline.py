@@ -367,6 +367,11 @@ def load(model_uri: str, device: str = "cpu", dtype: torch.dtype = torch.float32
         raise ModelError(f"cannot load diffusers pipeline {shown}: {_one_line(exc)}") from None
     if pipe.unet.dtype != dtype:
         raise ModelError(f"cannot load diffusers pipeline {shown}: weights loaded as {pipe.unet.dtype}, not {dtype}")
+    from catalog_render.generators.base import check_finite
+
+    for part in ("unet", "vae", "text_encoder"):  # a diverged pipeline renders black: refuse it, naming the tensor
+        if getattr(pipe, part, None) is not None:
+            check_finite(getattr(pipe, part).state_dict(), f"{shown}/{part}")
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return DiffusersPipelineModel(pipe, model_id, device=device, dtype=dtype)

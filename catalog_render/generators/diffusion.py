@@ -50,7 +50,7 @@ from torch import nn
 
 from catalog_render import storage
 from catalog_render.errors import ConfigError, ModelError
-from catalog_render.generators.base import Conditioning, GenerationParams, hash_files
+from catalog_render.generators.base import Conditioning, GenerationParams, check_finite, hash_files
 from catalog_render.generators.conditioning import (  # noqa: F401  (re-exported)
     UNKNOWN,
     ConditionEncoder,
@@ -270,9 +270,11 @@ def _weights(model_uri: str, name: str) -> tuple[dict[str, torch.Tensor], bytes]
 
     blob = read_safetensors(model_uri, name)
     try:
-        return load_safetensors_bytes(blob), blob
+        state = load_safetensors_bytes(blob)
     except Exception as exc:
         raise ModelError(f"{model_uri}/{name} is not a valid safetensors file ({exc})") from None
+    check_finite(state, f"{model_uri}/{name}")
+    return state, blob
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

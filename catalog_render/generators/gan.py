@@ -99,12 +99,24 @@ class GanModel(SingleFileModel):
     build = staticmethod(lambda cfg: GanGenerator(cfg))
 
     @torch.inference_mode()
-    def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]:
+    def generate_tensor(self, conditionings: list[Conditioning], seeds: list[int]) -> torch.Tensor:
+        """The renders before quantisation: float (B, 3, H, W) in [-1, 1] at the native size, in the
+        model's dtype, one forward pass per image (see :meth:`generate`). Raises ValueError when the
+        lengths differ."""
         if len(conditionings) != len(seeds):
             raise ValueError("one seed per conditioning is required")
         z = latents(seeds, self.cfg["z_dim"]).to(self.device, self.dtype)
         idx = condition_indices(self.cfg, conditionings).to(self.device)
-        images = to_pil(self.net(z, idx))
+        return self._one_by_one(self.net, z, idx)
+
+    @torch.inference_mode()
+    def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]:
+        """One RGB image per (conditioning, seed): z from the seed's own torch.Generator
+        (:func:`~catalog_render.generators.conditioning.latents`), one forward pass per image
+        (:meth:`~catalog_render.generators.conditioning.SingleFileModel._one_by_one`: the pixels do
+        not depend on the batch; batch norm uses its running statistics in eval mode), at the
+        native size, resized (Lanczos) when ``params`` asks for another width/height."""
+        images = to_pil(self.generate_tensor(conditionings, seeds))
         used = self.params_used(params)
         if (used["width"], used["height"]) != self.native_size:
             images = [im.resize((used["width"], used["height"]), Image.Resampling.LANCZOS) for im in images]
@@ -122,7 +134,7 @@ def load(model_uri: str, device: str = "cpu", dtype=torch.float32) -> GanModel:
     except storage.ObjectNotFound:
         raise ModelError(f"model directory {model_uri} has no config.json") from None
     blob = read_safetensors(model_uri, "model.safetensors")
-    return GanModel.from_bytes(json.loads(raw), raw, blob, device=device, dtype=dtype)
+    return GanModel.from_bytes(json.loads(raw), raw, blob, device=device, dtype=dtype, source=storage.join(model_uri, "model.safetensors"))
 
 
 #: GenerationParams fields (besides the size) that change a GAN's pixels: none, one forward pass.

@@ -76,9 +76,24 @@ def _read_json(uri: str) -> tuple[dict, bytes] | None:
         raise ModelError(f"{uri} is not valid JSON ({exc})") from None
 
 
+def _check_finite_file(blob: bytes, source: str) -> None:
+    """ModelError when a safetensors file holds a NaN or inf value (see
+    :func:`~catalog_render.generators.base.check_finite`) or is not a safetensors file."""
+    from safetensors.torch import load as load_safetensors_bytes
+
+    from catalog_render.generators.base import check_finite
+
+    try:
+        tensors = load_safetensors_bytes(blob)
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ModelError(f"{source} is not a valid safetensors file ({exc})") from None
+    check_finite(tensors, source)
+
+
 def describe(model_uri: str) -> ModelInfo:
     """Identify a model directory. Raises ModelError when it does not exist, has neither
-    config.json nor model_index.json, names an unknown family, or holds pickle weights only."""
+    config.json nor model_index.json, names an unknown family, holds pickle weights only, or any of
+    its weights holds a NaN or inf value (the tensor is named)."""
     return _inspect(model_uri)[0]
 
 
@@ -115,7 +130,14 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
         rel = [f[len(base) :].lstrip("/").replace("\\", "/") for f in files]
         if not any(r.endswith(".safetensors") for r in rel) and any(r.endswith(PICKLE_SUFFIXES) for r in rel):
             raise pickle_refusal(model_uri, [r for r in rel if r.endswith(PICKLE_SUFFIXES)])
-        model_id = hash_files([(r, storage.read_bytes(f)) for r, f in zip(rel, files) if not r.startswith(".")])
+        blobs = []
+        for r, f in zip(rel, files):
+            if r.startswith("."):
+                continue
+            blobs.append((r, storage.read_bytes(f)))
+            if r.endswith(".safetensors"):
+                _check_finite_file(blobs[-1][1], f"{model_uri}/{r}")
+        model_id = hash_files(blobs)
         unet = _read_json(storage.join(model_uri, "unet", "config.json"))
         vae = _read_json(storage.join(model_uri, "vae", "config.json"))
         if unet is None or vae is None:

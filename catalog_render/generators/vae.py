@@ -151,7 +151,7 @@ class VaeModel(SingleFileModel):
     def generate(self, conditionings: list[Conditioning], seeds: list[int], params: GenerationParams) -> list[Image.Image]:
         """One RGB image per (conditioning, seed): z ~ N(0, I) from the seed's own torch.Generator
         (:func:`~catalog_render.generators.conditioning.latents`), decoded one image at a time at the
-        native size (see :meth:`_one_by_one`), then
+        native size (see :meth:`~catalog_render.generators.conditioning.SingleFileModel._one_by_one`), then
         resized (Lanczos) when ``params`` asks for another width/height."""
         if len(conditionings) != len(seeds):
             raise ValueError("one seed per conditioning is required")
@@ -183,14 +183,6 @@ class VaeModel(SingleFileModel):
             idx = condition_indices(self.cfg, conditionings)
         x, idx = x.to(self.device, self.dtype), idx.to(self.device)
         return to_pil(self._one_by_one(lambda xi, ii: self.net.decode(self.net.encode(xi, ii)[0], ii), x, idx))
-
-    @staticmethod
-    def _one_by_one(fn, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """``fn`` applied to each row (batches of one), concatenated. CPU GEMM and convolution
-        kernels are chosen by batch size and round differently, enough to flip a uint8 pixel: one
-        image at a time keeps an image independent of the batch it is rendered in (the Generator
-        protocol's promise). The decoder is small, so the loss of batching costs little."""
-        return torch.cat([fn(x[i : i + 1], idx[i : i + 1]) for i in range(x.shape[0])])
 
 
 #: Registry entry point (see :meth:`~catalog_render.generators.conditioning.SingleFileModel.load_dir`).

@@ -1,9 +1,11 @@
 """The quality gate: thresholds a job sets, a verdict per render, and best-of-N selection.
 
 :class:`QualityThresholds` is a pydantic model meant to be embedded in the job spec (``[quality]``).
-Every threshold defaults to None = "not gated", so adding the section changes nothing until a job
-sets a value; each field's description gives a suggested value and where it comes from.
-:func:`judge` turns one render's scores (:func:`catalog_render.quality.scores.score_image` plus
+Every threshold defaults to None = "not gated"; each field's description gives a suggested value
+and where it comes from. One check needs no threshold and is always on: ``blank`` (see
+:data:`BLANK_MAX_SHARE`) fails a render of (nearly) one flat colour, which no job wants; a blank
+render is retried with the next seed up to :data:`BLANK_MAX_TRIES` tries whatever ``max_tries``
+says (:func:`should_retry`). :func:`judge` turns one render's scores (:func:`catalog_render.quality.scores.score_image` plus
 the measurements of :func:`catalog_render.quality.presets.measure`) and its preset compliance into
 passed / failed checks; :func:`pick_best` chooses among a product's tries.
 """
@@ -97,6 +99,22 @@ def upscaler_spec(thresholds: "QualityThresholds") -> str | None:
     return thresholds.upscaler
 
 
+#: The ``blank`` check, always on: a render fails it when at most this share of its pixels differs
+#: from its dominant colour by more than scores.DOMINANT_TOLERANCE (8) levels
+#: (scores.non_dominant_share): an all-black, all-white or single-colour image (share 0.0), or one
+#: whose "product" is a few stray pixels (0.001 is 3 pixels of a 64x48 render). Derivation, on
+#: every photo of ../shared/data (2,946 fashion + 2,187 IKEA, reproduced by
+#: tests/test_gate.py::test_no_real_photo_is_blank): the lowest share is 0.0053 at the photos'
+#: own size (fashion 59551, a pair of small earrings on white), 0.0085 letterboxed to 64x48 px and
+#: 0.0088 to 32x32 px; the 1st percentile is 0.04-0.07. The threshold sits 5x below the lowest
+#: real photo, so no real product photo fails it, while flat images fail at any size.
+BLANK_MAX_SHARE = 0.001
+#: Tries (seeds, see execution.try_seed) a product whose renders are all blank gets, even when
+#: ``max_tries`` is lower: a blank render is never kept when another seed can give a product.
+BLANK_MAX_TRIES = 3
+#: Name of the always-on check in ``failed_checks``.
+BLANK = "blank"
+
 #: Checks judge() can report, with the score key and comparison each uses.
 _SCORE_CHECKS: tuple[tuple[str, str, str], ...] = (
     ("min_sharpness", "sharpness", ">="),
@@ -112,9 +130,12 @@ _SCORE_CHECKS: tuple[tuple[str, str, str], ...] = (
 def judge(scores: Mapping[str, object], compliance: Compliance | None, thresholds: QualityThresholds) -> tuple[bool, list[str]]:
     """Decide one render: ``(passed, failed_checks)``.
 
-    ``scores``: the render's values by name (sharpness, background_whiteness, fill_ratio,
-    clipped_highlights, clipped_shadows, colourfulness, colour_match); ``compliance``: the result
-    of presets.evaluate for ``thresholds.preset`` (None when the preset is ``none``).
+    ``scores``: the render's values by name (non_dominant_share, sharpness, background_whiteness,
+    fill_ratio, clipped_highlights, clipped_shadows, colourfulness, colour_match); ``compliance``:
+    the result of presets.evaluate for ``thresholds.preset`` (None when the preset is ``none``).
+
+    The ``blank`` check comes first and needs no threshold: ``non_dominant_share`` at or below
+    :data:`BLANK_MAX_SHARE` fails it, a missing or NaN value fails it as ``blank (missing)``.
 
     A threshold that is set fails its check when the score is below a ``min_`` / above a ``max_``
     value, or when the score is missing or NaN (named ``<check> (missing)``): the gate never passes
@@ -124,6 +145,11 @@ def judge(scores: Mapping[str, object], compliance: Compliance | None, threshold
     the order above, then the preset's rule order.
     """
     failed: list[str] = []
+    share = scores.get("non_dominant_share")
+    if share is None or (isinstance(share, float) and math.isnan(share)):
+        failed.append(f"{BLANK} (missing)")
+    elif share <= BLANK_MAX_SHARE:
+        failed.append(BLANK)
     for name, key, op in _SCORE_CHECKS:
         limit = getattr(thresholds, name)
         if limit is None:
@@ -145,6 +171,22 @@ def judge(scores: Mapping[str, object], compliance: Compliance | None, threshold
     return (not failed, failed)
 
 
+def tries_allowed(thresholds: QualityThresholds) -> int:
+    """The most tries any product can get: ``max(max_tries, BLANK_MAX_TRIES)``."""
+    return max(thresholds.max_tries, BLANK_MAX_TRIES)
+
+
+def should_retry(failed_checks: Sequence[str], tries_made: int, thresholds: QualityThresholds) -> bool:
+    """Whether a product whose latest try failed ``failed_checks`` (empty: it passed) after
+    ``tries_made`` tries gets another seed: a failing try is retried up to ``max_tries`` tries, a
+    blank one up to :data:`BLANK_MAX_TRIES`."""
+    if not failed_checks:
+        return False
+    if tries_made < thresholds.max_tries:
+        return True
+    return BLANK in failed_checks and tries_made < BLANK_MAX_TRIES
+
+
 #: Score that breaks ties between tries with the same verdict and the same number of failed checks.
 TIEBREAK_SCORE = "sharpness"
 
@@ -153,7 +195,9 @@ def pick_best(tries: Sequence[Mapping[str, object]]) -> int:
     """Index of the best of a product's tries (best-of-N).
 
     Each try is a mapping with ``passed`` (bool), ``failed_checks`` (list) and its scores. Best =
-    ordered by, in turn: (1) passing tries before failing ones; (2) fewer failed checks; (3) higher
+    ordered by, in turn: (1) passing tries before failing ones; (1b) tries that are not ``blank``
+    before blank ones (a flat image is never kept over a render that shows something); (2) fewer
+    failed checks; (3) higher
     :data:`TIEBREAK_SCORE` (sharpness, the variance of the Laplacian: blur is a generator's most
     common defect, and at equal verdicts the crisper render is preferred; missing or NaN counts as
     lowest); (4) the earlier try (deterministic). Raises ValueError on an empty list.
@@ -165,6 +209,7 @@ def pick_best(tries: Sequence[Mapping[str, object]]) -> int:
         t = tries[i]
         s = t.get(TIEBREAK_SCORE)
         s = -math.inf if s is None or (isinstance(s, float) and math.isnan(s)) else float(s)
-        return (0 if t.get("passed") else 1, len(t.get("failed_checks") or ()), -s, i)
+        failed = t.get("failed_checks") or ()
+        return (0 if t.get("passed") else 1, 1 if BLANK in failed else 0, len(failed), -s, i)
 
     return min(range(len(tries)), key=key)
