@@ -117,7 +117,7 @@ def validate(
     problems = [str(p) for p in catalog.validate(table)]
     checked = "; no image_uri column: no photos to check" if check_images and "image_uri" not in table.column_names else ""
     if check_images and "image_uri" in table.column_names:
-        from catalog_render.planning import check_photos
+        from catalog_render.photos import check_photos
 
         bad, without = check_photos(table)
         checked = f"; photos checked: {table.num_rows - without - len(bad)} usable, {len(bad)} unusable, {without} without image_uri"
