@@ -560,7 +560,8 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     the_plan = planning.plan(
         table, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, params, spec), job_seed=spec.generation.seed,
         prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
-        hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem, feedback=reviews, manifest_table=past,
+        hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem, conditioning_fields=info.conditioning_fields,
+        feedback=reviews, manifest_table=past,
     )
     _check_lpips(the_plan.work)
     record = {
