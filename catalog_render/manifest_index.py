@@ -25,11 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog_render import manifest, storage
-from catalog_render.planning import DoneIndex
+from catalog_render.done_index import DoneIndex
 
 INDEX_SCHEMA = pa.schema([("kind", pa.string()), ("key", pa.string()), ("ext", pa.string())])
 _RUN = re.compile(r"[/\\]run=([^/\\]+)[/\\]part-[^/\\]+\.parquet$")
-_IMAGE = r"(?P<key>[0-9a-f]{64})\.(?P<ext>[A-Za-z0-9]+)$"
 
 
 def index_uri(output_uri: str) -> str:
@@ -53,11 +52,10 @@ class ManifestIndex:
         those whose image ``<render_key>.<ext>`` is among ``image_uris`` (the listing of
         ``OUTPUT/images/``: ``current``)."""
         ok = self.table.filter(pc.equal(self.table.column("kind"), "ok"))
-        names = pa.array(image_uris, pa.string()) if not isinstance(image_uris, pa.Array) else image_uris
-        found = pc.extract_regex(names, _IMAGE).drop_null() if len(names) else pa.array([], pa.struct([("key", pa.string()), ("ext", pa.string())]))
-        present = pc.binary_join_element_wise(found.field("key"), found.field("ext"), ".")
+        names = pa.array(image_uris, pa.string()) if not isinstance(image_uris, (pa.Array, pa.ChunkedArray)) else image_uris
+        names = pc.replace_substring_regex(names, r"^.*[/\\]", "")  # file names
         mine = pc.binary_join_element_wise(ok.column("key"), ok.column("ext"), ".")
-        return DoneIndex(ok.column("key").filter(pc.is_in(mine, value_set=present)).combine_chunks(), ok.column("key").combine_chunks())
+        return DoneIndex(ok.column("key").filter(pc.is_in(mine, value_set=names)).combine_chunks(), ok.column("key").combine_chunks())
 
 
 def _from_parts(parts: list[str]) -> pa.Table:

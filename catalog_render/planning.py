@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from catalog_render import plan_columns
 from catalog_render.catalog import MAX_PRODUCT_ID_CHARS, conditioning_fields_problem, product_id_problem
 from catalog_render.errors import ConfigError
+from catalog_render.done_index import DoneIndex
 from catalog_render.generators.base import Conditioning
 from catalog_render.photos import photo_problem, probe_image
 
@@ -177,22 +178,6 @@ WORK_SCHEMA = pa.schema(
 )
 
 
-class DoneIndex:
-    """The output's ``ok`` renders as the planner looks them up: ``current`` (string Array of the
-    render_keys whose image object exists: such a product is up to date) and ``known`` (every ok
-    render_key, image present or not: a product whose key is known but not current is re-rendered
-    with plan_reason ``render_key in manifest but its image is missing``)."""
-
-    def __init__(self, current, known):
-        self.current = pa.array(current, pa.string()) if not isinstance(current, (pa.Array, pa.ChunkedArray)) else current
-        self.known = pa.array(known, pa.string()) if not isinstance(known, (pa.Array, pa.ChunkedArray)) else known
-
-    @classmethod
-    def from_mapping(cls, done_keys: dict[str, str], existing_images) -> DoneIndex:
-        """From render_key -> image_uri of ok rows and the set of image URIs present."""
-        return cls([k for k, u in done_keys.items() if u in existing_images], list(done_keys))
-
-
 def duplicate_ids(product_ids) -> dict[str, int]:
     """product_id -> number of rows for every id that appears more than once (nulls ignored).
     ``product_ids``: a string (Chunked)Array, e.g. the catalog's column read alone."""
@@ -201,7 +186,7 @@ def duplicate_ids(product_ids) -> dict[str, int]:
     return {v: c for v, c in zip(repeated.field("values").to_pylist(), repeated.field("counts").to_pylist()) if v is not None}
 
 
-def plan(catalog: pa.Table, *, batch_rows: int = 250_000, **options) -> Plan:
+def plan(catalog: pa.Table, *, batch_rows: int = 100_000, **options) -> Plan:
     """Decide what to render. ``catalog`` follows the catalog schema (see catalog.conform); the
     catalog is planned ``batch_rows`` rows at a time (see :class:`Planner`, which also documents
     ``options``: the same keywords).
@@ -427,8 +412,7 @@ class Planner:
                 seeds[i], keys[i] = seed, key
                 rejection[i] = f"rejected render {last[:12]} by {self.rejected[(pids[i], last)]}: new seed (attempt {attempt})"
         key_arr = pa.array(keys, pa.string())
-        current = np.asarray(pc.is_in(key_arr, value_set=self.done.current))
-        known = np.asarray(pc.is_in(key_arr, value_set=self.done.known))
+        current, known = self.done.lookup(key_arr)
         in_scope = np.array([s in ("", "approved") for s in status], bool) if special or self.check else np.ones(len(rows), bool)
         fresh = np.array([s == "" for s in status], bool) if special or self.check else np.ones(len(rows), bool)
         work = fresh & ~current

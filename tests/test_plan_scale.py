@@ -123,3 +123,19 @@ def test_whole_fashion_catalog_matches_the_row_loop(fashion, tmp_path):
     back = _same(table, **_kw("backfill"), batch_rows=10_000)
     assert back.work.num_rows == 44_446 - 2_946 + sum(1 for r in back.work.column("plan_reason").to_pylist() if r.startswith("image undecodable"))
     _same(table, **_kw("refresh", TEMPLATES[1]), batch_rows=10_000)
+
+
+def test_done_index_lookup_equals_set_membership():
+    import hashlib
+
+    from catalog_render.done_index import DoneIndex
+
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+    known, current = keys[:3000], keys[:3000:3]
+    for idx in (DoneIndex(current, known), DoneIndex(current + ["x"], known + ["x"]), DoneIndex([], [])):  # digests, strings, empty
+        for queries in (pa.array(keys[::-1]), pa.array(keys[::-1] + ["not-a-key", "x"])):
+            cur, kn = idx.lookup(queries)
+            want_known, want_current = set(idx.known.to_pylist()), set(idx.current.to_pylist())
+            assert kn.tolist() == [q in want_known for q in queries.to_pylist()]
+            assert cur.tolist() == [q in want_current for q in queries.to_pylist()]
+    assert DoneIndex(current, known).lookup(pa.array(keys[:5]))[1].tolist() == [True] * 5
