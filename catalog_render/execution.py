@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog_render import catalog as catalog_mod
-from catalog_render import current, imaging, manifest, manifest_index, plan_run, planning, storage
+from catalog_render import current, imaging, manifest, manifest_index, photos, plan_run, planning, storage
 from catalog_render import lease as lease_mod
 from catalog_render.config import JobSpec
 from catalog_render.errors import ModelError, RunError
@@ -482,11 +482,11 @@ def run_job(
                            address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus)
 
 
-def _plan(spec: JobSpec, table: pa.Table, output_uri: str, info, hide_images: bool, limit: int | None):
+def _plan(spec: JobSpec, table: pa.Table, output_uri: str, info, hide_images: bool, limit: int | None, probes=None):
     """(plan, recorded quarantine keys) of ``table`` for the output: see plan_run.plan_output."""
     return plan_run.plan_output(table, output_uri, mode=spec.mode, model_id=info.model_id, params_used=plan_run.keyed_params(info, generation_params(spec), spec),
                                 job_seed=spec.generation.seed, prompt_template=spec.generation.prompt_template, info=info,
-                                hide_images=hide_images, limit=limit)
+                                hide_images=hide_images, limit=limit, probes=probes)
 
 
 def dry_run(spec: JobSpec, catalog_uri: str, model_uri: str, output_uri: str, *, limit: int | None = None, hide_images: bool = False) -> planning.Plan:
@@ -495,7 +495,7 @@ def dry_run(spec: JobSpec, catalog_uri: str, model_uri: str, output_uri: str, *,
     output_uri = output_uri if storage.is_s3(output_uri) else storage.display(output_uri)
     _check_output_is_a_folder(output_uri)
     info = registry.describe(model_uri if storage.is_s3(model_uri) else storage.display(model_uri))
-    return _plan(spec, catalog_mod.read_catalog(catalog_uri), output_uri, info, hide_images, limit)[0]
+    return _plan(spec, catalog_mod.read_catalog(catalog_uri), output_uri, info, hide_images, limit, photos.ProbeCache.load(output_uri))[0]
 
 
 def _check_output_is_a_folder(output_uri: str) -> None:
@@ -555,7 +555,9 @@ def _mark_abandoned(output_uri: str, expired: dict) -> None:
 def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str, output_uri: str, info, run_id: str, held,
                 t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus) -> RunSummary:
     params = generation_params(spec)
-    the_plan, recorded = _plan(spec, table, output_uri, info, hide_images, limit)
+    probes = photos.ProbeCache.load(output_uri)  # photos unchanged since they were last probed are not read again
+    the_plan, recorded = _plan(spec, table, output_uri, info, hide_images, limit, probes)
+    probes.save(output_uri)
     _check_lpips(the_plan.work)
     record = {
         "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
@@ -563,7 +565,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
         "started_at": started_at.isoformat(), "catalog_rows": the_plan.total, "in_scope": the_plan.in_scope,
         "up_to_date": the_plan.up_to_date, "approved_kept": the_plan.approved_kept, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
-        "lease": not isinstance(held, lease_mod.NoLease),
+        "lease": not isinstance(held, lease_mod.NoLease), "photo_probes": {"probed": probes.probed, "reused": probes.reused},
     }
     # A quarantine is recorded once per (product, reason, catalog row): an unchanged re-run counts, not re-writes, them.
     new_quarantine = the_plan.quarantine_rows(run_id, recorded)

@@ -5,6 +5,7 @@ why a catalog row's photo cannot be used. The planner (:mod:`catalog_render.plan
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,3 +61,75 @@ def check_photos(catalog: pa.Table, threads: int = 16, probe: Callable[[str], st
         found = list(pool.map(lambda u: photo_problem(u, probe) if u else None, uris))
     problems = [(i, r.get("product_id"), why) for i, (r, why) in enumerate(zip(rows, found)) if why]
     return problems, sum(1 for u in uris if not u)
+
+
+#: Columns of ``OUTPUT/index/probes.parquet``: one row per photo probed, with the object's size and
+#: version (S3 ETag or local mtime in ns) when it was probed, and the probe's answer (null: usable).
+PROBES_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()), ("version", pa.string()), ("problem", pa.string())])
+
+
+def probes_uri(output_uri: str) -> str:
+    return storage.join(output_uri, "index", "probes.parquet")
+
+
+class ProbeCache:
+    """A probe (:func:`probe_image`) that remembers: called with a photo URI, it asks the store for
+    the object's size and version (:func:`storage.stat`: an S3 HEAD, or a local stat; or the
+    listing :meth:`prefetch` made) and downloads and decodes the photo only when that pair differs
+    from the last probe recorded for the URI. A missing object answers ``image missing (not
+    found)`` without a download. ``probed`` and ``reused`` count the two outcomes; :meth:`save`
+    writes what is known to ``OUTPUT/index/probes.parquet`` (:data:`PROBES_SCHEMA`).
+
+    A photo rewritten with the same size within the same nanosecond (local) is not seen as
+    changed; on S3 any rewrite changes the ETag. Thread-safe (the planner probes in threads)."""
+
+    def __init__(self, known: pa.Table | None = None, probe: Callable[[str], str | None] = probe_image):
+        rows = known.to_pylist() if known is not None else []
+        self._known = {r["uri"]: (r["size"], r["version"], r["problem"]) for r in rows}
+        self._stats: dict[str, tuple[int, str]] = {}
+        self._probe, self._lock = probe, threading.Lock()
+        self.probed = self.reused = 0
+
+    @classmethod
+    def load(cls, output_uri: str, probe: Callable[[str], str | None] = probe_image) -> ProbeCache:
+        """The output's cache (empty when it has none). Raises StorageError when it cannot be read."""
+        try:
+            return cls(storage.read_parquet(probes_uri(output_uri)).select(PROBES_SCHEMA.names).cast(PROBES_SCHEMA), probe)
+        except storage.ObjectNotFound:
+            return cls(None, probe)
+
+    def prefetch(self, uris) -> None:
+        """Learn the size and ETag of many S3 photos with LIST requests (one per 1,000 objects under
+        each folder holding 20 or more of them) instead of one HEAD each. Local URIs: nothing."""
+        folders: dict[str, int] = {}
+        for u in uris:
+            if u and storage.is_s3(u):
+                folders[u.rsplit("/", 1)[0] + "/"] = folders.get(u.rsplit("/", 1)[0] + "/", 0) + 1
+        for folder, n in folders.items():
+            if n >= 20:
+                self._stats.update(storage.list_stats(folder))
+
+    def __call__(self, uri: str) -> str | None:
+        try:
+            st = self._stats.get(uri) or storage.stat(uri)
+        except storage.ObjectNotFound:
+            return "image missing (not found)"
+        hit = self._known.get(uri)
+        if hit is not None and hit[:2] == st:
+            with self._lock:
+                self.reused += 1
+            return hit[2]
+        problem = self._probe(uri)
+        with self._lock:
+            self.probed += 1
+            self._known[uri] = (*st, problem)
+        return problem
+
+    def save(self, output_uri: str) -> str:
+        """Write the cache atomically; returns its URI. Raises StorageError."""
+        uris = sorted(self._known)
+        table = pa.table({"uri": uris, "size": [self._known[u][0] for u in uris], "version": [self._known[u][1] for u in uris],
+                          "problem": [self._known[u][2] for u in uris]}, schema=PROBES_SCHEMA)
+        uri = probes_uri(output_uri)
+        storage.write_parquet(table, uri)
+        return uri

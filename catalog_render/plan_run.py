@@ -10,17 +10,19 @@ from collections import Counter
 import pyarrow.compute as pc
 
 from catalog_render import feedback as feedback_mod
-from catalog_render import manifest, manifest_index, planning, storage
+from catalog_render import manifest, manifest_index, photos, planning, storage
 
 
 def plan_output(table, output_uri: str, *, mode: str, model_id: str, params_used: dict, job_seed: int, prompt_template: str, info,
-                hide_images: bool = False, limit: int | None = None) -> tuple[planning.Plan, set[str]]:
+                hide_images: bool = False, limit: int | None = None,
+                probes: photos.ProbeCache | None = None) -> tuple[planning.Plan, set[str]]:
     """Plan ``table`` (a conformed catalog) for ``output_uri``: ok renders and recorded quarantines
     come from the manifest index (:func:`manifest_index.read_index`: the compacted index plus any
     parts it does not cover), images present from listing ``OUTPUT/images/``, verdicts from the
     output's feedback. The full manifest is read only when a reviewer approved a render (the
     planner compares the approved render's conditioning). ``info``: the model's
-    :class:`~catalog_render.generators.registry.ModelInfo`. Returns ``(plan, recorded)``:
+    :class:`~catalog_render.generators.registry.ModelInfo`. ``probes``: the photo probe to use,
+    normally the output's :class:`photos.ProbeCache` (prefetched here for a backfill). Returns ``(plan, recorded)``:
     ``recorded`` the quarantine_keys the manifest already holds. Raises as
     :func:`planning.plan` does, and StorageError when the output cannot be read."""
     reviews = feedback_mod.read_feedback(output_uri)
@@ -28,8 +30,10 @@ def plan_output(table, output_uri: str, *, mode: str, model_id: str, params_used
     images = storage.list_uris(storage.join(output_uri, "images"))
     approvals = reviews.num_rows and pc.any(pc.equal(reviews.column("verdict"), "approve")).as_py()
     past = manifest.read_manifest(output_uri) if approvals else None
+    if probes is not None and mode == "backfill" and "image_uri" in table.column_names:
+        probes.prefetch(table.column("image_uri").drop_null().unique().to_pylist())
     the_plan = planning.plan(
-        table, mode=mode, model_id=model_id, params_used=params_used, job_seed=job_seed, prompt_template=prompt_template,
+        table, probe=probes or photos.probe_image, mode=mode, model_id=model_id, params_used=params_used, job_seed=job_seed, prompt_template=prompt_template,
         done_keys=index.done(images), existing_images=set(images) if reviews.num_rows else frozenset(), hide_images=hide_images, limit=limit,
         conditioning_problem=info.conditioning_problem, conditioning_fields=info.conditioning_fields, feedback=reviews, manifest_table=past,
     )
