@@ -557,8 +557,8 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     params = generation_params(spec)
     probes = photos.ProbeCache.load(output_uri)  # photos unchanged since they were last probed are not read again
     the_plan, recorded = _plan(spec, table, output_uri, info, hide_images, limit, probes)
-    probes.save(output_uri)
     _check_lpips(the_plan.work)
+    probes.save(output_uri)  # after the last check that refuses the run: a refused run writes nothing
     record = {
         "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
         "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),
