@@ -86,7 +86,7 @@ def _inputs(output_uri: str) -> tuple[list[str], list[str]]:
             storage.list_uris(feedback_prefix(output_uri), suffix=".parquet"))
 
 
-def write_current_view(output_uri: str, feedback_cache: dict | None = None) -> str:
+def write_current_view(output_uri: str, *, feedback_cache: dict | None = None, manifest_reader=None) -> str:
     """Write ``OUTPUT/current.parquet`` (atomically, replacing the previous one) from the output's
     manifest, its review feedback and the image objects present (see :func:`current_view`);
     returns its URI. An output without renders gets an empty table of the schema. Local paths are
@@ -99,7 +99,10 @@ def write_current_view(output_uri: str, feedback_cache: dict | None = None) -> s
     newer view, so it writes again (at most :data:`MAX_VIEW_ROUNDS` times). The last writer's
     listing after its write is then the one its view was made from, so the view left in place
     includes every part stored before it. ``feedback_cache``: see
-    :func:`catalog_render.feedback.feedback_history`."""
+    :func:`catalog_render.feedback.feedback_history`. ``manifest_reader``: a callable returning
+    the manifest rows (at least the columns :func:`current_view` reads) as
+    :func:`catalog_render.manifest.read_manifest` would now, for a reader that keeps the parts it
+    has read (the review server); default: ``read_manifest(output_uri)``."""
     if not storage.is_s3(output_uri):
         output_uri = storage.display(output_uri)
     uri = storage.join(output_uri, CURRENT_VIEW)
@@ -107,7 +110,7 @@ def write_current_view(output_uri: str, feedback_cache: dict | None = None) -> s
     for _ in range(MAX_VIEW_ROUNDS):
         existing = set(storage.list_uris(storage.join(output_uri, "images")))
         fb = latest_verdicts(feedback_history(output_uri, feedback_cache))
-        table = current_view(read_manifest(output_uri), fb, existing)
+        table = current_view(manifest_reader() if manifest_reader else read_manifest(output_uri), fb, existing)
         storage.write_parquet(table, uri)
         after = _inputs(output_uri)
         if after == before:

@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from urllib.parse import urlencode
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -267,6 +268,7 @@ def create_app(output_uri: str, reviewer: str, *, allowed_hosts: list[str] | Non
     if not reviewer or not reviewer.strip():
         raise ValueError("reviewer must be a non-empty name")
     data = ReviewData(output_uri)
+    pa.array([0])  # pyarrow imports pandas on its first conversion of Python objects (~1 s): pay it at start, not on the first page
 
     @asynccontextmanager
     async def lifespan(app):

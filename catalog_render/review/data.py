@@ -14,7 +14,6 @@ without a ``kind`` column counts every row as ``render``.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,24 +23,24 @@ import pyarrow.compute as pc
 
 from catalog_render import feedback, storage
 from catalog_render.current import CURRENT_VIEW
-from catalog_render.errors import CatalogRenderError, StorageError
-from catalog_render.manifest import manifest_prefix, read_manifest
-from catalog_render.report_data import QUALITY_FAILED, conditioning_fields
+from catalog_render.errors import StorageError
+from catalog_render.report_data import QUALITY_FAILED
+from catalog_render.review.errors import (  # noqa: F401  (re-exported: the page's errors)
+    ImageGone,
+    NoManifest,
+    OldManifest,
+    ReviewError,
+    StorageUnavailable,
+    UnknownRender,
+)
+from catalog_render.review.loading import SCORE_COLUMNS, ManifestCache, derived
 
 #: Scores a page can be sorted by: manifest column -> (label, which end is better). Definitions:
 #: README "Quality scores" (catalog_render/quality/scores.py and checks.py).
-SCORES: dict[str, tuple[str, str]] = {
-    "sharpness": ("sharpness", "higher"),
-    "background_whiteness": ("background whiteness", "higher"),
-    "fill_ratio": ("fill ratio", "near 0.85"),
-    "psnr": ("PSNR (dB)", "higher"),
-    "ssim": ("SSIM", "higher"),
-    "lpips": ("LPIPS", "lower"),
-    "colourfulness": ("colourfulness", "-"),
-    "colour_delta_e": ("colour ΔE00", "lower"),
-    "clipped_highlights": ("clipped highlights", "lower"),
-    "clipped_shadows": ("clipped shadows", "lower"),
-}
+SCORES: dict[str, tuple[str, str]] = dict(zip(SCORE_COLUMNS, (
+    ("sharpness", "higher"), ("background whiteness", "higher"), ("fill ratio", "near 0.85"), ("PSNR (dB)", "higher"),
+    ("SSIM", "higher"), ("LPIPS", "lower"), ("colourfulness", "-"), ("colour ΔE00", "lower"), ("clipped highlights", "lower"),
+    ("clipped shadows", "lower"))))
 #: Sort keys besides the scores.
 SORTS = {"product_id": "product id", "newest": "newest first"} | {k: v[0] for k, v in SCORES.items()}
 #: Scopes: the renders of the current view plus the last run (default), every render, or one run
@@ -51,41 +50,10 @@ SCOPE_CURRENT, SCOPE_ALL = "current", "all"
 PER_PAGE, MAX_PER_PAGE = 48, 200
 #: Seconds an image request may reuse the loaded manifest without listing its parts again.
 IMAGE_LISTING_TTL_S = 10.0
-#: Manifest columns the review table keeps (besides the derived ones).
+#: Columns of the review table (besides the derived title, category, colour).
 KEEP = ("product_id", "render_key", "image_uri", "publish_uri", "reference_uri", "renditions", "run_id", "finished_at",
         "quality_status", "quality_failed", "compliance_failed", "preset", "family", "model_id", "seed", "width", "height",
-        "tries", "plan_reason", *SCORES)
-
-
-class ReviewError(CatalogRenderError):
-    """A request the review page answers with a message page (never a traceback): ``status`` is
-    the HTTP status, ``title`` the page's heading, the message says what is wrong and what to do."""
-
-    status = 400
-    title = "Bad request"
-
-    def __init__(self, message: str, status: int | None = None, title: str | None = None):
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-        if title is not None:
-            self.title = title
-
-
-class NoManifest(ReviewError):
-    status, title = 404, "No renders in this output"
-
-
-class OldManifest(ReviewError):
-    status, title = 409, "Manifest from another version"
-
-
-class UnknownRender(ReviewError):
-    status, title = 404, "No such render"
-
-
-class StorageUnavailable(ReviewError):
-    status, title = 503, "Output unreachable"
+        "tries", "plan_reason", "kind", "_part", *SCORES)
 
 
 @dataclass
@@ -163,40 +131,16 @@ class Page:
     current_view: bool = field(default=False)
 
 
-def _derived(conditioning: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """(title, category, colour) columns from the conditioning JSON strings (nulls when absent or
-    malformed). One json.loads per distinct string: the one Python loop of the load."""
-    titles, cats, colours = [], [], []
-    memo: dict[str | None, tuple] = {}
-    for raw in conditioning.to_pylist():
-        got = memo.get(raw)
-        if got is None:
-            title = None
-            if raw:
-                try:
-                    obj = json.loads(raw)
-                    title = obj.get("title") if isinstance(obj, dict) else None
-                except ValueError:
-                    pass
-            got = memo[raw] = ((None if title in (None, "") else str(title)), *conditioning_fields(raw))
-        titles.append(got[0])
-        cats.append(got[1])
-        colours.append(got[2])
-    return pa.array(titles, pa.string()), pa.array(cats, pa.string()), pa.array(colours, pa.string())
-
-
 def _renders(m: pa.Table) -> pa.Table:
     """The review table: one row per render_key (its latest ok row with an image), the columns of
-    :data:`KEEP`, ``kind``, ``title``, ``category``, ``colour``."""
+    :data:`KEEP`, ``title``, ``category``, ``colour``."""
     ok = m.filter(pc.and_(pc.equal(m.column("status"), "ok"), pc.and_(pc.is_valid(m.column("render_key")), pc.is_valid(m.column("image_uri")))))
-    ok = ok.append_column("_i", pa.array(range(ok.num_rows), pa.int64()))
-    last = ok.group_by(["render_key"]).aggregate([("_i", "max")]).column("_i_max")
-    ok = ok.take(pc.sort_indices(last))
-    kind = ok.column("kind") if "kind" in ok.column_names else pa.nulls(ok.num_rows, pa.string())
-    kind = pc.fill_null(pc.cast(kind, pa.string()), "render")
-    title, category, colour = _derived(ok.column("conditioning"))
-    t = ok.select(list(KEEP))
-    return t.append_column("kind", kind).append_column("title", title).append_column("category", category).append_column("colour", colour)
+    if pc.count_distinct(ok.column("render_key")).as_py() < ok.num_rows:  # a render recorded twice: keep its latest row
+        ok = ok.append_column("_i", pa.array(range(ok.num_rows), pa.int64()))
+        last = ok.group_by(["render_key"]).aggregate([("_i", "max")]).column("_i_max")
+        ok = ok.take(pc.sort_indices(last))
+    title, category, colour = derived(ok.column("conditioning"))
+    return ok.select(list(KEEP)).append_column("title", title).append_column("category", category).append_column("colour", colour)
 
 
 class ReviewData:
@@ -206,6 +150,7 @@ class ReviewData:
     def __init__(self, output_uri: str):
         self.output_uri = output_uri if storage.is_s3(output_uri) else storage.display(output_uri)
         self._lock = threading.Lock()
+        self._cache = ManifestCache(self.output_uri)
         self._parts: list[str] | None = None
         self._listed_at = 0.0
         self._manifest: pa.Table | None = None
@@ -214,48 +159,32 @@ class ReviewData:
 
     # --- loading ------------------------------------------------------------------------------
 
-    def _list_parts(self) -> list[str]:
-        try:
-            return storage.list_uris(manifest_prefix(self.output_uri), suffix=".parquet")
-        except StorageError as exc:
-            raise StorageUnavailable(f"cannot list the manifest of {self.output_uri}: {exc}") from None
-
     def renders(self, max_age_s: float = 0.0) -> pa.Table:
-        """The review table (see :func:`_renders`), reloaded when the manifest's parts changed.
-        ``max_age_s``: reuse the last listing when it is younger (image requests).
+        """The review table (see :func:`_renders`), rebuilt when the manifest's parts changed
+        (only new parts are read). ``max_age_s``: reuse the last listing when it is younger
+        (image requests).
 
         Raises NoManifest (no manifest part), OldManifest (a part lacks a column this version
-        requires, or holds one of another type) or StorageUnavailable."""
+        requires, holds one of another type, or is not Parquet) or StorageUnavailable."""
         with self._lock:
             if self._renders is not None and time.monotonic() - self._listed_at < max_age_s:
                 return self._renders
-            parts = self._list_parts()
+            parts = self._cache.list_parts()
             self._listed_at = time.monotonic()
-            if not parts:
-                self._parts = self._manifest = self._renders = None
-                raise NoManifest(f"{self.output_uri} has no manifest ({storage.display(manifest_prefix(self.output_uri))} holds no "
-                                 "Parquet part): no run has written renders here yet. Check the output URI, or run "
-                                 "`catalog-render run --output` into it first.")
             if parts != self._parts or self._renders is None:
                 try:
-                    m = read_manifest(self.output_uri)
-                except KeyError as exc:
-                    raise OldManifest(f"the manifest under {self.output_uri} was written by another (older) version of catalog-render: "
-                                      f"{exc.args[0] if exc.args else exc}. Review it with the version that wrote it, or render "
-                                      "into a new output with this one.") from None
-                except (pa.ArrowException, ValueError) as exc:
-                    raise OldManifest(f"the manifest under {self.output_uri} does not match this version's schema "
-                                      f"(schemas/manifest.schema.json): {str(exc).splitlines()[0][:300]}") from None
-                except StorageError as exc:
-                    if "not a readable Parquet file" in str(exc):
-                        raise OldManifest(f"a manifest part under {self.output_uri} is unreadable: {exc}", title="Unreadable manifest") from None
-                    raise StorageUnavailable(f"cannot read the manifest of {self.output_uri}: {exc}") from None
+                    m = self._cache.load(parts)
+                except NoManifest:
+                    self._parts = self._manifest = self._renders = None
+                    raise
                 self._manifest, self._renders, self._parts = m, _renders(m), parts
             return self._renders
 
-    def manifest(self) -> pa.Table:
-        """Every manifest row (as :func:`catalog_render.manifest.read_manifest`), loaded by :meth:`renders`."""
-        self.renders(max_age_s=IMAGE_LISTING_TTL_S)
+    def manifest(self, max_age_s: float = IMAGE_LISTING_TTL_S) -> pa.Table:
+        """Every manifest row (the columns of :data:`catalog_render.review.loading.READ`, ``kind``
+        and ``_part``), in :func:`catalog_render.manifest.read_manifest`'s order; ``max_age_s`` as
+        for :meth:`renders`."""
+        self.renders(max_age_s=max_age_s)
         return self._manifest
 
     def history(self) -> pa.Table:
@@ -292,12 +221,13 @@ class ReviewData:
         return hit.to_pylist()[0]
 
     def manifest_row(self, render_key: str) -> dict:
-        """The full manifest row (every column) of a render_key's latest ok row."""
-        m = self.manifest()
-        hit = m.filter(pc.and_(pc.equal(m.column("render_key"), render_key), pc.equal(m.column("status"), "ok")))
-        if hit.num_rows == 0:
+        """Every manifest column of a render_key's latest ok row (read again from its part).
+        Raises UnknownRender when the manifest has none."""
+        row = self.row(render_key)
+        full = self._cache.full_row(self._cache.parts[row["_part"]], render_key) if row["_part"] < len(self._cache.parts) else None
+        if full is None:
             raise UnknownRender(f"no rendered image with render_key {render_key[:80]!r} in the manifest of {self.output_uri}")
-        return hit.slice(hit.num_rows - 1).to_pylist()[0]
+        return full
 
     # --- the page query ----------------------------------------------------------------------------
 

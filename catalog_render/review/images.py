@@ -22,7 +22,8 @@ from PIL import Image
 
 from catalog_render import imaging, storage
 from catalog_render.errors import StorageError
-from catalog_render.review.data import IMAGE_LISTING_TTL_S, ReviewData, ReviewError, StorageUnavailable, UnknownRender
+from catalog_render.review.data import IMAGE_LISTING_TTL_S, ReviewData
+from catalog_render.review.errors import ImageGone, StorageUnavailable, UnknownRender
 
 #: Images of a render, by the name used in ``/image/<render_key>/<name>``.
 WHICH = ("render", "published", "thumb", "reference", "reference_thumb")
@@ -30,10 +31,6 @@ WHICH = ("render", "published", "thumb", "reference", "reference_thumb")
 THUMB_SIDE = 320
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
-
-
-class ImageGone(ReviewError):
-    status, title = 404, "Image missing"
 
 
 def sniff(data: bytes) -> str | None:

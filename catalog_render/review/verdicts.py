@@ -23,6 +23,7 @@ thread so that a keystroke does not wait for it (about 1 s on a 50,000-render ou
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -30,12 +31,15 @@ import pyarrow.compute as pc
 
 from catalog_render import current, feedback, storage
 from catalog_render.errors import FeedbackError, StorageError
-from catalog_render.review.data import ReviewData, ReviewError, StorageUnavailable, UnknownRender
+from catalog_render.review.data import ReviewData
+from catalog_render.review.errors import ReviewError, StorageUnavailable, UnknownRender
 
 #: ``source`` of the parts the review page writes.
 REVIEW_SOURCE = "review page"
 #: ``source`` prefix of an undo part: ``undo of <part name> by <reviewer>``.
 UNDO_PREFIX = "undo of "
+#: Seconds the current-view rewrite waits after a verdict for more to arrive (one write for a burst).
+REFRESH_DELAY_S = 0.5
 #: Renders one action may judge at most, and the longest comment (characters).
 MAX_KEYS, MAX_COMMENT = 1000, 2000
 
@@ -139,8 +143,9 @@ class ViewRefresher:
     by one more write. ``last_error`` holds the last failure's message (None after a success),
     ``writes`` counts successful writes."""
 
-    def __init__(self, data: ReviewData):
+    def __init__(self, data: ReviewData, delay_s: float = REFRESH_DELAY_S):
         self.data = data
+        self.delay_s = delay_s
         self._cond = threading.Condition()
         self._pending = False
         self._busy = False
@@ -163,12 +168,15 @@ class ViewRefresher:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending)
+            time.sleep(self.delay_s)  # let a burst of keystrokes arrive: one write serves them all
+            with self._cond:
                 self._pending, self._busy = False, True
             try:
-                current.write_current_view(self.data.output_uri, self.data.feedback_cache)
+                current.write_current_view(self.data.output_uri, feedback_cache=self.data.feedback_cache,
+                                           manifest_reader=lambda: self.data.manifest(max_age_s=0))
                 self.last_error = None
                 self.writes += 1
-            except (StorageError, KeyError, ValueError) as exc:  # noqa: PERF203 - reported on the page, retried on the next verdict
+            except (StorageError, ReviewError, KeyError, ValueError) as exc:  # reported on the page; retried on the next verdict
                 self.last_error = f"{storage.display(storage.join(self.data.output_uri, current.CURRENT_VIEW))} not rewritten: {exc}"
             finally:
                 with self._cond:
