@@ -5,7 +5,7 @@ Builds a synthetic output the way runs leave one: ``--rows`` ok manifest rows wr
 by default, ``execution.manifest_flush_rows``), real conditioning JSON from the fashion catalog's
 metadata (cycled), scores, a quarter failing the quality gate, and one image object per render
 (``images/<product>/<render_key>.png``: hard links to one 48x64 PNG of a real photo) with the
-product's real photo as reference. Then it measures, on this machine:
+product's real photo as reference (``tests/review_outputs.py``). Then it measures, on this machine:
 
 1. server side, cold: a new app (``catalog_render.review.app.create_app``), the first ``GET /``
    through Starlette's TestClient: listing and reading every manifest part, building the review
@@ -25,7 +25,6 @@ Results: benchmarks/RESULTS.md ("Review page").
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -35,10 +34,10 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
 FASHION = REPO.parent / "shared" / "data" / "fashion"
 SAMPLE = REPO / "examples" / "fashion-sample"
 
@@ -49,39 +48,11 @@ def cpu() -> float:
 
 
 def build(out: Path, rows: int, part_rows: int) -> None:
-    """The synthetic output (see the module docstring)."""
-    from PIL import Image
-
-    from catalog_render import imaging, manifest
+    """The synthetic output (see the module docstring; tests/review_outputs.py writes it)."""
+    from review_outputs import fashion_rows, write_output
 
     src = FASHION if (FASHION / "metadata.csv").is_file() else SAMPLE
-    meta = [m for m in csv.DictReader(open(src / "metadata.csv", encoding="utf-8")) if m.get("image_file")][:500]
-    png = out / "_one.png"
-    out.mkdir(parents=True, exist_ok=True)
-    png.write_bytes(imaging.encode(Image.open(src / meta[0]["image_file"]).convert("RGB").resize((48, 64))))
-    run_id = "20260101T000000Z-bench0"
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    part: list[dict] = []
-    seq = 0
-    for i in range(rows):
-        m = meta[i % len(meta)]
-        pid = f"P{i:06d}"
-        key = f"{i:016x}" + "0" * 48
-        uri = manifest.image_uri_for(str(out), pid, key, "png")
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        os.link(png, uri)
-        cond = {"title": m["productDisplayName"], "category": m["articleType"], "attributes": {"color": m["baseColour"], "gender": m["gender"]}}
-        failed = i % 4 == 0
-        part.append({"run_id": run_id, "product_id": pid, "render_key": key, "status": "ok", "image_uri": uri,
-                     "reference_uri": str(src / m["image_file"]), "conditioning": json.dumps(cond), "seed": i, "model_id": "bench",
-                     "family": "gan", "width": 48, "height": 64, "sharpness": (i * 7919 % 1000) / 1e4, "background_whiteness": (i % 100) / 100,
-                     "fill_ratio": (i * 31 % 100) / 100, "quality_status": "failed-quality" if failed else "passed",
-                     "quality_failed": json.dumps(["min_sharpness"] if failed else []), "finished_at": t0 + timedelta(milliseconds=i)})
-        if len(part) == part_rows:
-            manifest.write_part(str(out), run_id, seq, part)
-            part, seq = [], seq + 1
-    if part:
-        manifest.write_part(str(out), run_id, seq, part)
+    write_output(str(out), src, fashion_rows(src, 500), part_rows=part_rows, link=os.link, cycle=True, rows=rows)
 
 
 def server_side(out: Path) -> dict:

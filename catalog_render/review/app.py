@@ -108,7 +108,9 @@ async def _check_csrf(request: Request) -> dict:
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+    """JSON for review.js (and any client asking for it under /api/); HTML for a browser's form post."""
+    accept = request.headers.get("accept", "")
+    return "text/html" not in accept and (request.url.path.startswith("/api/") or "application/json" in accept)
 
 
 def _page(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
@@ -160,7 +162,7 @@ async def detail(request: Request) -> Response:
         review_row = data.row(key)
         h = data.history()
         hist = [r for r in h.to_pylist() if r["render_key"] == key and r["product_id"] == row["product_id"]]
-        missing = [(name, uri) for name, uri in (("render", row["image_uri"]), ("published image", row["publish_uri"]),
+        missing = [(name, uri) for name, uri in (("image", row["image_uri"]), ("published image", row["publish_uri"]),
                                                    ("product photo", row["reference_uri"])) if uri and not storage.exists(uri)]
         fb = feedback.latest_verdicts(h)
         current = fb.filter(pc.equal(fb.column("render_key"), key)).to_pylist()
@@ -187,7 +189,7 @@ async def static_js(request: Request) -> Response:
 
 
 def _done(request: Request, fields: dict, payload: dict) -> Response:
-    if _wants_json(request) and "text/html" not in request.headers.get("accept", ""):
+    if _wants_json(request):
         return JSONResponse(payload)
     nxt = (fields.get("next") or ["/"])[0]
     if not nxt.startswith("/") or nxt.startswith("//") or "\\" in nxt:
