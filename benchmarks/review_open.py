@@ -17,7 +17,10 @@ product's real photo as reference (``tests/review_outputs.py``). Then it measure
 4. one verdict: the POST's wall time, and the background rewrite of ``current.parquet`` it causes
    (``catalog_render.current.write_current_view`` over all 50,000 rows).
 
-    python benchmarks/review_open.py [--rows 50000] [--part-rows 64] [--keep DIR]
+    python benchmarks/review_open.py [--rows 50000] [--part-rows 64] [--keep DIR] [--no-browser]
+    python benchmarks/review_open.py --screenshot docs/review-page.png --output OUTPUT [--path '/?category=X'] [--keys jx]
+
+(the second form only takes a screenshot of the page of an existing output, for docs/review.md).
 
 Results: benchmarks/RESULTS.md ("Review page").
 """
@@ -88,24 +91,51 @@ def server_side(out: Path) -> dict:
     return res
 
 
-def browser(out: Path) -> dict:
+SHOWN = ("return document.readyState === 'complete' && Array.from(document.images).filter(i => "
+         "i.getBoundingClientRect().top < innerHeight).every(i => i.complete && i.naturalWidth > 0)")
+
+
+def _start(out: str, reviewer: str, size: str = "1400,1000"):
+    """(server, its thread, a headless chromium driver)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     from catalog_render.review.server import make_server
 
-    server = make_server(str(out), port=0, reviewer="bench")
+    server = make_server(out, port=0, reviewer=reviewer)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
     opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={size}", "--hide-scrollbars"):
         opts.add_argument(a)
     opts.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
-    shown = ("return document.readyState === 'complete' && Array.from(document.images).filter(i => "
-             "i.getBoundingClientRect().top < innerHeight).every(i => i.complete && i.naturalWidth > 0)")
+    return server, thread, webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+
+
+def screenshot(out: str, dest: Path, path: str, keys: str, reviewer: str) -> None:
+    """A PNG of the page ``path`` of the review server on ``out`` after typing ``keys`` (e.g. ``jxjx``)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    server, thread, driver = _start(out, reviewer, "1360,900")
+    try:
+        driver.get(f"http://127.0.0.1:{server.config.port}{path}")
+        while not driver.execute_script(SHOWN):
+            time.sleep(0.05)
+        for ch in keys:
+            ActionChains(driver).send_keys(ch).perform()
+        time.sleep(0.5)
+        driver.save_screenshot(str(dest))
+    finally:
+        driver.quit()
+        server.should_exit = True
+        thread.join(30)
+
+
+def browser(out: Path) -> dict:
+    server, thread, driver = _start(str(out), "bench")
+    shown = SHOWN
     try:
         driver.get("about:blank")
         w0 = time.perf_counter()
@@ -133,8 +163,15 @@ def main() -> None:
     ap.add_argument("--part-rows", type=int, default=64)
     ap.add_argument("--keep", type=Path, help="build (or reuse) the output here instead of a temporary folder")
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--screenshot", type=Path, help="only take a screenshot of the page of --output into this PNG")
+    ap.add_argument("--output", help="the output to screenshot (local or s3://)")
+    ap.add_argument("--path", default="/", help="page of the screenshot, e.g. '/?category=Tshirts'")
+    ap.add_argument("--keys", default="", help="keys typed before the screenshot, e.g. 'jx'")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.screenshot:
+        screenshot(args.output, args.screenshot, args.path, args.keys, "reviewer")
+        return
     tmp = None
     out = args.keep
     if out is None:
