@@ -362,8 +362,12 @@ def test_the_server_listens_on_loopback_unless_told_otherwise(synth):
     with pytest.raises(ConfigError, match="--allow-remote"):
         make_server(out, host="0.0.0.0", port=0, reviewer="alice")
     warnings = []
-    server = make_server(out, host="0.0.0.0", port=8765, reviewer="alice", allow_remote=True, warn=warnings.append)  # not started
-    assert server.config.host == "0.0.0.0" and len(warnings) == 1 and "reachable from other machines" in warnings[0]
+    with pytest.raises(ConfigError, match="cannot listen there"):  # TEST-NET-1: no interface here, so nothing is ever bound
+        make_server(out, host="192.0.2.1", port=0, reviewer="alice", allow_remote=True, warn=warnings.append)
+    assert len(warnings) == 1 and warnings[0].startswith("warning: the review page listens on 192.0.2.1:0, reachable from other machines")
+    with LiveServer(out) as live:  # a port in use: one line, exit 3, before anything is printed
+        r = CliRunner().invoke(cli_app, ["review", out, "--port", str(live.port)])
+        assert r.exit_code == 3 and r.stderr == f"error: --host 127.0.0.1 --port {live.port}: cannot listen there (Address already in use)\n"
     r = CliRunner().invoke(cli_app, ["review", out, "--host", "192.0.2.1"])
     assert r.exit_code == 3 and r.stderr.startswith("error: --host 192.0.2.1: the review page listens on loopback (127.0.0.1) only")
     r = CliRunner().invoke(cli_app, ["review", out, "--reviewer", " "])

@@ -63,7 +63,8 @@ def make_server(output_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     """A uvicorn server (not started) for the review app of ``output_uri``.
 
     Raises ConfigError for a non-loopback ``host`` without ``allow_remote``, a port outside
-    0..65535 (0: any free port) or an empty reviewer. ``warn`` (callable taking a str, default:
+    0..65535 (0: any free port), an address and port that cannot be bound (in use, not this
+    machine's) or an empty reviewer. ``warn`` (callable taking a str, default:
     print to stderr) receives the warning for a non-loopback bind."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: {port} is not a TCP port (0..65535)")
@@ -74,10 +75,15 @@ def make_server(output_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
         (warn or (lambda m: print(m, file=sys.stderr)))(
             f"warning: the review page listens on {host}:{port}, reachable from other machines; it has no login, so anyone who "
             "reaches this port can approve or reject renders under the reviewer's name")
-    if port == 0:  # any free port, chosen now so that the URL printed is the one served
+    # bind once now: a port in use is a one-line error before anything is printed, and port 0
+    # becomes the free port the URL names (uvicorn binds it again when the server starts)
+    try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            sock.bind((host.strip("[]"), 0))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            sock.bind((host.strip("[]"), port))
             port = sock.getsockname()[1]
+    except OSError as exc:
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
     name = (reviewer if reviewer is not None else default_reviewer()).strip()
     if not name:
         raise ConfigError("--reviewer: empty name")
