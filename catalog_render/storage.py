@@ -521,27 +521,18 @@ def list_uris(prefix: str, suffix: str = "") -> list[str]:
     root = _local(prefix)
     if not root.is_dir():
         return []
-    return sorted(_walk_files(str(root), suffix))
-
-
-def _walk_files(folder: str, suffix: str) -> list[str]:
-    """Regular files (or links to one) under ``folder``, recursively, whose name ends with
-    ``suffix`` and not with ``.tmp`` (an atomic write in progress). Links to folders are not
-    followed. ``os.scandir`` reads the entry types from the directory listing: about 4x less CPU
-    than ``Path.rglob`` + ``is_file`` (0.8 s vs 3.5 s for 50,000 image folders)."""
-    out: list[str] = []
-    stack = [folder]
+    out, stack = [], [str(root)]  # os.scandir gives entry types from the listing: 4x less CPU than rglob + is_file
     while stack:
         try:
             with os.scandir(stack.pop()) as it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif entry.name.endswith(suffix) and not entry.name.endswith(".tmp") and entry.is_file():
-                        out.append(entry.path)
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    elif e.name.endswith(suffix) and not e.name.endswith(".tmp") and e.is_file():
+                        out.append(e.path)
         except (FileNotFoundError, NotADirectoryError):  # removed while listing
             continue
-    return out
+    return sorted(out)
 
 
 def delete(uri: str) -> None:

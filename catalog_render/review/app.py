@@ -39,6 +39,7 @@ from urllib.parse import urlencode
 import pyarrow as pa
 import pyarrow.compute as pc
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -230,8 +231,6 @@ async def status(request: Request) -> Response:
 
 async def _threaded(fn, *args):
     """Run blocking storage / pyarrow work off the event loop (Starlette's thread pool)."""
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(fn, *args)
 
 
