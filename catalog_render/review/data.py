@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -128,7 +128,6 @@ class Page:
     last_run: str | None
     manifest_rows: int
     failed_or_skipped: int
-    current_view: bool = field(default=False)
 
 
 def _renders(m: pa.Table) -> pa.Table:
@@ -284,8 +283,7 @@ class ReviewData:
         idx = pc.sort_indices(t, sort_keys=keys) if t.num_rows else pa.array([], pa.uint64())
         rows = t.take(idx.slice((page - 1) * q.per, q.per)).to_pylist() if t.num_rows else []
         failed_or_skipped = m.num_rows - pc.sum(pc.equal(m.column("status"), "ok")).as_py() if m.num_rows else 0
-        return Page(rows, t.num_rows, page, pages, counts, categories, kinds, runs, last_run, m.num_rows, failed_or_skipped,
-                    current is not None)
+        return Page(rows, t.num_rows, page, pages, counts, categories, kinds, runs, last_run, m.num_rows, failed_or_skipped)
 
 
 def _value_counts(col: pa.ChunkedArray) -> list[tuple[str, int]]:
