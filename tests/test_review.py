@@ -372,3 +372,27 @@ def test_the_server_listens_on_loopback_unless_told_otherwise(synth):
     assert r.exit_code == 3 and r.stderr.startswith("error: --host 192.0.2.1: the review page listens on loopback (127.0.0.1) only")
     r = CliRunner().invoke(cli_app, ["review", out, "--reviewer", " "])
     assert r.exit_code == 3 and "--reviewer: empty name" in r.stderr
+
+
+def test_title_category_colour_follow_the_reports_rules():
+    """review.loading.derived (one pyarrow.json parse) against report_data.conditioning_fields row by row,
+    on the shapes a manifest may hold, including ones that send every row through the slow path."""
+    import json as _json
+
+    from catalog_render.report_data import conditioning_fields
+    from catalog_render.review.loading import derived
+
+    base = [_json.dumps({"title": "A T-shirt", "category": "Tshirts", "attributes": {"gender": "Men", "color": "Blue"}}), None, "", "  ",
+            _json.dumps({"title": "", "category": "Watches", "attributes": {"colour": ""}}),
+            _json.dumps({"title": "X", "attributes": {"baseColour": "Red"}}), _json.dumps({"category": 7})]
+    for cond in (base, base + ["{not json"], base + [_json.dumps({"title": "t", "attributes": [["color", "Red"]]})],
+                 base + ['{"title": "two\\nlines"}'], []):
+        title, category, colour = derived(pa.chunked_array([pa.array(cond, pa.string())]))
+        expected = []
+        for raw in cond:
+            try:
+                obj = _json.loads(raw) if raw and raw.strip() else {}
+            except ValueError:
+                obj = {}
+            expected.append(((obj.get("title") if isinstance(obj, dict) else None) or None, *conditioning_fields(raw)))
+        assert list(zip(title.to_pylist(), category.to_pylist(), colour.to_pylist())) == expected, cond

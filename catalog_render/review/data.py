@@ -231,59 +231,80 @@ class ReviewData:
     # --- the page query ----------------------------------------------------------------------------
 
     def page(self, q: Query) -> Page:
-        """Answer a page query: scope, then filters, then sort, then the page's slice. Raises
-        ReviewError when the scope names no run of the output (the message lists the runs)."""
+        """Answer a page query: scope, then filters, then sort, then the page's slice. Masks and
+        sort keys are computed on the columns they need; only the page's rows are gathered.
+        Raises ReviewError when the scope names no run of the output (the message lists the runs)."""
         t = self.renders()
         m = self._manifest
         runs_t = t.group_by(["run_id"]).aggregate([("render_key", "count")]).sort_by("run_id")
         runs = list(zip(runs_t.column("run_id").to_pylist(), runs_t.column("render_key_count").to_pylist()))
         last_run = runs[-1][0] if runs else None
-        fb = self.verdicts().select(["product_id", "render_key", "verdict", "reviewer", "comment"])
-        t = t.join(fb, keys=["product_id", "render_key"], join_type="left outer")
-        current = self.current_keys()
+        verdict = _verdict_columns(t, self.verdicts())
         if q.scope == SCOPE_CURRENT:
-            mask = pc.equal(t.column("run_id"), last_run) if last_run else pc.is_valid(t.column("run_id"))
+            scope = pc.equal(t.column("run_id"), last_run) if last_run else pc.is_valid(t.column("run_id"))
+            current = self.current_keys()
             if current is not None:
-                mask = pc.or_(mask, pc.is_in(t.column("render_key"), value_set=current))
-            t = t.filter(mask)
+                scope = pc.or_(scope, pc.is_in(t.column("render_key"), value_set=current))
         elif q.scope.startswith("run:"):
             rid = q.scope[len("run:"):]
             if rid not in dict(runs):
                 raise ReviewError(f"parameter 'scope': no run {rid[:80]!r} with renders in {self.output_uri} "
                                   f"(runs: {', '.join(r for r, _ in runs) or 'none'})")
-            t = t.filter(pc.equal(t.column("run_id"), rid))
-        elif q.scope != SCOPE_ALL:
+            scope = pc.equal(t.column("run_id"), rid)
+        elif q.scope == SCOPE_ALL:
+            scope = pc.is_valid(t.column("render_key"))
+        else:
             raise ReviewError(f"parameter 'scope': {q.scope[:60]!r} is not current, all or run:<run_id>")
         failed = pc.fill_null(pc.equal(t.column("quality_status"), QUALITY_FAILED), False)
-        unreviewed = pc.is_null(t.column("verdict"))
-        counts = {"renders": t.num_rows, "failed_quality": pc.sum(failed).as_py() or 0, "unreviewed": pc.sum(unreviewed).as_py() or 0,
-                  "approve": pc.sum(pc.fill_null(pc.equal(t.column("verdict"), "approve"), False)).as_py() or 0,
-                  "reject": pc.sum(pc.fill_null(pc.equal(t.column("verdict"), "reject"), False)).as_py() or 0}
-        categories = _value_counts(t.column("category"))
-        kinds = _value_counts(t.column("kind"))
-        mask = pa.array([True] * t.num_rows, pa.bool_()) if t.num_rows else None
-        if mask is not None:
-            if q.failed_quality:
-                mask = pc.and_(mask, failed)
-            if q.unreviewed:
-                mask = pc.and_(mask, unreviewed)
-            if q.category:
-                mask = pc.and_(mask, pc.fill_null(pc.equal(t.column("category"), q.category), False))
-            if q.kind:
-                mask = pc.and_(mask, pc.equal(t.column("kind"), q.kind))
-            t = t.filter(mask)
+        unreviewed = pc.is_null(verdict["verdict"])
+
+        def count(mask) -> int:
+            return pc.sum(pc.and_(scope, pc.fill_null(mask, False))).as_py() or 0
+
+        counts = {"renders": count(scope), "failed_quality": count(failed), "unreviewed": count(unreviewed),
+                  "approve": count(pc.equal(verdict["verdict"], "approve")), "reject": count(pc.equal(verdict["verdict"], "reject"))}
+        categories = _value_counts(pc.filter(t.column("category"), scope))
+        kinds = _value_counts(pc.filter(t.column("kind"), scope))
+        mask = scope
+        if q.failed_quality:
+            mask = pc.and_(mask, failed)
+        if q.unreviewed:
+            mask = pc.and_(mask, unreviewed)
+        if q.category:
+            mask = pc.and_(mask, pc.fill_null(pc.equal(t.column("category"), q.category), False))
+        if q.kind:
+            mask = pc.and_(mask, pc.equal(t.column("kind"), q.kind))
+        chosen = pc.indices_nonzero(mask)
         if q.sort == "newest":
             keys = [("finished_at", "descending"), ("product_id", "ascending")]
         elif q.sort == "product_id":
             keys = [("product_id", "descending" if q.desc else "ascending"), ("render_key", "ascending")]
         else:
             keys = [(q.sort, "descending" if q.desc else "ascending"), ("product_id", "ascending")]
-        pages = max(1, -(-t.num_rows // q.per))
+        total = len(chosen)
+        pages = max(1, -(-total // q.per))
         page = min(q.page, pages)
-        idx = pc.sort_indices(t, sort_keys=keys) if t.num_rows else pa.array([], pa.uint64())
-        rows = t.take(idx.slice((page - 1) * q.per, q.per)).to_pylist() if t.num_rows else []
+        rows: list[dict] = []
+        if total:
+            by = pa.table({name: pc.take(t.column(name), chosen) for name, _ in keys})
+            shown = pc.take(chosen, pc.sort_indices(by, sort_keys=keys).slice((page - 1) * q.per, q.per))
+            rows = t.take(shown).to_pylist()
+            extra = {name: pc.take(col, shown).to_pylist() for name, col in verdict.items()}
+            for i, r in enumerate(rows):
+                r.update({name: values[i] for name, values in extra.items()})
         failed_or_skipped = m.num_rows - pc.sum(pc.equal(m.column("status"), "ok")).as_py() if m.num_rows else 0
-        return Page(rows, t.num_rows, page, pages, counts, categories, kinds, runs, last_run, m.num_rows, failed_or_skipped)
+        return Page(rows, total, page, pages, counts, categories, kinds, runs, last_run, m.num_rows, failed_or_skipped)
+
+
+def _verdict_columns(t: pa.Table, fb: pa.Table) -> dict[str, pa.Array]:
+    """verdict, reviewer, comment of each row of ``t`` (nulls where not reviewed), from the
+    latest verdicts ``fb``, matched on (product_id, render_key) with ``index_in`` (no join: the
+    wide review table is never copied)."""
+    sep = pa.scalar("\x1f", pa.string())
+    mine = pc.binary_join_element_wise(t.column("product_id"), t.column("render_key"), sep)
+    theirs = pc.binary_join_element_wise(fb.column("product_id"), fb.column("render_key"), sep)
+    idx = pc.index_in(mine, value_set=theirs)
+    return {name: pc.take(fb.column(name), idx) for name in ("verdict", "reviewer", "comment")}
 
 
 def _value_counts(col: pa.ChunkedArray) -> list[tuple[str, int]]:

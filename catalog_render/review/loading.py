@@ -134,12 +134,15 @@ def derived(conditioning: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, pa.Array
     :func:`catalog_render.report_data.conditioning_fields`'s rules: empty values are null; the
     colour is the first attribute whose key contains ``colo`` and whose value is not empty."""
     n = len(conditioning)
-    raw = pc.fill_null(pc.cast(conditioning, pa.string()), "{}").to_pylist()
-    raw = [s if s.strip() else "{}" for s in raw]
+    col = pc.fill_null(pc.cast(conditioning, pa.string()), "{}").combine_chunks() if n else pa.array([], pa.string())
+    col = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), pa.scalar("{}", pa.string()), col)
     try:
-        if any("\n" in s or "\r" in s for s in raw):
+        if n == 0:
+            raise ValueError("no rows")
+        if pc.any(pc.match_substring_regex(col, "[\r\n]")).as_py():
             raise ValueError("a value spans lines")
-        t = pajson.read_json(io.BytesIO("\n".join(raw).encode("utf-8")))
+        one = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), col), "\n")[0].as_buffer()
+        t = pajson.read_json(pa.BufferReader(one))
         if t.num_rows != n:
             raise ValueError("not one object per row")
         title, category = _text(t, "title", n), _text(t, "category", n)
@@ -153,7 +156,7 @@ def derived(conditioning: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, pa.Array
                 colour = pc.coalesce(*[_text(attrs, k, n) for k in keys])
         return pa.array(title, pa.string()), pa.array(category, pa.string()), pa.array(colour, pa.string())
     except (pa.ArrowException, ValueError):
-        titles, cats, colours = _derived_slow(raw)
+        titles, cats, colours = _derived_slow(col.to_pylist())
         return pa.array(titles, pa.string()), pa.array(cats, pa.string()), pa.array(colours, pa.string())
 
 
