@@ -166,10 +166,11 @@ def main() -> None:
     ap.add_argument("--output", help="the output to screenshot (local or s3://)")
     ap.add_argument("--path", default="/", help="page of the screenshot, e.g. '/?category=Tshirts'")
     ap.add_argument("--keys", default="", help="keys typed before the screenshot, e.g. 'jx'")
+    ap.add_argument("--reviewer", default="alice", help="reviewer name of the screenshot's server")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     if args.screenshot:
-        screenshot(args.output, args.screenshot, args.path, args.keys, "reviewer")
+        screenshot(args.output, args.screenshot, args.path, args.keys, args.reviewer)
         return
     tmp = None
     out = args.keep

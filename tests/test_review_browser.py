@@ -91,10 +91,9 @@ def test_a_reviewer_approves_and_rejects_with_the_keyboard_and_the_next_run_foll
         WebDriverWait(browser, 30).until(lambda d: d.execute_script("return Array.from(document.images).every(i => i.complete)"))
         assert browser.execute_script("return Array.from(document.images).filter(i => i.naturalWidth === 0).length") == 0
 
-        keys("j", "a")  # focus the first render, approve it (focus moves on)
-        status_says("approved 1 render")
-        keys("r")  # reject the second
-        status_says("rejected 1 render")
+        keys("j", "a", "r")  # focus the first render, approve it (focus moves on), reject the second: typed at once, none dropped
+        WebDriverWait(browser, 30).until(lambda d: badges()[rows[rejected]["render_key"]] == "rejected · carol")
+        assert badges()[rows[approved]["render_key"]] == "approved · carol"
         keys("u")  # undo the rejection ...
         status_says("undid ")
         assert badges()[rows[rejected]["render_key"]] == "not reviewed"

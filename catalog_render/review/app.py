@@ -64,6 +64,8 @@ CSP = ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-sr
 #: Score labels on the tiles (short).
 SHORT = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim", "lpips": "lpips",
          "colourfulness": "colourful", "colour_delta_e": "ΔE", "clipped_highlights": "hi-clip", "clipped_shadows": "lo-clip"}
+#: Scores printed on a grid tile (every score sorts the grid and shows on the render's page).
+TILE_SCORES = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips")
 _HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
             (b"referrer-policy", b"same-origin")]
 
@@ -135,7 +137,7 @@ def _tile(r: dict) -> dict:
     return {"key": key, "product_id": r["product_id"], "title": r["title"], "category": r["category"], "colour": r["colour"],
             "kind": r["kind"], "run_id": r["run_id"], "quality_status": r["quality_status"],
             "failed": json_list(r["quality_failed"]) or [], "compliance": json_list(r["compliance_failed"]) or [],
-            "scores": [(SHORT[s], r[s]) for s in SCORES if r[s] is not None],
+            "scores": [(SHORT[s], r[s]) for s in TILE_SCORES if r[s] is not None],
             "verdict": {"verdict": r["verdict"], "reviewer": r["reviewer"], "comment": r["comment"]} if r["verdict"] else None,
             "has_reference": bool(r["reference_uri"]), "size": f"{r['width']}×{r['height']}" if r["width"] else None}
 

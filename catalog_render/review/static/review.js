@@ -10,7 +10,6 @@
   const comment = document.getElementById("comment");
   const selcount = document.getElementById("selcount");
   let cur = -1;
-  let busy = false;
 
   function say(text, isError) {
     if (!statusEl) return;
@@ -66,43 +65,49 @@
     return data;
   }
 
-  async function verdict(v, only) {
-    if (busy) return;
+  // Actions run one after another in key-press order: a key pressed while an earlier verdict is
+  // still on its way is queued, never dropped; the focus moves on at once.
+  let chain = Promise.resolve();
+  function enqueue(job) {
+    chain = chain.then(job, job);
+    return chain;
+  }
+
+  function verdict(v, only) {
     const sel = only ? [only] : selected();
     const targets = sel.length ? sel : (cur >= 0 ? [tiles[cur]] : []);
     if (!targets.length) { say("no render focused: press j to move to one", true); return; }
     const fields = [["verdict", v], ["comment", comment ? comment.value : ""]];
     targets.forEach((t) => fields.push(["key", t.dataset.key]));
-    busy = true;
-    try {
-      const data = await post("/api/verdict", fields);
-      show(data.verdicts);
-      say(data.message, false);
-      if (comment) comment.value = "";
-      targets.forEach((t) => { t.querySelector("input.sel").checked = false; });
-      updateSelection();
-      if (targets.length === 1 && !only && cur < tiles.length - 1) focusTile(cur + 1);
-    } catch (e) {
-      say(e.message, true);
-    } finally {
-      busy = false;
-    }
+    if (comment) comment.value = "";
+    targets.forEach((t) => { t.querySelector("input.sel").checked = false; t.classList.add("pending"); });
+    updateSelection();
+    if (targets.length === 1 && !only && cur < tiles.length - 1) focusTile(cur + 1);
+    enqueue(async () => {
+      try {
+        const data = await post("/api/verdict", fields);
+        show(data.verdicts);
+        say(data.message, false);
+      } catch (e) {
+        say(e.message, true);
+      } finally {
+        targets.forEach((t) => t.classList.remove("pending"));
+      }
+    });
   }
 
-  async function undo() {
-    if (busy) return;
-    busy = true;
-    try {
-      const data = await post("/api/undo", []);
-      show(data.verdicts);
-      say(data.message, false);
-      const i = tiles.findIndex((t) => Object.prototype.hasOwnProperty.call(data.verdicts, t.dataset.key));
-      if (i >= 0) focusTile(i);
-    } catch (e) {
-      say(e.message, true);
-    } finally {
-      busy = false;
-    }
+  function undo() {
+    enqueue(async () => {
+      try {
+        const data = await post("/api/undo", []);
+        show(data.verdicts);
+        say(data.message, false);
+        const i = tiles.findIndex((t) => Object.prototype.hasOwnProperty.call(data.verdicts, t.dataset.key));
+        if (i >= 0) focusTile(i);
+      } catch (e) {
+        say(e.message, true);
+      }
+    });
   }
 
   function open() {
