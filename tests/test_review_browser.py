@@ -94,6 +94,8 @@ def test_a_reviewer_approves_and_rejects_with_the_keyboard_and_the_next_run_foll
         keys("j", "a", "r")  # focus the first render, approve it (focus moves on), reject the second: typed at once, none dropped
         WebDriverWait(browser, 30).until(lambda d: badges()[rows[rejected]["render_key"]] == "rejected · carol")
         assert badges()[rows[approved]["render_key"]] == "approved · carol"
+        counts = [browser.find_element(By.ID, f"count-{c}").text for c in ("unreviewed", "approve", "reject")]
+        assert counts == ["6", "1", "1"]  # the header (all 8 renders in view) follows without a reload
         keys("u")  # undo the rejection ...
         status_says("undid ")
         assert badges()[rows[rejected]["render_key"]] == "not reviewed"

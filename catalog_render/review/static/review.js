@@ -40,11 +40,22 @@
     return s;
   }
 
+  // The header's counts follow each change of a tile's verdict ("" = not reviewed).
+  function recount(before, after) {
+    const id = { "": "count-unreviewed", approve: "count-approve", reject: "count-reject" };
+    for (const [name, step] of [[before, -1], [after, 1]]) {
+      const el = document.getElementById(id[name]);
+      if (el) el.textContent = String(Number(el.textContent) + step);
+    }
+  }
+
   function show(verdicts) {
     for (const [key, v] of Object.entries(verdicts || {})) {
       const tile = tiles.find((t) => t.dataset.key === key);
       if (!tile) continue;
-      tile.dataset.verdict = v ? v.verdict : "";
+      const after = v ? v.verdict : "";
+      if (tile.dataset.verdict !== after) recount(tile.dataset.verdict || "", after);
+      tile.dataset.verdict = after;
       const b = tile.querySelector(".vbadge");
       b.className = "vbadge" + (v ? " " + v.verdict : "");
       b.textContent = badgeText(v);
