@@ -17,7 +17,7 @@ changed by others since is passed over.
 
 After each stored part, ``OUTPUT/current.parquet`` is rewritten as after an import
 (:func:`catalog_render.current.write_current_view`), by :class:`ViewRefresher` in a background
-thread so that a keystroke does not wait for it (1.6 CPU s on a 50,000-render output,
+thread so that a keystroke does not wait for it (1.6-2.3 CPU s on a 50,000-render output,
 ``benchmarks/review_open.py``).
 """
 
