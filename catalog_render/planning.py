@@ -373,7 +373,8 @@ class Planner:
                 keep = [i for i, why in enumerate(photo) if why is not None]
                 rows, cand, uris, photo = rows[keep], cand.take(pa.array(keep, pa.int64())), [uris[i] for i in keep], [photo[i] for i in keep]
         attrs = plan_columns.Attributes(cand.column("attributes") if "attributes" in cand.column_names else None, cand.num_rows)
-        pids = cand.column("product_id").to_pylist()
+        # Python ids only when rows may need Python: review feedback or the model's check
+        pids = cand.column("product_id").to_pylist() if (self.rejected or self.approved or self.check) else None
         if self.parts is None:
             rows_py = cand.to_pylist()
             prompts = pa.array([build_prompt(self.template, r["product_id"], r.get("title"), r.get("category"), r.get("description"),
@@ -390,7 +391,8 @@ class Planner:
         status = ["" if why is None else f"cannot condition: {why}" for why in objections]  # "" = in scope, to be decided
         rejection: dict[int, str] = {}
         special = set(np.flatnonzero(np.asarray(pc.is_in(cand.column("product_id"), value_set=self.rejected_ids)))) if self.rejected else set()
-        special |= {i for i, p in enumerate(pids) if p in self.approved}
+        if self.approved:
+            special |= {i for i, p in enumerate(pids) if p in self.approved}
         for i in sorted(special):
             if status[i]:
                 continue
