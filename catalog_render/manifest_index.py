@@ -51,11 +51,15 @@ class ManifestIndex:
         """The planner's view (:class:`planning.DoneIndex`): every ok render_key (``known``) and
         those whose image ``<render_key>.<ext>`` is among ``image_uris`` (the listing of
         ``OUTPUT/images/``: ``current``)."""
-        ok = self.table.filter(pc.equal(self.table.column("kind"), "ok"))
+        is_ok = pc.equal(self.table.column("kind"), "ok")
+        ok = self.table if pc.all(is_ok).as_py() else self.table.filter(is_ok)  # no copy of a history without quarantines
         names = pa.array(image_uris, pa.string()) if not isinstance(image_uris, (pa.Array, pa.ChunkedArray)) else image_uris
         names = pc.replace_substring_regex(names, r"^.*[/\\]", "")  # file names
         mine = pc.binary_join_element_wise(ok.column("key"), ok.column("ext"), ".")
-        return DoneIndex(ok.column("key").filter(pc.is_in(mine, value_set=names)).combine_chunks(), ok.column("key").combine_chunks())
+        done = DoneIndex(ok.column("key").filter(pc.is_in(mine, value_set=names)).combine_chunks(), ok.column("key").combine_chunks())
+        del names, mine
+        pa.default_memory_pool().release_unused()  # hand the listing's strings back before the catalog is read
+        return done
 
 
 def _from_parts(parts: list[str]) -> pa.Table:

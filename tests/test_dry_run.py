@@ -64,3 +64,28 @@ def test_dry_run_plans_like_the_run_and_writes_nothing(ray_local, small_catalog,
     rendered = manifest.read_manifest(str(out)).filter(manifest.pc.equal(manifest.read_manifest(str(out)).column("run_id"), second.run_id))
     assert sorted(rendered.column("render_key").to_pylist()) == sorted(plan.work.column("render_key").to_pylist()[:3])
     assert plan_run.summary(dry_run(SPEC, str(small_catalog), str(tiny_gan), str(out)))["to_render"] == 54
+
+
+def test_index_reads_only_the_parts_it_does_not_cover(ray_local, small_catalog, tiny_gan, tmp_path):
+    """After a run, the index covers its parts: they are never read again (here: overwritten with
+    garbage, which read_manifest would refuse), while a later run's parts are read until compacted."""
+    out = tmp_path / "out"
+    first = run_job(SPEC, str(small_catalog), str(tiny_gan), str(out), limit=6)
+    keys = set(manifest.ok_render_keys(manifest.read_manifest(str(out))))
+    assert len(keys) == 6
+    for part in first.parts:
+        Path(part).write_bytes(b"not parquet")
+    idx = manifest_index.read_index(str(out))
+    assert idx.covered_runs == {first.run_id}
+    assert set(idx.done([]).known.to_pylist()) == keys and len(idx.done([]).current) == 0
+    images = [str(p) for p in (out / "images").rglob("*.png")]
+    assert set(idx.done(images).current.to_pylist()) == keys
+    # A part of a run the index does not cover yet (written as the manifest writes parts) is read.
+    late = str(out / "images" / "p" / ("f" * 64 + ".png"))
+    manifest.write_part(str(out), "20990101T000000Z-abcdef", 0,
+                        [{"run_id": "x", "product_id": "p", "render_key": "f" * 64, "status": "ok", "image_uri": late}])
+    idx = manifest_index.read_index(str(out))
+    assert "f" * 64 in idx.done([]).known.to_pylist() and "20990101T000000Z-abcdef" in idx.covered_runs
+    assert idx.done([late]).current.to_pylist() == ["f" * 64]
+    manifest_index.compact(str(out))
+    assert set(json.loads(pq.read_schema(manifest_index.index_uri(str(out))).metadata[b"covered_runs"])) == {first.run_id, "20990101T000000Z-abcdef"}
