@@ -278,11 +278,12 @@ def finetune(
 def judge(
     model: Annotated[str, typer.Option("--model", help="Model directory to add a category judge to (MODEL/judge/; local or s3://).")],
     catalog_uri: Annotated[str, typer.Option("--catalog", help="The catalog the model was trained on: the judge learns its categories from these photos.")],
+    min_photos: Annotated[int, typer.Option("--min-photos", min=2, help="A category needs this many photos to be one of the judge's classes (20 % of them calibrate it).")] = 10,
 ) -> None:
     """Train the category judge `run` uses to score recognisability (a linear probe on pretrained AlexNet features) and save it in MODEL/judge/."""
     from catalog_render.training.judge import add_judge, summary
 
-    console.print(summary(add_judge(model, catalog_uri)), highlight=False)
+    console.print(summary(add_judge(model, catalog_uri, min_photos=min_photos)), highlight=False)
 
 
 @app.command()

@@ -247,7 +247,7 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
     colour, verdicts = fidelity.colour_fidelity(field, {i: conds[i].value(field) for i in todo}, {i: renders[i] for i in todo}, real_arr, progress)
     fd = fidelity.frechet(judge, feats_real, feats_render)
     uris = dict(zip(selected.column("product_id").to_pylist(), selected.column("image_uri").to_pylist()))
-    resolution = fidelity.resolution({i: renders[i] for i in todo}, {i: uris[real.product_ids[i]] for i in todo if real.product_ids[i] in uris})
+    resolution, energy = fidelity.resolution({i: renders[i] for i in todo}, {i: uris[real.product_ids[i]] for i in todo if real.product_ids[i] in uris})
 
     # ----------------------------------------------------------------------------- timing
     n_img = len(todo)
@@ -273,6 +273,7 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
             "judge_real": pred_real[i], "judge_render": pred_render.get(i),
             "colour_match_real": None if v[1] is None else bool(v[1].match),
             "colour_match_render": None if v[0] is None else bool(v[0].match),
+            "resolution_render": energy.get(i, (None, None))[0], "resolution_real": energy.get(i, (None, None))[1],
         })
     result = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -51,7 +51,7 @@ def to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
 def judge_identity(catalog_uri: str, spec: EvaluateSpec, width: int, height: int) -> dict:
     """What an evaluation's judge must have been trained on: the catalog's bytes, the split and the size."""
     return {"catalog_sha256": hashlib.sha256(storage.read_bytes(catalog_uri)).hexdigest(), "holdout": spec.holdout,
-            "split_seed": spec.split_seed, "letterbox": [width, height], "min_photos": spec.judge_min_photos}
+            "split_seed": spec.split_seed, "size": [width, height], "min_photos": spec.judge_min_photos}
 
 
 def get_judge(judge_uri: str, catalog_uri: str, train_table: pa.Table, spec: EvaluateSpec, width: int, height: int,
@@ -194,13 +194,13 @@ def frechet(judge: category_judge.CategoryJudge, feats_real: torch.Tensor, feats
 # --------------------------------------------------------------------------------- resolution
 
 
-def resolution(renders: dict[int, np.ndarray], photo_uris: dict[int, str]) -> dict:
+def resolution(renders: dict[int, np.ndarray], photo_uris: dict[int, str]) -> tuple[dict, dict[int, tuple[float, float]]]:
     """The resolution measure (:func:`catalog_render.quality.metrics.resolution_energy`: at 256 px,
     the mean energy a round trip through 64 px removes) of each render at its own size vs the real
     photo of the same product at the photo's own size (read again from ``photo_uris``). Returns
-    summaries and the median of the per-product ratio render / photo (0 = no detail beyond 64 px,
-    1 = as much as the photo)."""
-    ren, real, ratio = [], [], []
+    (summaries and the median of the per-product ratio render / photo (0 = no detail beyond 64 px,
+    1 = as much as the photo), {product index: (render energy, photo energy)})."""
+    ren, real, ratio, per = [], [], [], {}
     for i in sorted(renders):
         try:
             photo = imaging.decode_rgb(storage.read_bytes(photo_uris[i], max_bytes=imaging.MAX_BYTES))
@@ -209,9 +209,10 @@ def resolution(renders: dict[int, np.ndarray], photo_uris: dict[int, str]) -> di
         r, p = metrics.resolution_energy(renders[i]), metrics.resolution_energy(photo)
         ren.append(r)
         real.append(p)
+        per[i] = (r, p)
         if p > 0:
             ratio.append(r / p)
     return {"definition": f"mean squared difference, at {metrics.RESOLUTION_SIDE} px, between an image and its bicubic round trip through "
                           f"{metrics.ROUND_TRIP_SIDE} px ([0, 1] pixel units; quality.metrics.resolution_energy)",
             "products": len(ren), "render": metrics.summary(ren), "real_photo": metrics.summary(real),
-            "ratio_render_to_photo_median": float(np.median(ratio)) if ratio else None}
+            "ratio_render_to_photo_median": float(np.median(ratio)) if ratio else None}, per

@@ -165,7 +165,7 @@ class CategoryJudge:
     def _files(self) -> dict[str, bytes]:
         blob = save_safetensors_bytes({"weight": self.weight.contiguous(), "bias": self.bias.contiguous(),
                                        "mean": self.mean.contiguous(), "std": self.std.contiguous()})
-        info = {k: v for k, v in self.info.items() if k != "judge_id"}
+        info = {k: v for k, v in self.info.items() if k not in ("judge_id", "format", "classes", "letterbox", "features")}
         cfg = {"format": FORMAT, "classes": self.classes, "letterbox": {"width": self.letterbox[0], "height": self.letterbox[1]},
                "features": self.extractor_description(), **info}
         return {WEIGHTS: blob, CONFIG: json.dumps(cfg, indent=2, ensure_ascii=False).encode()}
