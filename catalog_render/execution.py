@@ -481,7 +481,7 @@ def run_job(
     info = registry.describe(model_uri)
     table = catalog_mod.read_catalog(catalog_uri)
     _check_upscaler(spec)
-    recognition = recognisability.plan(model_uri, spec.quality.min_recognisability)
+    recognition = recognisability.plan(model_uri, spec.quality.min_recognisability, spec.quality.product_colour)
     run_id = manifest.new_run_id()
     if lease:
         held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
@@ -519,8 +519,10 @@ def _keyed_params(info, params: GenerationParams, spec: JobSpec, recognition: di
     from catalog_render.quality.gate import QualityThresholds
 
     used = info.params_used(params)
-    gate = spec.quality.model_dump(exclude={"max_failed_share", "near_duplicate_max_distance"})
-    if gate != QualityThresholds().model_dump(exclude={"near_duplicate_max_distance"}):
+    # the judge's part is keyed by ``recognition`` itself (its id and resolved threshold), the rest never changes pixels
+    unkeyed = {"near_duplicate_max_distance", "min_recognisability", "product_colour"}
+    gate = spec.quality.model_dump(exclude={"max_failed_share", *unkeyed})
+    if gate != QualityThresholds().model_dump(exclude=unkeyed):
         used = {**used, "quality": gate}
     if recognition:
         used = {**used, "recognisability": recognition}

