@@ -204,14 +204,15 @@ def read_config(uri: str) -> dict:
         raw = storage.read_bytes(storage.join(uri, CONFIG))
         blob = storage.read_bytes(storage.join(uri, WEIGHTS))
     except storage.ObjectNotFound as exc:
-        raise ModelError(f"judge at {uri} is incomplete ({exc}); train it again with `catalog-render judge`") from None
+        raise ModelError(f"judge at {uri} is incomplete ({exc}): train a new one (`catalog-render judge` for a model's judge, "
+                         "another --judge directory for evaluate)") from None
     try:
         cfg = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{storage.join(uri, CONFIG)} is not valid JSON ({exc})") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise ModelError(f"{storage.join(uri, CONFIG)} is not a {FORMAT} judge (format {cfg.get('format') if isinstance(cfg, dict) else None!r}); "
-                         "train it again with `catalog-render judge`")
+        raise ModelError(f"{storage.join(uri, CONFIG)} is not a {FORMAT} judge (format {cfg.get('format') if isinstance(cfg, dict) else None!r}): "
+                         "train a new one (`catalog-render judge` for a model's judge, another --judge directory for evaluate)")
     cfg["judge_id"] = _identity({CONFIG: raw, WEIGHTS: blob})
     cfg["_weights"] = blob
     return cfg
