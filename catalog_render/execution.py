@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog_render import catalog as catalog_mod
-from catalog_render import current, imaging, manifest, manifest_index, photos, plan_run, planning, storage
+from catalog_render import current, imaging, manifest, manifest_index, photos, plan_run, planning, recognisability, storage
 from catalog_render import lease as lease_mod
 from catalog_render.config import JobSpec
 from catalog_render.errors import ModelError, RunError
@@ -47,6 +47,7 @@ _ROW_FIELDS = (
     "fill_ratio", "psnr", "ssim", "lpips", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "quality_status", "quality_failed",
     "preset", "compliance_failed", "compliance_advisories", "tries", "try_index", "try_history", "publish_uri", "renditions", "phash",
     "clipped_highlights", "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match", "upscaler", "upscale_seconds", "finished_at",
+    *recognisability.COLUMNS,
 )
 
 
@@ -81,7 +82,8 @@ class RenderWorker:
     """
 
     def __init__(self, model_uri: str, model_id: str, output_uri: str, params: dict, image_format: str, run_id: str,
-                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool, quality: dict | None = None):
+                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool, quality: dict | None = None,
+                 recognition: dict | None = None):
         import torch
 
         from catalog_render.quality.gate import QualityThresholds
@@ -113,6 +115,8 @@ class RenderWorker:
                 self.upscaler = Upscaler(spec, gpuid=self.quality.upscaler_gpuid, max_passes=self.quality.upscaler_passes)
             self.upscaler_name = self.upscaler.spec if self.upscaler else LANCZOS
         self._lpips = None  # LPIPS-Alex, loaded on the first render with a reference photo
+        self.recognition = recognisability.Scorer.from_plan(recognition, self.threads)  # the model's judge, or None
+        self.min_recognisability = self.recognition.threshold if self.recognition else None
 
     def _generate(self, conds: list[Conditioning], seeds: list[int]):
         """Render the batch; if the batch fails, render one by one so one bad item fails alone."""
@@ -162,7 +166,7 @@ class RenderWorker:
         except (storage.StorageError, imaging.ImageDecodeError):
             return None  # reference metrics are optional; the render stands
 
-    def _assess(self, image, reference, colour: str | None) -> dict:
+    def _assess(self, image, reference, colour: str | None, category: str | None = None) -> dict:
         """Scores, preset compliance and the gate's verdict of one render (a try); ``reference`` is
         the product's photo letterboxed to the render's size (uint8 HxWx3) or None."""
         from catalog_render.quality import gate, presets
@@ -171,13 +175,15 @@ class RenderWorker:
         rgb = imaging.to_array(image)
         scores = score_image(rgb, reference, self.white_threshold, self.border_fraction)
         scores["lpips"] = self._lpips_of(reference, rgb)
+        if self.recognition:
+            scores["recognisability"], scores["recognisability_note"] = self.recognition.score(image, category)
         preset = self.quality.preset
         published = presets.postprocess(image, preset) if preset != "none" else image
         m = presets.measure(published, colour)
         compliance = presets.evaluate(published, preset, colour, apparel=self.quality.apparel, measurements=m) if preset != "none" else None
         values = {**scores, **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match", "colour_delta_e",
                                                        "edge_whiteness", "frame_fill")}}
-        passed, failed = gate.judge(values, compliance, self.quality)
+        passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
         return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}
 
     def _lpips_of(self, reference, rgb) -> float | None:
@@ -211,7 +217,7 @@ class RenderWorker:
         compliance = presets.evaluate(published, self.quality.preset, colour, apparel=self.quality.apparel, measurements=m)
         values = {**kept["values"], **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match",
                                                             "colour_delta_e", "edge_whiteness", "frame_fill")}}
-        passed, failed = gate.judge(values, compliance, self.quality)
+        passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
         return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}, name, seconds
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -226,6 +232,7 @@ class RenderWorker:
             c = json.loads(it["conditioning"])
             conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
             colours.append((c.get("attributes") or {}).get("color"))
+        cats = [c.category for c in conds]
         # tries[i]: list of (image, error, render_s, seed); best-of-N over the items not yet passing
         refs: dict[int, object] = {}  # the product's reference photo, decoded once for all its tries
 
@@ -243,7 +250,7 @@ class RenderWorker:
             seeds = [try_seed(int(items[i]["seed"]), attempt) for i in pending]
             for i, seed, (image, error, render_s) in zip(pending, seeds, self._generate([conds[i] for i in pending], seeds)):
                 tries[i].append((image, error, render_s, seed))
-                assessed[i].append(self._assess(image, reference(i, image), colours[i]) if image is not None else None)
+                assessed[i].append(self._assess(image, reference(i, image), colours[i], cats[i]) if image is not None else None)
             pending = [i for i in pending if assessed[i][-1] is not None and gate.should_retry(assessed[i][-1]["failed_checks"], attempt + 1, self.quality)]
         rows = []
         storage_down = None  # after one write failed (its retries spent), the rest of the batch is not tried
@@ -260,7 +267,7 @@ class RenderWorker:
                 image, data = present[i]
                 seed = read_provenance(data).get("Seed")
                 row.update(seed=int(seed) if seed else it["seed"], reused=True)
-                kept = self._assess(image, reference(i, image), colours[i])
+                kept = self._assess(image, reference(i, image), colours[i], cats[i])
                 history = [{"seed": row["seed"], "passed": kept["passed"], "failed_checks": kept["failed_checks"], "reused": True}]
             else:
                 ok_tries = [k for k, a in enumerate(assessed[i]) if a is not None]
@@ -274,7 +281,7 @@ class RenderWorker:
                 image, _, _, seed = tries[i][best]
                 kept = assessed[i][best]
                 history = [{"seed": tries[i][k][3], "passed": a["passed"] if a else False, "failed_checks": a["failed_checks"] if a else [],
-                            "error": tries[i][k][1], **({key: a["values"].get(key) for key in ("sharpness", "background_whiteness", "fill_ratio")} if a else {})}
+                            "error": tries[i][k][1], **({key: a["values"].get(key) for key in ("sharpness", "background_whiteness", "fill_ratio", "recognisability")} if a else {})}
                            for k, a in enumerate(assessed[i])]
                 row.update(seed=seed, reused=False, try_index=best, render_seconds=sum(t[2] for t in tries[i]))
             row.update(tries=len(history), try_history=json.dumps(history, default=float))
@@ -309,6 +316,8 @@ class RenderWorker:
                         storage.write_bytes(uri, presets.export(image, self.image_format, metadata=meta), content_type=f"image/{self.image_format}")
                         row["write_seconds"] = time.perf_counter() - t1
                     c = kept["compliance"]
+                    if self.recognition:
+                        row.update(self.recognition.columns(kept["values"], image, colours[i]))
                     row.update(
                         image_uri=uri, width=image.width, height=image.height, phash=checks.perceptual_hash(image), renditions=json.dumps(renditions) if renditions else None,
                         publish_uri=renditions.get("main", uri), quality_status="passed" if kept["passed"] else "failed-quality",
@@ -434,6 +443,7 @@ class RunSummary:
     quality: dict[str, int] = field(default_factory=dict)  # quality_status -> count (passed, failed-quality)
     quality_alert: str | None = None  # set when the failed-quality share exceeds quality.max_failed_share
     quarantined_already_recorded: int = 0  # quarantined rows the manifest had already: counted, not written again
+    notes: list[str] = field(default_factory=list)  # one-line notes for the user (e.g. the model has no category judge)
 
 
 def run_job(
@@ -470,6 +480,7 @@ def run_job(
     info = registry.describe(model_uri)
     table = catalog_mod.read_catalog(catalog_uri)
     _check_upscaler(spec)
+    recognition = recognisability.plan(model_uri, spec.quality.min_recognisability, spec.quality.product_colour)
     run_id = manifest.new_run_id()
     if lease:
         held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
@@ -479,12 +490,12 @@ def run_job(
         if held.took_over:
             _mark_abandoned(output_uri, held.took_over)
         return _run_leased(spec, table, catalog_uri, model_uri, output_uri, info, run_id, held, t_start, started_at,
-                           address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus)
+                           address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus, recognition=recognition)
 
 
-def _plan(spec: JobSpec, table: pa.Table, output_uri: str, info, hide_images: bool, limit: int | None, probes=None):
+def _plan(spec: JobSpec, table: pa.Table, output_uri: str, info, hide_images: bool, limit: int | None, probes, recognition: dict | None):
     """(plan, recorded quarantine keys) of ``table`` for the output: see plan_run.plan_output."""
-    return plan_run.plan_output(table, output_uri, mode=spec.mode, model_id=info.model_id, params_used=plan_run.keyed_params(info, generation_params(spec), spec),
+    return plan_run.plan_output(table, output_uri, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, generation_params(spec), spec, recognition),
                                 job_seed=spec.generation.seed, prompt_template=spec.generation.prompt_template, info=info,
                                 hide_images=hide_images, limit=limit, probes=probes)
 
@@ -494,8 +505,11 @@ def dry_run(spec: JobSpec, catalog_uri: str, model_uri: str, output_uri: str, *,
     write (see plan_run.summary). Raises as run_job does before rendering."""
     output_uri = output_uri if storage.is_s3(output_uri) else storage.display(output_uri)
     _check_output_is_a_folder(output_uri)
-    info = registry.describe(model_uri if storage.is_s3(model_uri) else storage.display(model_uri))
-    return _plan(spec, catalog_mod.read_catalog(catalog_uri), output_uri, info, hide_images, limit, photos.ProbeCache.load(output_uri))[0]
+    model_uri = model_uri if storage.is_s3(model_uri) else storage.display(model_uri)
+    info = registry.describe(model_uri)
+    recognition = recognisability.plan(model_uri, spec.quality.min_recognisability, spec.quality.product_colour)  # keys as run_job's
+    return _plan(spec, catalog_mod.read_catalog(catalog_uri), output_uri, info, hide_images, limit, photos.ProbeCache.load(output_uri),
+                 recognition.key())[0]
 
 
 def _check_output_is_a_folder(output_uri: str) -> None:
@@ -512,6 +526,25 @@ def _check_output_is_a_folder(output_uri: str) -> None:
             what = "is a file" if p == path else f"is inside {p}, which is a file"
             raise storage.StorageError(f"--output {output_uri} {what}: the output must be a folder (or an s3:// prefix), "
                                        "where images/, manifest/, runs/ and report.html are written")
+
+
+def _keyed_params(info, params: GenerationParams, spec: JobSpec, recognition: dict | None = None) -> dict:
+    """What the render_key hashes besides conditioning, model and seed: the generation parameters
+    that change pixels, plus the quality gate and preset when set, since they decide which try is
+    kept and which renditions are written (changing the preset or a threshold re-renders). The
+    default gate adds nothing, so outputs made before the gate existed keep their keys; a category
+    judge that gates (``recognition``: its id and threshold) is added, so adding one re-renders."""
+    from catalog_render.quality.gate import QualityThresholds
+
+    used = info.params_used(params)
+    # the judge's part is keyed by ``recognition`` itself (its id and resolved threshold), the rest never changes pixels
+    unkeyed = {"near_duplicate_max_distance", "min_recognisability", "product_colour"}
+    gate = spec.quality.model_dump(exclude={"max_failed_share", *unkeyed})
+    if gate != QualityThresholds().model_dump(exclude=unkeyed):
+        used = {**used, "quality": gate}
+    if recognition:
+        used = {**used, "recognisability": recognition}
+    return used
 
 
 def _check_upscaler(spec: JobSpec) -> None:
@@ -553,10 +586,11 @@ def _mark_abandoned(output_uri: str, expired: dict) -> None:
 
 
 def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str, output_uri: str, info, run_id: str, held,
-                t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus) -> RunSummary:
+                t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus,
+                recognition: recognisability.Plan) -> RunSummary:
     params = generation_params(spec)
     probes = photos.ProbeCache.load(output_uri)  # photos unchanged since they were last probed are not read again
-    the_plan, recorded = _plan(spec, table, output_uri, info, hide_images, limit, probes)
+    the_plan, recorded = _plan(spec, table, output_uri, info, hide_images, limit, probes, recognition.key())
     _check_lpips(the_plan.work)
     probes.save(output_uri)  # after the last check that refuses the run: a refused run writes nothing
     record = {
@@ -565,7 +599,8 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
         "started_at": started_at.isoformat(), "catalog_rows": the_plan.total, "in_scope": the_plan.in_scope,
         "up_to_date": the_plan.up_to_date, "approved_kept": the_plan.approved_kept, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
-        "lease": not isinstance(held, lease_mod.NoLease), "photo_probes": {"probed": probes.probed, "reused": probes.reused},
+        "lease": not isinstance(held, lease_mod.NoLease), "recognisability": recognition.describe(),
+        "photo_probes": {"probed": probes.probed, "reused": probes.reused},
     }
     # A quarantine is recorded once per (product, reason, catalog row): an unchanged re-run counts, not re-writes, them.
     new_quarantine = the_plan.quarantine_rows(run_id, recorded)
@@ -583,7 +618,8 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
             previous_sigterm = _sigterm_as_interrupt()
             sink.total = n_work
             sink.progress_now()
-            common = dict(spec=spec, model_uri=model_uri, model_id=info.model_id, output_uri=output_uri, params=params, run_id=run_id)
+            common = dict(spec=spec, model_uri=model_uri, model_id=info.model_id, output_uri=output_uri, params=params, run_id=run_id,
+                          recognition=recognition.describe())
             sink.consume(_dataset(ray, the_plan.work, **common))
             missing = _not_returned(the_plan.work, sink.returned)
             if missing.num_rows:
@@ -638,7 +674,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     manifest_index.compact(output_uri)  # the next run reads one index, not every part
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
-                      dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"])
+                      dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"], [n for n in [recognition.note] if n])
 
 
 class _ManifestSink:
@@ -796,7 +832,7 @@ def split_work(n_rows: int, workers: int, batch_size: int, blocks_per_worker: in
 
 
 def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, output_uri: str, params: GenerationParams, run_id: str,
-             isolate: bool = False):
+             recognition: dict | None = None, isolate: bool = False):
     """The render dataset. A task whose actor died is retried ``max_task_retries`` times on a
     restarted actor (Ray's default, -1, would retry a poison batch forever); a block that still
     fails is dropped (``max_errored_blocks=-1``) and its items come back missing, for run_job to
@@ -830,7 +866,7 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
         fn_constructor_kwargs=dict(
             model_uri=model_uri, model_id=model_id, output_uri=output_uri, params=params.__dict__, image_format=spec.generation.image_format, run_id=run_id,
             white_threshold=spec.scores.white_threshold, border_fraction=spec.scores.border_fraction, threads=threads, use_gpu=use_gpu,
-            quality=spec.quality.model_dump(exclude={"max_failed_share"}),
+            quality=spec.quality.model_dump(exclude={"max_failed_share"}), recognition=recognition,
         ),
         batch_size=batch_size,
         batch_format="pyarrow",

@@ -40,21 +40,6 @@ def plan_output(table, output_uri: str, *, mode: str, model_id: str, params_used
     return the_plan, index.quarantine_keys()
 
 
-def keyed_params(info, params, spec) -> dict:
-    """What the render_key hashes besides conditioning, model and seed: the generation parameters
-    that change pixels (``info.params_used(params)``; ``params`` a GenerationParams, ``spec`` the
-    JobSpec), plus the quality gate and preset when set, since they decide which try is
-    kept and which renditions are written (changing the preset or a threshold re-renders). The
-    default gate adds nothing, so outputs made before the gate existed keep their keys."""
-    from catalog_render.quality.gate import QualityThresholds
-
-    used = info.params_used(params)
-    gate = spec.quality.model_dump(exclude={"max_failed_share", "near_duplicate_max_distance"})
-    if gate != QualityThresholds().model_dump(exclude={"near_duplicate_max_distance"}):
-        used = {**used, "quality": gate}
-    return used
-
-
 def reason_class(reason: str) -> str:
     """A plan or quarantine reason without its particulars: ``image undecodable: truncated (...)``
     -> ``image undecodable``; ``rejected render 3f2a.. by ana: new seed (attempt 2); ...`` ->

@@ -178,7 +178,7 @@ def test_blank_renders_fail_by_default_are_retried_and_never_current(ray_local, 
 
     from safetensors.torch import load_file, save_file
 
-    from catalog_render.plan_run import keyed_params as _keyed_params
+    from catalog_render.execution import _keyed_params
     from catalog_render.quality import gate
 
     flat = tmp_path / "flat-gan"
