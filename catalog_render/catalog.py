@@ -260,8 +260,9 @@ class Problem:
         return f"{where}: {self.field}: {self.message}"
 
 
-def validate(table: pa.Table) -> list[Problem]:
-    """Every problem of a catalog table, table-level first, then by row. Returns [] for a valid catalog.
+def validate(table: pa.Table, rows: bool = True) -> list[Problem]:
+    """Every problem of a catalog table, table-level first, then by row (``rows=False``: the
+    table-level ones only, without a pass over the rows). Returns [] for a valid catalog.
 
     Table-level (``row`` None; ``run`` refuses the catalog): a required column is missing, or a
     column has a type that cannot be read as its schema type. Accepted without a problem, because
@@ -287,7 +288,7 @@ def validate(table: pa.Table) -> list[Problem]:
         why = _column_type_problem(table.column(f.name), f.type)
         if why:
             problems.append(Problem(None, None, f.name, why))
-    if "product_id" not in table.column_names or any(p.field == "product_id" for p in problems):
+    if not rows or "product_id" not in table.column_names or any(p.field == "product_id" for p in problems):
         return problems
     ids = _as_strings(table.column("product_id")).to_pylist()
     seen: dict[str, int] = {}
@@ -435,7 +436,7 @@ def read_catalog(uri: str) -> pa.Table:
         raise CatalogError(f"catalog not found: {uri}") from None
     except StorageError as exc:
         raise CatalogError(f"cannot read catalog {uri}: {exc}") from None
-    fatal = [p for p in validate(table) if p.row is None]
+    fatal = validate(table, rows=False)
     if fatal:
         raise CatalogError(f"catalog {uri}: " + "; ".join(f"{p.field}: {p.message}" for p in fatal))
     return conform(table)

@@ -117,7 +117,7 @@ def validate(
     problems = [str(p) for p in catalog.validate(table)]
     checked = "; no image_uri column: no photos to check" if check_images and "image_uri" not in table.column_names else ""
     if check_images and "image_uri" in table.column_names:
-        from catalog_render.planning import check_photos
+        from catalog_render.photos import check_photos
 
         bad, without = check_photos(table)
         checked = f"; photos checked: {table.num_rows - without - len(bad)} usable, {len(bad)} unusable, {without} without image_uri"
@@ -303,6 +303,8 @@ def run(
     preset: Annotated[Optional[str], typer.Option("--preset", help="Marketplace preset: amazon, google, ebay, shopify, walmart or none (overrides quality.preset). Presets of 1000 px and more enlarge renders with Real-ESRGAN (quality.upscaler).")] = None,
     wait_lease: Annotated[float, typer.Option("--wait-lease", min=0, help="If another run holds the output, wait up to this many seconds for it (default: refuse at once, exit 8).")] = 0.0,
     no_lease: Annotated[bool, typer.Option("--no-lease", help="Hold no lease on the output: for stores that ignore conditional writes (run refuses them otherwise, exit 5). Nothing then stops two runs writing the output at once.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only and print what the run would do (counts by plan reason, quarantines by reason, sample ids): no Ray, no lease, nothing written.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan summary as one JSON object.")] = False,
 ) -> None:
     """Render the products that need images, write images, manifest rows, scores and a report."""
     from catalog_render import storage
@@ -310,6 +312,9 @@ def run(
     from catalog_render.execution import run_job
 
     spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size, "quality.preset": preset})
+    if dry_run:
+        _print_dry_run(spec, catalog_uri, model, output, limit, hide_images, as_json)
+        return
     bar = _RenderBar()
     try:
         summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images, progress=bar, wait_lease_s=wait_lease,
@@ -339,6 +344,26 @@ def run(
     if summary.quality_alert:
         typer.echo(f"error: {summary.quality_alert}", err=True)
         raise typer.Exit(9)
+
+
+def _print_dry_run(spec, catalog_uri: str, model: str, output: str, limit, hide_images: bool, as_json: bool) -> None:
+    import json
+
+    from catalog_render import plan_run
+    from catalog_render.execution import dry_run
+
+    s = plan_run.summary(dry_run(spec, catalog_uri, model, output, limit=limit, hide_images=hide_images))
+    if as_json:
+        typer.echo(json.dumps({"mode": spec.mode, **s}, ensure_ascii=False))
+        return
+    console.print(f"dry run ({spec.mode}): {s['to_render']:,} to render, {s['up_to_date']:,} of {s['in_scope']:,} in scope up to date"
+                  f" ({s['approved_kept']:,} kept by approval), {s['quarantined']:,} quarantined, {s['catalog_rows']:,} catalog rows; nothing written",
+                  highlight=False)
+    for title, groups in (("to render, by plan reason", s["plan_reasons"]), ("quarantined, by reason", s["quarantine_reasons"])):
+        if groups:
+            console.print(f"{title}:", highlight=False)
+        for reason, g in groups.items():
+            console.print(f"  {g['count']:>9,}  {reason}  e.g. {', '.join(repr(p) for p in g['sample'])}", highlight=False, markup=False)
 
 
 @app.command()

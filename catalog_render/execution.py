@@ -31,8 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog_render import catalog as catalog_mod
-from catalog_render import current, imaging, manifest, planning, recognisability, storage
-from catalog_render import feedback as feedback_mod
+from catalog_render import current, imaging, manifest, manifest_index, photos, plan_run, planning, recognisability, storage
 from catalog_render import lease as lease_mod
 from catalog_render.config import JobSpec
 from catalog_render.errors import ModelError, RunError
@@ -494,6 +493,25 @@ def run_job(
                            address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus, recognition=recognition)
 
 
+def _plan(spec: JobSpec, table: pa.Table, output_uri: str, info, hide_images: bool, limit: int | None, probes, recognition: dict | None):
+    """(plan, recorded quarantine keys) of ``table`` for the output: see plan_run.plan_output."""
+    return plan_run.plan_output(table, output_uri, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, generation_params(spec), spec, recognition),
+                                job_seed=spec.generation.seed, prompt_template=spec.generation.prompt_template, info=info,
+                                hide_images=hide_images, limit=limit, probes=probes)
+
+
+def dry_run(spec: JobSpec, catalog_uri: str, model_uri: str, output_uri: str, *, limit: int | None = None, hide_images: bool = False) -> planning.Plan:
+    """What ``run_job`` would render, planned exactly as it plans, without the lease, Ray or any
+    write (see plan_run.summary). Raises as run_job does before rendering."""
+    output_uri = output_uri if storage.is_s3(output_uri) else storage.display(output_uri)
+    _check_output_is_a_folder(output_uri)
+    model_uri = model_uri if storage.is_s3(model_uri) else storage.display(model_uri)
+    info = registry.describe(model_uri)
+    recognition = recognisability.plan(model_uri, spec.quality.min_recognisability, spec.quality.product_colour)  # keys as run_job's
+    return _plan(spec, catalog_mod.read_catalog(catalog_uri), output_uri, info, hide_images, limit, photos.ProbeCache.load(output_uri),
+                 recognition.key())[0]
+
+
 def _check_output_is_a_folder(output_uri: str) -> None:
     """StorageError (exit 5) when a local output path, or a folder above it, is an existing file:
     the output is a folder of images, manifest parts and records. S3 prefixes are not checked (an
@@ -571,15 +589,10 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
                 t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus,
                 recognition: recognisability.Plan) -> RunSummary:
     params = generation_params(spec)
-    past = manifest.read_manifest(output_uri)
-    reviews = feedback_mod.read_feedback(output_uri)  # people's verdicts: rejected renders get a new seed, approved ones stay
-    existing = set(storage.list_uris(storage.join(output_uri, "images")))
-    the_plan = planning.plan(
-        table, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, params, spec, recognition.key()), job_seed=spec.generation.seed,
-        prompt_template=spec.generation.prompt_template, done_keys=manifest.ok_render_keys(past), existing_images=existing,
-        hide_images=hide_images, limit=limit, conditioning_problem=info.conditioning_problem, feedback=reviews, manifest_table=past,
-    )
+    probes = photos.ProbeCache.load(output_uri)  # photos unchanged since they were last probed are not read again
+    the_plan, recorded = _plan(spec, table, output_uri, info, hide_images, limit, probes, recognition.key())
     _check_lpips(the_plan.work)
+    probes.save(output_uri)  # after the last check that refuses the run: a refused run writes nothing
     record = {
         "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
         "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),
@@ -587,9 +600,9 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
         "up_to_date": the_plan.up_to_date, "approved_kept": the_plan.approved_kept, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
         "lease": not isinstance(held, lease_mod.NoLease), "recognisability": recognition.describe(),
+        "photo_probes": {"probed": probes.probed, "reused": probes.reused},
     }
     # A quarantine is recorded once per (product, reason, catalog row): an unchanged re-run counts, not re-writes, them.
-    recorded = set(past.filter(pc.equal(past.column("status"), "skipped")).column("quarantine_key").drop_null().to_pylist())
     new_quarantine = the_plan.quarantine_rows(run_id, recorded)
     record["quarantined_already_recorded"] = len(the_plan.quarantined) - len(new_quarantine)
     manifest.write_run_record(output_uri, run_id, record)
@@ -658,6 +671,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
                   quality_alert=_quality_alert(sink.quality, counts["ok"], spec.quality.max_failed_share),
                   near_duplicates=_near_duplicates(sink.hashes, spec.quality.near_duplicate_max_distance))
     record["current_view"] = current.write_current_view(output_uri)
+    manifest_index.compact(output_uri)  # the next run reads one index, not every part
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
                       dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"], [n for n in [recognition.note] if n])

@@ -24,21 +24,20 @@ import hashlib
 import json
 import re
 import string
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from catalog_render import imaging, storage
-from catalog_render.catalog import (
-    conditioning_fields_problem,
-    image_uri_problem,
-    product_id_problem,
-)
+from catalog_render import plan_columns
+from catalog_render.catalog import MAX_PRODUCT_ID_CHARS, conditioning_fields_problem, product_id_problem
 from catalog_render.errors import ConfigError
+from catalog_render.done_index import DoneIndex
 from catalog_render.generators.base import Conditioning
+from catalog_render.photos import photo_problem, probe_image
 
 SEED_BITS = 63
 
@@ -179,78 +178,48 @@ WORK_SCHEMA = pa.schema(
 )
 
 
-def probe_image(uri: str) -> str | None:
-    """None when the image object exists and decodes within the caps, else why not:
-    ``image missing (not found)``, ``image undecodable: <empty file (0 bytes) | not an image |
-    truncated (...) | corrupt (...)>``, ``image refused: exceeds pixel cap: 900,000,000 px (...)``
-    or ``image refused: exceeds byte cap: ...`` (caps: :data:`imaging.MAX_PIXELS`,
-    :data:`imaging.MAX_BYTES`; an over-cap object is refused before it is read or decompressed).
-
-    Raises StorageError when the store cannot answer (unreachable endpoint, denied access, a
-    directory): a photo that cannot be checked is not a missing photo, and a backfill must not
-    render a whole catalog because S3 is down."""
-    try:
-        imaging.decode_rgb(storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES))
-        return None
-    except storage.ObjectNotFound:
-        return "image missing (not found)"
-    except storage.ObjectTooLarge as exc:
-        return f"image refused: exceeds byte cap: {exc.size:,} bytes (max {exc.limit:,})"
-    except imaging.ImageTooLarge as exc:
-        return f"image refused: {exc}"
-    except imaging.ImageDecodeError as exc:
-        return f"image undecodable: {exc}"
+def duplicate_ids(product_ids) -> dict[str, int]:
+    """product_id -> number of rows for every id that appears more than once (nulls ignored).
+    ``product_ids``: a string (Chunked)Array, e.g. the catalog's column read alone."""
+    counts = pc.value_counts(product_ids.combine_chunks() if isinstance(product_ids, pa.ChunkedArray) else product_ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    return {v: c for v, c in zip(repeated.field("values").to_pylist(), repeated.field("counts").to_pylist()) if v is not None}
 
 
-def photo_problem(uri: str | None, probe: Callable[[str], str | None] = probe_image) -> str | None:
-    """Why a catalog row's photo cannot be used (the reason a backfill renders the product), or
-    None: ``image missing (no image_uri)``, ``image_uri refused: <why>`` (catalog.image_uri_problem),
-    or what ``probe`` (:func:`probe_image`) says. Raises StorageError as ``probe`` does."""
-    if not uri:
-        return "image missing (no image_uri)"
-    refused = image_uri_problem(uri)
-    return f"image_uri refused: {refused}" if refused else probe(uri)
+def plan(catalog: pa.Table, *, batch_rows: int = 100_000, **options) -> Plan:
+    """Decide what to render. ``catalog`` follows the catalog schema (see catalog.conform); the
+    catalog is planned ``batch_rows`` rows at a time (see :class:`Planner`, which also documents
+    ``options``: the same keywords).
+
+    Raises ConfigError for an unknown mode or a bad prompt template, StorageError when a photo
+    cannot be checked (see :func:`probe_image`), ValueError when ``feedback`` holds approvals but
+    ``manifest_table`` is None (an approval cannot be used without the render's conditioning)."""
+    planner = Planner(duplicates=duplicate_ids(catalog.column("product_id")) if catalog.num_rows else {}, **options)
+    work = [planner.add(catalog.slice(start, batch_rows)) for start in range(0, catalog.num_rows, batch_rows)]
+    return planner.result(work)
 
 
-def check_photos(catalog: pa.Table, threads: int = 16, probe: Callable[[str], str | None] = probe_image) -> tuple[list, int]:
-    """Probe every photo of a catalog as a backfill would (:func:`photo_problem`), ``threads`` at a
-    time. Returns ``(problems, without_uri)``: ``problems`` lists ``(row, product_id, reason)`` in
-    row order for every row whose ``image_uri`` is set but unusable (missing object, empty, not an
-    image, truncated, over the caps, refused path); ``without_uri`` counts rows with no
-    ``image_uri`` (not a problem: a backfill renders them). Raises StorageError when the store
-    cannot answer (``validate --check-images`` exits 5 then)."""
-    rows = catalog.select([c for c in ("product_id", "image_uri") if c in catalog.column_names]).to_pylist()
-    uris = [r.get("image_uri") for r in rows]
-    with ThreadPoolExecutor(threads) as pool:
-        found = list(pool.map(lambda u: photo_problem(u, probe) if u else None, uris))
-    problems = [(i, r.get("product_id"), why) for i, (r, why) in enumerate(zip(rows, found)) if why]
-    return problems, sum(1 for u in uris if not u)
+_SIMPLE_ID = r"^[A-Za-z0-9][A-Za-z0-9_\-.:#+ ]*$"  # ids product_id_problem accepts without looking closer
 
 
-def plan(
-    catalog: pa.Table,
-    *,
-    mode: str,
-    model_id: str,
-    params_used: dict,
-    job_seed: int,
-    prompt_template: str,
-    done_keys: dict[str, str],
-    existing_images: set[str],
-    hide_images: bool = False,
-    limit: int | None = None,
-    probe: Callable[[str], str | None] = probe_image,
-    threads: int = 16,
-    conditioning_problem: Callable[[Conditioning], str | None] | None = None,
-    feedback: pa.Table | None = None,
-    manifest_table: pa.Table | None = None,
-) -> Plan:
-    """Decide what to render. ``catalog`` follows the catalog schema (see catalog.conform);
-    ``done_keys`` maps render_key -> image_uri of ok manifest rows; ``existing_images`` is the set
-    of image URIs present under the output. ``limit`` caps the work rows (catalog order).
-    ``conditioning_problem`` is the model's check (``ModelInfo.conditioning_problem``): a product
-    the run would render and it objects to is quarantined as ``cannot condition: <its reason>``
-    (products the mode does not select are not checked: the model does not matter to them).
+class Planner:
+    """The planner, fed one catalog batch at a time (:meth:`add`), so a catalog of any size is
+    planned in memory proportional to a batch plus the work found (10^7 rows: stream the Parquet
+    row groups, see benchmarks/plan_scale.py). Every step is columnar (pyarrow compute,
+    :mod:`catalog_render.plan_columns`); Python runs per row only for rare rows (ids that are not
+    plain ASCII, quarantines, products with review feedback) and for the sha256 digests.
+
+    Options: ``mode`` (backfill | refresh), ``model_id``, ``params_used``, ``job_seed``,
+    ``prompt_template``; ``done_keys``: a :class:`DoneIndex`, or a dict render_key -> image_uri of
+    ok manifest rows together with ``existing_images`` (the set of image URIs present under the
+    output). ``limit`` caps the work rows (catalog order). ``duplicates``: :func:`duplicate_ids` of
+    the whole catalog. ``conditioning_problem`` is the model's check (``ModelInfo.conditioning_problem``):
+    a product the run would render and it objects to is quarantined as ``cannot condition: <its
+    reason>`` (products the mode does not select are not checked: the model does not matter to
+    them). ``conditioning_fields``: the Conditioning fields that check reads (``ModelInfo.
+    conditioning_fields``, e.g. ``("category",)``); it is then called once per distinct value
+    combination with a Conditioning holding only those fields. None: once per row, with the full
+    Conditioning.
 
     Quarantined (with the reason, in catalog order; the rest of the catalog is planned as usual):
     a product id that :func:`catalog.product_id_problem` refuses (``bad product_id: ...``); every
@@ -261,7 +230,9 @@ def plan(
     Not quarantined: a photo that is missing, undecodable, over the caps or at a refused
     ``image_uri`` is exactly why a backfill renders the product (the reason is its
     ``plan_reason``); it is never used as reference. Photos in odd modes (CMYK, greyscale, 16-bit,
-    alpha, palette) are valid: they decode to RGB and serve as reference.
+    alpha, palette) are valid: they decode to RGB and serve as reference. A backfill probes every
+    photo of the catalog (``probe``, ``threads`` at a time); a refresh probes only the photos of the
+    products it renders (to use them as reference).
 
     Review feedback: ``feedback`` is the table of :func:`catalog_render.feedback.read_feedback`
     (the latest verdict per (product_id, render_key); when a pair repeats, its last row wins) and
@@ -283,103 +254,208 @@ def plan(
       renders are all rejected is quarantined (``every render rejected: ...``).
 
     Products the mode does not select are untouched by feedback (a backfill does not re-render a
-    product that has a valid photo because its render was rejected).
+    product that has a valid photo because its render was rejected). With ``limit``, the products
+    after the one that fills the limit are not looked at (not counted, not checked by the model);
+    the id and row checks still quarantine bad rows of the whole catalog."""
 
-    Raises ConfigError for an unknown mode or a bad prompt template, StorageError when a photo
-    cannot be checked (see :func:`probe_image`), ValueError when ``feedback`` holds approvals but
-    ``manifest_table`` is None (an approval cannot be used without the render's conditioning)."""
-    if mode not in ("backfill", "refresh"):
-        raise ConfigError(f"mode: must be backfill or refresh, got {mode!r}")
-    check_template(prompt_template)
-    rejected, approved = _review_index(feedback, manifest_table, existing_images)
-    rows = catalog.to_pylist()
-    counts = Counter(r["product_id"] for r in rows if isinstance(r["product_id"], str))
-    quarantined: list[tuple[int, str | None, str]] = []  # (catalog row, product_id, reason)
-    candidates = []
-    for i, r in enumerate(rows):
-        pid = r["product_id"]
-        why = product_id_problem(pid)
-        if why:
-            quarantined.append((i, pid if isinstance(pid, str) else None, f"bad product_id: {why}"))
-            continue
-        if counts[pid] > 1:
-            quarantined.append((i, pid, f"duplicate product_id: {counts[pid]} rows share this id (none is rendered: which is right cannot be known)"))
-            continue
-        why = conditioning_fields_problem(r.get("title"), r.get("category"))
-        if why:
-            quarantined.append((i, pid, f"bad row: {why}"))
-            continue
-        candidates.append((i, r))
+    def __init__(self, *, mode: str, model_id: str, params_used: dict, job_seed: int, prompt_template: str, done_keys,
+                 existing_images=frozenset(), hide_images: bool = False, limit: int | None = None,
+                 probe: Callable[[str], str | None] = probe_image, threads: int = 16,
+                 conditioning_problem: Callable[[Conditioning], str | None] | None = None,
+                 conditioning_fields: tuple[str, ...] | None = None, feedback: pa.Table | None = None,
+                 manifest_table: pa.Table | None = None, duplicates: dict[str, int] | None = None):
+        if mode not in ("backfill", "refresh"):
+            raise ConfigError(f"mode: must be backfill or refresh, got {mode!r}")
+        check_template(prompt_template)
+        self.mode, self.model_id, self.params_used, self.job_seed, self.template = mode, model_id, params_used, job_seed, prompt_template
+        self.parts = plan_columns.template_parts(prompt_template)
+        self.done = done_keys if isinstance(done_keys, DoneIndex) else DoneIndex.from_mapping(done_keys, existing_images)
+        self.hide_images, self.limit, self.probe, self.threads = hide_images, limit, probe, threads
+        self.check, self.check_fields = conditioning_problem, conditioning_fields
+        self.rejected, self.approved = _review_index(feedback, manifest_table, existing_images)
+        self.rejected_ids = pa.array(sorted({pid for pid, _ in self.rejected}), pa.string())
+        self.duplicates = duplicates or {}
+        self.duplicate_ids = pa.array(list(self.duplicates), pa.string())
+        self.quarantined: list[tuple[int, str | None, str, dict]] = []  # (catalog row, product_id, reason, row)
+        self.total = self.up_to_date = self.in_scope = self.approved_kept = self.n_work = 0
 
-    # Photos: probe only what matters (backfill needs validity; refresh only uses valid ones as reference).
-    with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(lambda uri: photo_problem(uri, probe), [r.get("image_uri") for _, r in candidates]))
+    def result(self, work: list[pa.Table]) -> Plan:
+        """The :class:`Plan` of everything added; ``work`` the tables :meth:`add` returned."""
+        q = sorted(self.quarantined, key=lambda x: x[0])
+        table = pa.concat_tables(work) if work else WORK_SCHEMA.empty_table()
+        return Plan(table, [(p, w) for _, p, w, _ in q], self.up_to_date, self.in_scope, self.total, self.approved_kept,
+                    [quarantine_key(p, w, row) for _, p, w, row in q])
 
-    work_rows = []
-    up_to_date = 0
-    in_scope = 0
-    approved_kept = 0
-    for (i, r), photo in zip(candidates, problems):
-        if mode == "backfill" and photo is None and not hide_images:
-            continue
-        pid = r["product_id"]
-        attrs = dict(r.get("attributes") or [])
-        prompt = build_prompt(prompt_template, pid, r.get("title"), r.get("category"), r.get("description"), attrs)
-        cond = Conditioning(title=r.get("title"), category=r.get("category"), attributes=attrs, prompt=prompt)
-        why = conditioning_problem(cond) if conditioning_problem else None
-        if why:  # only products the run would render: the model does not matter to the others
-            quarantined.append((i, pid, f"cannot condition: {why}"))
-            continue
-        in_scope += 1
-        if approved.get(pid) and json.loads(cond.to_json()) in approved[pid]:
-            up_to_date += 1
-            approved_kept += 1
-            continue
-        attempt, seed, key, last_rejected = 0, product_seed(job_seed, pid), None, None
-        while True:
-            key = render_key(cond, model_id, params_used, seed)
-            if (pid, key) not in rejected:
-                break
-            last_rejected = key
-            attempt += 1
-            if attempt >= MAX_ATTEMPTS:
-                break
-            seed = attempt_seed(job_seed, pid, attempt)
-        if attempt >= MAX_ATTEMPTS:
-            quarantined.append((i, pid, f"every render rejected: the renders of all {MAX_ATTEMPTS} seeds tried were rejected in review"
-                                        f" (last {last_rejected[:12]} by {rejected[(pid, last_rejected)]})"))
-            continue
-        if key in done_keys and done_keys[key] in existing_images:
-            up_to_date += 1
-            continue
-        rejection = f"rejected render {last_rejected[:12]} by {rejected[(pid, last_rejected)]}: new seed (attempt {attempt})" if attempt else None
-        if mode == "backfill":
-            reason = "photo hidden (--hide-images)" if photo is None else photo
-            if rejection:
-                reason = f"{rejection}; {reason}"
+    def _quarantine(self, batch: pa.Table, base: int, rows, pids, reasons) -> None:
+        full = batch.take(pa.array(rows, pa.int64())).to_pylist() if len(rows) else []
+        self.quarantined.extend((base + int(i), p, w, r) for i, p, w, r in zip(rows, pids, reasons, full))
+
+    def _row_checks(self, batch: pa.Table, base: int) -> np.ndarray:
+        """Quarantine bad ids, duplicate ids and rows with nothing to condition on; returns the
+        mask of the rows that pass."""
+        n = batch.num_rows
+        pid = plan_columns._str(batch.column("product_id"))
+        simple = pc.and_(pc.match_substring_regex(pid, _SIMPLE_ID), pc.less_equal(pc.utf8_length(pid), MAX_PRODUCT_ID_CHARS))
+        bad: dict[int, tuple[str | None, str]] = {}
+        unsure = np.flatnonzero(~np.asarray(simple.fill_null(False)))
+        for i, p in zip(unsure, pid.take(pa.array(unsure, pa.int64())).to_pylist()):
+            why = product_id_problem(p)
+            if why:
+                bad[int(i)] = (p, f"bad product_id: {why}")
+        if self.duplicates:
+            dup = np.flatnonzero(np.asarray(pc.is_in(pid, value_set=self.duplicate_ids).fill_null(False)))
+            for i, p in zip(dup, pid.take(pa.array(dup, pa.int64())).to_pylist()):
+                if int(i) not in bad:
+                    bad[int(i)] = (p, f"duplicate product_id: {self.duplicates[p]} rows share this id (none is rendered: which is right cannot be known)")
+        content = [pc.match_substring_regex(plan_columns._str(batch.column(c)), f"[^{plan_columns.PY_SPACE}]").fill_null(False)
+                   for c in ("title", "category") if c in batch.column_names]
+        has = np.zeros(n, bool)
+        for c in content:
+            has |= np.asarray(c)
+        for i in np.flatnonzero(~has):
+            if int(i) not in bad:
+                bad[int(i)] = (pid[int(i)].as_py(), f"bad row: {conditioning_fields_problem(None, None)}")
+        rows = sorted(bad)
+        self._quarantine(batch, base, rows, [bad[i][0] for i in rows], [bad[i][1] for i in rows])
+        ok = np.ones(n, bool)
+        ok[rows] = False
+        return ok
+
+    def _photos(self, uris: list) -> list:
+        """photo_problem of each URI; probes run ``threads`` at a time, only for non-empty URIs."""
+        out = ["image missing (no image_uri)" if not u else None for u in uris]
+        todo = [i for i, u in enumerate(uris) if u]
+        if todo:
+            with ThreadPoolExecutor(min(self.threads, len(todo))) as pool:
+                for i, why in zip(todo, pool.map(lambda u: photo_problem(u, self.probe), [uris[i] for i in todo])):
+                    out[i] = why
+        return out
+
+    def _model_check(self, cand: pa.Table, attrs, prompts: pa.Array) -> list:
+        """The model's objection (or None) per row of ``cand``."""
+        n = cand.num_rows
+        if self.check is None or n == 0:
+            return [None] * n
+        if self.check_fields is None:
+            rows = cand.select([c for c in ("title", "category", "attributes") if c in cand.column_names]).to_pylist()
+            return [self.check(Conditioning(title=r.get("title"), category=r.get("category"), attributes=dict(r.get("attributes") or []), prompt=p))
+                    for r, p in zip(rows, prompts.to_pylist())]
+
+        def raw(name: str) -> list:
+            if name.startswith("attributes."):
+                return attrs.lookup(name.split(".", 1)[1], missing=None, null=None).to_pylist()
+            return cand.column(name).to_pylist() if name in cand.column_names else [None] * n
+
+        columns = [raw(f) for f in self.check_fields]
+        combos = list(zip(*columns)) if columns else [()] * n
+        verdicts: dict[tuple, str | None] = {}
+        for combo in set(combos):
+            fields = dict(zip(self.check_fields, combo))
+            extra = {k.split(".", 1)[1]: v for k, v in fields.items() if k.startswith("attributes.") and v is not None}
+            verdicts[combo] = self.check(Conditioning(title=fields.get("title"), category=fields.get("category"), attributes=extra))
+        return [verdicts[c] for c in combos]
+
+    def add(self, batch: pa.Table) -> pa.Table:
+        """Plan one catalog batch (rows in catalog order, after every batch added before);
+        returns its work items (:data:`WORK_SCHEMA`) and updates the counts and quarantines."""
+        base, n = self.total, batch.num_rows
+        self.total += n
+        passed = self._row_checks(batch, base)
+        if self.limit is not None and self.n_work >= self.limit:
+            return WORK_SCHEMA.empty_table()
+        rows = np.flatnonzero(passed)
+        cand = batch.take(pa.array(rows, pa.int64()))
+        uris = cand.column("image_uri").to_pylist() if "image_uri" in cand.column_names else [None] * len(rows)
+        photo = None
+        if self.mode == "backfill":
+            photo = self._photos(uris)
+            if not self.hide_images:
+                keep = [i for i, why in enumerate(photo) if why is not None]
+                rows, cand, uris, photo = rows[keep], cand.take(pa.array(keep, pa.int64())), [uris[i] for i in keep], [photo[i] for i in keep]
+        attrs = plan_columns.Attributes(cand.column("attributes") if "attributes" in cand.column_names else None, cand.num_rows)
+        # Python ids only when rows may need Python: review feedback or the model's check
+        pids = cand.column("product_id").to_pylist() if (self.rejected or self.approved or self.check) else None
+        if self.parts is None:
+            rows_py = cand.to_pylist()
+            prompts = pa.array([build_prompt(self.template, r["product_id"], r.get("title"), r.get("category"), r.get("description"),
+                                             dict(r.get("attributes") or [])) for r in rows_py], pa.string())
         else:
-            if rejection:
-                reason = rejection
-            else:
-                reason = "render_key in manifest but its image is missing" if key in done_keys else "render_key not in manifest"
-            if photo is not None and r.get("image_uri"):
-                reason += f"; no reference: {photo}"
-        work_rows.append(
-            {
-                "product_id": pid,
-                "render_key": key,
-                "seed": seed,
-                "conditioning": cond.to_json(),
-                "prompt": prompt,
-                "reference_uri": r.get("image_uri") if photo is None else None,
-                "plan_reason": reason,
-            }
-        )
-        if limit is not None and len(work_rows) >= limit:
-            break
-    quarantined.sort(key=lambda q: q[0])
-    return Plan(pa.Table.from_pylist(work_rows, schema=WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope, len(rows),
-                approved_kept, [quarantine_key(p, w, rows[i]) for i, p, w in quarantined])
+            prompts = plan_columns.prompts(self.parts, cand, attrs)
+        title = cand.column("title") if "title" in cand.column_names else pa.nulls(len(rows), pa.string())
+        category = cand.column("category") if "category" in cand.column_names else pa.nulls(len(rows), pa.string())
+        jsons = tuple(plan_columns.json_strings(c) for c in (title, category, prompts))
+        compact = plan_columns.conditioning_json(*jsons, attrs, compact=True)
+        seeds = plan_columns.product_seeds(self.job_seed, cand.column("product_id"))
+        keys = plan_columns.render_keys(compact, self.model_id, self.params_used, seeds)
+        objections = self._model_check(cand, attrs, prompts)
+        status = ["" if why is None else f"cannot condition: {why}" for why in objections]  # "" = in scope, to be decided
+        rejection: dict[int, str] = {}
+        special = set(np.flatnonzero(np.asarray(pc.is_in(cand.column("product_id"), value_set=self.rejected_ids)))) if self.rejected else set()
+        if self.approved:
+            special |= {i for i, p in enumerate(pids) if p in self.approved}
+        for i in sorted(special):
+            if status[i]:
+                continue
+            doc = json.loads(compact[i].as_py())
+            if self.approved.get(pids[i]) and doc in self.approved[pids[i]]:
+                status[i] = "approved"
+                continue
+            attempt, seed, key, last = 0, int(seeds[i]), keys[i], None
+            while (pids[i], key) in self.rejected:
+                last, attempt = key, attempt + 1
+                if attempt >= MAX_ATTEMPTS:
+                    break
+                seed = attempt_seed(self.job_seed, pids[i], attempt)
+                key = render_key(Conditioning(**doc), self.model_id, self.params_used, seed)
+            if attempt >= MAX_ATTEMPTS:
+                status[i] = (f"every render rejected: the renders of all {MAX_ATTEMPTS} seeds tried were rejected in review"
+                             f" (last {last[:12]} by {self.rejected[(pids[i], last)]})")
+            elif attempt:
+                seeds[i], keys[i] = seed, key
+                rejection[i] = f"rejected render {last[:12]} by {self.rejected[(pids[i], last)]}: new seed (attempt {attempt})"
+        key_arr = pa.array(keys, pa.string())
+        current, known = self.done.lookup(key_arr)
+        in_scope = np.array([s in ("", "approved") for s in status], bool) if special or self.check else np.ones(len(rows), bool)
+        fresh = np.array([s == "" for s in status], bool) if special or self.check else np.ones(len(rows), bool)
+        work = fresh & ~current
+        cut = len(rows)
+        if self.limit is not None and work.sum() >= self.limit - self.n_work:
+            cut = int(np.flatnonzero(work)[self.limit - self.n_work - 1]) + 1  # the candidate that fills the limit: nothing after it counts
+        self.in_scope += int(in_scope[:cut].sum())
+        self.approved_kept += sum(1 for s in status[:cut] if s == "approved")
+        self.up_to_date += int((fresh & current)[:cut].sum()) + sum(1 for s in status[:cut] if s == "approved")
+        bad = [i for i in range(cut) if status[i] not in ("", "approved")]
+        self._quarantine(batch, base, rows[bad], [pids[i] for i in bad], [status[i] for i in bad])
+        idx = np.flatnonzero(work[:cut])
+        self.n_work += len(idx)
+        return self._work(cand, idx, uris, photo, prompts, jsons, attrs, seeds, key_arr, known, rejection)
+
+    def _work(self, cand, idx, uris, photo, prompts, jsons, attrs, seeds, keys, known, rejection) -> pa.Table:
+        """The work items of ``cand``'s rows ``idx`` (see :data:`WORK_SCHEMA` for plan_reason)."""
+        take = pa.array(idx, pa.int64())
+        uris = [uris[i] for i in idx]
+        if photo is None:  # refresh: probe only what is rendered, for its reference
+            photo = self._photos(uris)
+        else:
+            photo = [photo[i] for i in idx]
+        if self.mode == "backfill":
+            reasons = ["photo hidden (--hide-images)" if why is None else why for why in photo]
+            reasons = [f"{rejection[i]}; {r}" if i in rejection else r for i, r in zip(idx, reasons)]
+        else:
+            kn = known[idx]
+            reasons = [rejection.get(i) or ("render_key in manifest but its image is missing" if k else "render_key not in manifest")
+                       for i, k in zip(idx, kn)]
+            reasons = [f"{r}; no reference: {why}" if why is not None and u else r for r, why, u in zip(reasons, photo, uris)]
+        sub = attrs.take(idx)
+        return pa.table({
+            "product_id": cand.column("product_id").take(take),
+            "render_key": keys.take(take),
+            "seed": pa.array(seeds[idx], pa.int64()),
+            "conditioning": plan_columns.conditioning_json(*(j.take(take) for j in jsons), sub, compact=False),
+            "prompt": prompts.take(take),
+            "reference_uri": pa.array([u if why is None else None for u, why in zip(uris, photo)], pa.string()),
+            "plan_reason": pa.array(reasons, pa.string()),
+        }, schema=WORK_SCHEMA)
 
 
 def _review_index(feedback: pa.Table | None, manifest_table: pa.Table | None,

@@ -572,3 +572,42 @@ def absolute(uri: str) -> str:
     """A URI that means the same from any working directory: ``s3://`` as is, a local path made
     absolute (what model cards and a LoRA model's base pointer store)."""
     return str(uri) if is_s3(uri) else str(Path(os.path.abspath(_local(uri))))
+
+
+def stat(uri: str) -> tuple[int, str]:
+    """(size in bytes, version) of an object without reading it: the version is the S3 ETag, or
+    the local file's modification time in nanoseconds (as text). Raises ObjectNotFound, or
+    StorageError when the store cannot answer (a directory is an error, as for read_bytes)."""
+    if is_s3(uri):
+        loc = parse_s3(uri)
+        try:
+            head = s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
+        except Exception as exc:
+            raise _s3_error(uri, exc) from exc
+        return int(head["ContentLength"]), str(head["ETag"])
+    path = _local(uri)
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        raise ObjectNotFound(f"not found: {uri}") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot stat {uri}: {exc.strerror or exc}") from exc
+    if not path.is_file():
+        raise StorageError(f"is a directory, not a file: {uri}")
+    return st.st_size, str(st.st_mtime_ns)
+
+
+def list_stats(prefix: str) -> dict[str, tuple[int, str]]:
+    """{uri: (size, ETag)} of every S3 object under a prefix, one LIST request per 1,000 objects
+    (what :func:`stat` gives, in bulk). Raises StorageError; ValueError for a local prefix."""
+    if not is_s3(prefix):
+        raise ValueError(f"list_stats takes an s3:// prefix, not {prefix}")
+    loc = parse_s3(prefix)
+    out: dict[str, tuple[int, str]] = {}
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
+            for obj in page.get("Contents", []):
+                out[f"s3://{loc.bucket}/{obj['Key']}"] = (int(obj["Size"]), str(obj["ETag"]))
+    except Exception as exc:
+        raise _s3_error(prefix, exc) from exc
+    return out

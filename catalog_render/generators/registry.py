@@ -47,6 +47,15 @@ class ModelInfo:
     #: GenerationParams fields besides the size that change this family's pixels.
     params_fields: tuple[str, ...] = ("num_inference_steps", "guidance_scale", "scheduler", "negative_prompt")
 
+    @property
+    def conditioning_fields(self) -> tuple[str, ...]:
+        """The Conditioning fields :meth:`conditioning_problem` reads (the model's conditions among
+        ``conditioning.REQUIRED_FIELDS``; () for a pipeline that takes any prompt): the planner
+        checks each distinct combination of their values once."""
+        from catalog_render.generators.conditioning import REQUIRED_FIELDS
+
+        return tuple(f for f, _ in self.conditions if f in REQUIRED_FIELDS)
+
     def conditioning_problem(self, conditioning) -> str | None:
         """Why this model cannot condition a render on ``conditioning``, or None (see
         :meth:`catalog_render.generators.base.Generator.conditioning_problem`): a class-conditional
