@@ -426,13 +426,12 @@ def review_cmd(
     Verdicts are stored as `feedback import` stores them (OUTPUT/feedback/ parts) and OUTPUT/current.parquet is rewritten
     after each; the next run re-renders rejected products and keeps approved ones. Ctrl-C stops the server."""
     from catalog_render import storage
-    from catalog_render.review.server import make_server
+    from catalog_render.review.server import make_server, urls
 
     server = make_server(output, host=host, port=port, reviewer=reviewer, allow_remote=allow_remote,
                          warn=lambda m: console.print(f"[red]{m}[/red]", highlight=False))
-    shown = f"[{host}]" if ":" in host else host
-    console.print(f"reviewing {storage.display(output)} as {server.config.app.state.reviewer}: open http://{shown}:{server.config.port}/ "
-                  "(Ctrl-C stops)", highlight=False)
+    console.print(f"reviewing {storage.display(output)} as {server.config.app.state.reviewer}: open "
+                  f"{' or '.join(urls(host, server.config.port))} (Ctrl-C stops)", highlight=False)
     server.run()
 
 
