@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from catalog_render import storage
 from catalog_render.errors import CatalogError, StorageError
@@ -430,16 +431,30 @@ def read_catalog(uri: str) -> pa.Table:
     product ids, rows with nothing to condition on, unsafe image URIs, and duplicate product ids
     (every row sharing an id is quarantined, since which one is right cannot be known).
     """
-    try:
-        table = storage.read_parquet(uri)
-    except storage.ObjectNotFound:
-        raise CatalogError(f"catalog not found: {uri}") from None
-    except StorageError as exc:
-        raise CatalogError(f"cannot read catalog {uri}: {exc}") from None
+    table = read_table(uri)
     fatal = validate(table, rows=False)
     if fatal:
         raise CatalogError(f"catalog {uri}: " + "; ".join(f"{p.field}: {p.message}" for p in fatal))
     return conform(table)
+
+
+def read_table(uri: str) -> pa.Table:
+    """The catalog file as stored (no checks, no casts). Raises CatalogError (exit 4) when it is
+    missing, unreadable, or not Parquet (the first and last 4 bytes are not ``PAR1``, Apache
+    Parquet format spec): that message names ``catalog-render ingest``, which makes one from a CSV."""
+    try:
+        data = storage.read_bytes(uri)
+    except storage.ObjectNotFound:
+        raise CatalogError(f"catalog not found: {uri}") from None
+    except StorageError as exc:
+        raise CatalogError(f"cannot read catalog {uri}: {exc}") from None
+    if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        raise CatalogError(f"catalog {uri} is not a Parquet file: make one from a CSV and a photo folder with "
+                           "`catalog-render ingest --csv FILE --images DIR --map ... --out URI` (see docs/catalog.md)")
+    try:
+        return pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CatalogError(f"catalog {uri} is damaged Parquet: {str(exc).splitlines()[0][:200]}") from None
 
 
 def conform(table: pa.Table) -> pa.Table:

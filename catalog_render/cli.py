@@ -107,13 +107,10 @@ def validate(
     check_images: Annotated[bool, typer.Option("--check-images", help="Also read every photo as a backfill would (missing, empty, not an image, truncated, over the caps) and list each problem.")] = False,
 ) -> None:
     """Report every schema problem of a catalog, with its row (and with --check-images every unusable photo). Exit code 4 when there is any."""
-    from catalog_render import catalog, storage
+    from catalog_render import catalog
     from catalog_render.errors import CatalogError
 
-    try:
-        table = storage.read_parquet(uri)
-    except storage.ObjectNotFound:
-        raise CatalogError(f"catalog not found: {uri}") from None
+    table = catalog.read_table(uri)
     problems = [str(p) for p in catalog.validate(table)]
     checked = "; no image_uri column: no photos to check" if check_images and "image_uri" not in table.column_names else ""
     if check_images and "image_uri" in table.column_names:
@@ -131,13 +128,20 @@ def validate(
     typer.echo(f"ok: {table.num_rows} rows, no problems{checked}")
 
 
+def _open_unit_interval(value: float) -> float:
+    """A usage error (exit 2, as click's own range checks) for a value outside (0, 1)."""
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"{value} is not in the open interval (0, 1)")
+    return value
+
+
 @app.command()
 @domain_errors
 def split(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog to split.")],
     train_out: Annotated[str, typer.Option("--train-out", help="Where to write the training part.")],
     holdout_out: Annotated[str, typer.Option("--holdout-out", help="Where to write the held-out part.")],
-    fraction: Annotated[float, typer.Option("--fraction", help="Share of products held out, in (0, 1).")] = 0.12,
+    fraction: Annotated[float, typer.Option("--fraction", callback=_open_unit_interval, help="Share of products held out, in (0, 1).")] = 0.12,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the hash split.")] = 0,
 ) -> None:
     """Split a catalog into train and held-out products, deterministically by product_id hash."""
@@ -451,13 +455,12 @@ def review_cmd(
     Verdicts are stored as `feedback import` stores them (OUTPUT/feedback/ parts) and OUTPUT/current.parquet is rewritten
     after each; the next run re-renders rejected products and keeps approved ones. Ctrl-C stops the server."""
     from catalog_render import storage
-    from catalog_render.review.server import make_server
+    from catalog_render.review.server import make_server, urls
 
     server = make_server(output, host=host, port=port, reviewer=reviewer, allow_remote=allow_remote,
                          warn=lambda m: console.print(f"[red]{m}[/red]", highlight=False))
-    shown = f"[{host}]" if ":" in host else host
-    console.print(f"reviewing {storage.display(output)} as {server.config.app.state.reviewer}: open http://{shown}:{server.config.port}/ "
-                  "(Ctrl-C stops)", highlight=False)
+    console.print(f"reviewing {storage.display(output)} as {server.config.app.state.reviewer}: open "
+                  f"{' or '.join(urls(host, server.config.port))} (Ctrl-C stops)", highlight=False)
     server.run()
 
 

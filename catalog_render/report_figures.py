@@ -69,12 +69,18 @@ def thumbnails(uris: list[str | None]) -> dict[str, tuple[str | None, str]]:
         return dict(zip(distinct, pool.map(thumbnail, distinct)))
 
 
-def histogram_png(values: np.ndarray, name: str) -> bytes:
-    """A small histogram (260x180 px) as PNG bytes, drawn with matplotlib's Agg canvas
-    (no pyplot, so no global backend state is touched)."""
+#: Most x-axis ticks on a histogram: five labels of up to 6 characters fit its 260 px at 7 pt.
+HIST_X_TICKS = 4
+
+
+def histogram_figure(values: np.ndarray, name: str):
+    """The histogram of ``values`` (float array, any shape) of the score ``name`` as a matplotlib
+    ``Figure`` (260x180 px, Agg canvas, no pyplot, so no global backend state is touched): at most
+    :data:`HIST_X_TICKS` + 1 x ticks, labelled with 3 significant digits and no offset text, so
+    labels never run together (e.g. sharpness values around 0.001)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig = Figure(figsize=(3.25, 2.25), dpi=80)
     FigureCanvasAgg(fig)
@@ -85,14 +91,21 @@ def histogram_png(values: np.ndarray, name: str) -> bytes:
     ax.axvline(median, color="#c0392b", linestyle="--", linewidth=1)
     ax.set_title(f"median {format_number(median)} (dashed)", fontsize=8, color="#c0392b")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=HIST_X_TICKS))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
     unit = SCORE_UNITS.get(name)
     ax.set_xlabel(f"{name} ({unit})" if unit else name, fontsize=8)
     ax.set_ylabel("renders", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout(pad=0.4)
+    return fig
+
+
+def histogram_png(values: np.ndarray, name: str) -> bytes:
+    """:func:`histogram_figure` as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    histogram_figure(values, name).savefig(buf, format="png")
     return buf.getvalue()
 
 

@@ -92,19 +92,19 @@ def _write(out: str, run_id: str, seq: int, rows: list[dict], kinds: list[str] |
 
 
 class LiveServer:
-    """``catalog_render.review.server.make_server`` run in a thread on 127.0.0.1 and a free port
+    """``catalog_render.review.server.make_server`` run in a thread on ``host`` (127.0.0.1) and a free port
     (a context manager): ``url``, ``port``, ``app``; stopped (and its pending current-view rewrite
     flushed by the app's shutdown) on exit."""
 
-    def __init__(self, output: str, reviewer: str = "carol"):
+    def __init__(self, output: str, reviewer: str = "carol", host: str = "127.0.0.1", **kw):
         import threading
         import time
 
         from catalog_render.review.server import make_server
 
-        self.server = make_server(output, port=0, reviewer=reviewer)
+        self.server = make_server(output, host=host, port=0, reviewer=reviewer, **kw)
         self.port = self.server.config.port
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.app = self.server.config.app
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

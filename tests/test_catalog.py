@@ -110,8 +110,11 @@ def test_read_catalog_structural_errors(tmp_path):
     with pytest.raises(CatalogError, match="catalog not found"):
         catalog.read_catalog(str(tmp_path / "missing.parquet"))
     (tmp_path / "garbage.parquet").write_bytes(b"not parquet")
-    with pytest.raises(CatalogError, match="not a readable Parquet"):
+    with pytest.raises(CatalogError, match="is not a Parquet file: make one from a CSV .* with `catalog-render ingest"):
         catalog.read_catalog(str(tmp_path / "garbage.parquet"))
+    (tmp_path / "cut.parquet").write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")  # Parquet's magic, no valid footer
+    with pytest.raises(CatalogError, match="cut.parquet is damaged Parquet: "):
+        catalog.read_catalog(str(tmp_path / "cut.parquet"))
     # duplicates are row problems: read_catalog keeps the rows, the planner quarantines them all
     storage.write_parquet(pa.table({"product_id": ["1", "1"], "title": ["x", "y"], "category": ["c", "c"]}), str(tmp_path / "dup.parquet"))
     assert catalog.read_catalog(str(tmp_path / "dup.parquet")).column("title").to_pylist() == ["x", "y"]

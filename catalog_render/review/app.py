@@ -8,7 +8,7 @@ Routes (everything under one output, see :func:`create_app`):
 | ``GET /render/<render_key>`` | one render full size, beside its published image and the product's photo, with its verdict history |
 | ``GET /image/<render_key>/<name>`` | an image of a render, found through the manifest only (:mod:`catalog_render.review.images`) |
 | ``POST /api/verdict`` | form fields ``verdict`` (approve/reject), ``key`` (render_key, repeated for a selection), ``comment`` |
-| ``POST /api/undo`` | undo this reviewer's last action (:func:`catalog_render.review.verdicts.undo`) |
+| ``POST /api/undo`` | undo this browser session's last action that still stands (:func:`catalog_render.review.verdicts.undo`) |
 | ``GET /api/status`` | JSON: reviewer, whether ``current.parquet`` is being rewritten, its last error |
 | ``GET /static/review.js`` | the page's keyboard shortcuts and verdict buttons (no build step) |
 
@@ -51,6 +51,7 @@ from starlette.routing import Route
 from catalog_render import feedback, storage
 from catalog_render.review import images, verdicts
 from catalog_render.review.data import SCORES, SORTS, Query, ReviewData, ReviewError
+from catalog_render.review.errors import NoManifest, OldManifest, StorageUnavailable
 from catalog_render.report_data import json_list
 from catalog_render.templating import render
 
@@ -66,6 +67,8 @@ SHORT = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "f
          "colourfulness": "colourful", "colour_delta_e": "ΔE", "clipped_highlights": "hi-clip", "clipped_shadows": "lo-clip"}
 #: Scores printed on a grid tile (every score sorts the grid and shows on the render's page).
 TILE_SCORES = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips")
+#: Actions per browser session that undo can walk back through.
+MAX_UNDO = 500
 _HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
             (b"referrer-policy", b"same-origin")]
 
@@ -91,10 +94,20 @@ class SecurityHeaders:
 
 def csrf_token(request: Request) -> str:
     """This session's CSRF token (made on first use, 32 random bytes, URL-safe base64)."""
+    _session_id(request)  # set with the token, on the first page, so every later POST carries it
     token = request.session.get("csrf")
     if not token:
         token = request.session["csrf"] = secrets.token_urlsafe(32)
     return token
+
+
+def _session_id(request: Request) -> str:
+    """This browser session's id (made on first use, 16 random bytes): the key of its actions in
+    ``app.state.actions``, so that undo undoes this session's verdicts, not another's."""
+    sid = request.session.get("sid")
+    if not sid:
+        sid = request.session["sid"] = secrets.token_urlsafe(16)
+    return sid
 
 
 async def _check_csrf(request: Request) -> dict:
@@ -123,10 +136,12 @@ def _page(request: Request, template: str, status: int = 200, **ctx) -> HTMLResp
     return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
 
-def _error(request: Request, status: int, title: str, message: str) -> Response:
+def _error(request: Request, status: int, title: str, message: str, back: bool = True) -> Response:
+    """An error as JSON (``/api/``) or as a page; ``back``: whether the page links to the grid
+    (not when the grid itself cannot be shown: the link would lead to the same error)."""
     if _wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
-    return _page(request, "review_error.html", status, title=title, message=message)
+    return _page(request, "review_error.html", status, title=title, message=message, back=back)
 
 
 # --- pages ---------------------------------------------------------------------------------------
@@ -206,6 +221,9 @@ async def post_verdict(request: Request) -> Response:
     verdict = (fields.get("verdict") or [""])[0]
     comment = (fields.get("comment") or [""])[0]
     stored = await _threaded(verdicts.record, state.data, fields.get("key", []), verdict, state.reviewer, comment)
+    mine = state.actions.setdefault(_session_id(request), [])
+    mine.append(stored.part)
+    del mine[:-MAX_UNDO]
     state.refresher.request()
     n = len(stored.verdicts)
     word = "approved" if verdict == "approve" else "rejected"
@@ -216,7 +234,7 @@ async def post_verdict(request: Request) -> Response:
 async def post_undo(request: Request) -> Response:
     fields = await _check_csrf(request)
     state = request.app.state
-    stored = await _threaded(verdicts.undo, state.data, state.reviewer)
+    stored = await _threaded(verdicts.undo, state.data, state.reviewer, list(state.actions.get(_session_id(request), ())))
     state.refresher.request()
     n = len(stored.verdicts)
     msg = f"undid {stored.part}: {n} render{'s' if n != 1 else ''} restored"
@@ -240,7 +258,8 @@ async def _threaded(fn, *args):
 
 
 async def on_review_error(request: Request, exc: ReviewError) -> Response:
-    return _error(request, exc.status, exc.title, str(exc))
+    whole_output = isinstance(exc, (NoManifest, OldManifest, StorageUnavailable))  # the grid shows the same error
+    return _error(request, exc.status, exc.title, str(exc), back=not whole_output)
 
 
 async def on_http_error(request: Request, exc: HTTPException) -> Response:
@@ -265,7 +284,8 @@ def create_app(output_uri: str, reviewer: str, *, allowed_hosts: list[str] | Non
     header values accepted (default: :data:`LOOPBACK_HOSTS`). ``secret``: the session-signing key
     (default: 32 random bytes made now, so sessions do not outlive the process).
     ``app.state.data`` is the :class:`~catalog_render.review.data.ReviewData`,
-    ``app.state.refresher`` the :class:`~catalog_render.review.verdicts.ViewRefresher`; on
+    ``app.state.refresher`` the :class:`~catalog_render.review.verdicts.ViewRefresher`,
+    ``app.state.actions`` each browser session's verdict parts (what its undo may undo); on
     shutdown the app waits (up to 60 s) for a pending rewrite of ``current.parquet``.
     Raises ValueError for an empty reviewer."""
     if not reviewer or not reviewer.strip():
@@ -294,5 +314,6 @@ def create_app(output_uri: str, reviewer: str, *, allowed_hosts: list[str] | Non
     app.state.data = data
     app.state.reviewer = reviewer.strip()
     app.state.refresher = verdicts.ViewRefresher(data)
+    app.state.actions = {}  # session id -> the feedback parts of its verdicts, oldest first (at most MAX_UNDO)
     app.state.js = resources.files("catalog_render.review").joinpath("static/review.js").read_bytes()
     return app

@@ -3,7 +3,8 @@
 The server listens on 127.0.0.1 by default. Any other address (a LAN address, ``0.0.0.0``, a
 host name) is refused unless ``allow_remote`` is set, and then a warning is printed: anyone who
 can reach the port can store verdicts under the reviewer's name (the page has no login). With a
-non-loopback address the ``Host`` header may also be the machine's name and addresses.
+non-loopback address the ``Host`` header may also be the machine's name and any of its interface
+addresses (:func:`allowed_hosts`); the command prints the URLs to open (:func:`urls`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import sys
 
 import uvicorn
 
-from catalog_render.errors import ConfigError
+from catalog_render.errors import ConfigError, StorageError
 from catalog_render.review.app import LOOPBACK_HOSTS, create_app
+from catalog_render.review.errors import NoManifest, StorageUnavailable
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 
@@ -42,20 +44,49 @@ def default_reviewer() -> str:
     return name
 
 
+def _bracket(addr: str) -> str:
+    """An address as it appears in a URL or ``Host`` header: IPv6 in brackets, zone index dropped."""
+    addr = addr.split("%", 1)[0]
+    return f"[{addr}]" if ":" in addr and not addr.startswith("[") else addr
+
+
+def interface_addresses(family: int | None = None) -> list[str]:
+    """This machine's interface addresses (``psutil.net_if_addrs``), IPv4 and IPv6 (zone index
+    dropped), ``family`` (``socket.AF_INET`` / ``AF_INET6``) only when given; sorted, loopback last."""
+    import psutil
+
+    want = (family,) if family is not None else (socket.AF_INET, socket.AF_INET6)
+    addrs = {a.address.split("%", 1)[0] for nic in psutil.net_if_addrs().values() for a in nic if a.family in want}
+    return sorted(addrs, key=lambda a: (is_loopback(a), ":" in a, a))
+
+
 def allowed_hosts(host: str) -> list[str]:
-    """``Host`` header values the app accepts when bound to ``host``: loopback names, plus for a
-    non-loopback bind the address itself and the machine's host name, FQDN and addresses."""
+    """``Host`` header values the app accepts when bound to ``host``: loopback names and the bound
+    address itself; for a non-loopback bind also the machine's host name, FQDN, the addresses
+    they resolve to and every interface address (:func:`interface_addresses`). IPv6 addresses
+    appear in brackets, as in a ``Host`` header."""
     names = list(LOOPBACK_HOSTS)
+    extra = {_bracket(host)} if host not in ("0.0.0.0", "::", "[::]") else set()
     if not is_loopback(host):
-        extra = {host} if host not in ("0.0.0.0", "::") else set()
         hostname = socket.gethostname()
         extra |= {hostname, socket.getfqdn()}
         try:
-            extra |= {ai[4][0] for ai in socket.getaddrinfo(hostname, None)}
+            extra |= {_bracket(ai[4][0]) for ai in socket.getaddrinfo(hostname, None)}
         except OSError:
             pass
-        names += sorted(extra - set(names))
-    return names
+        extra |= {_bracket(a) for a in interface_addresses()}
+    return names + sorted(extra - set(names))
+
+
+def urls(host: str, port: int) -> list[str]:
+    """The URLs a browser can open for a server bound to ``host``:``port``: for ``0.0.0.0`` one per
+    IPv4 interface address (``::`` adds the IPv6 ones), loopback last; otherwise the bound address."""
+    if host in ("0.0.0.0", "::", "[::]"):
+        addrs = interface_addresses(None if host != "0.0.0.0" else socket.AF_INET)
+        addrs = [a for a in addrs if not a.startswith("fe80:")]  # link-local: needs a zone index a browser won't take
+    else:
+        addrs = [host]
+    return [f"http://{_bracket(a)}:{port}/" for a in addrs]
 
 
 def make_server(output_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, reviewer: str | None = None,
@@ -64,7 +95,9 @@ def make_server(output_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
 
     Raises ConfigError for a non-loopback ``host`` without ``allow_remote``, a port outside
     0..65535 (0: any free port), an address and port that cannot be bound (in use, not this
-    machine's) or an empty reviewer. ``warn`` (callable taking a str, default:
+    machine's) or an empty reviewer; StorageError (exit 5, as ``report``) for an output with no
+    manifest part or a store that cannot be read, before anything is bound. The manifest is read
+    here, so the first page does not wait for it. ``warn`` (callable taking a str, default:
     print to stderr) receives the warning for a non-loopback bind."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: {port} is not a TCP port (0..65535)")
@@ -75,6 +108,14 @@ def make_server(output_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
         (warn or (lambda m: print(m, file=sys.stderr)))(
             f"warning: the review page listens on {host}:{port}, reachable from other machines; it has no login, so anyone who "
             "reaches this port can approve or reject renders under the reviewer's name")
+    name = (reviewer if reviewer is not None else default_reviewer()).strip()
+    if not name:
+        raise ConfigError("--reviewer: empty name")
+    app = create_app(output_uri, name, allowed_hosts=allowed_hosts(host))
+    try:  # an output without renders (a wrong URI) is an error now, not a server that answers 404
+        app.state.data.renders()
+    except (NoManifest, StorageUnavailable) as exc:
+        raise StorageError(f"{exc.title.lower()}: {exc}") from None
     # bind once now: a port in use is a one-line error before anything is printed, and port 0
     # becomes the free port the URL names (uvicorn binds it again when the server starts)
     try:
@@ -84,10 +125,6 @@ def make_server(output_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
             port = sock.getsockname()[1]
     except OSError as exc:
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
-    name = (reviewer if reviewer is not None else default_reviewer()).strip()
-    if not name:
-        raise ConfigError("--reviewer: empty name")
-    app = create_app(output_uri, name, allowed_hosts=allowed_hosts(host))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False, date_header=False,
                             proxy_headers=False, access_log=False, lifespan="on")
     return uvicorn.Server(config)

@@ -11,7 +11,9 @@ Undo. The verdict in force on a render is its latest stored row (``imported_at``
 writes a new part that puts back, for each render of the reviewer's last action, the verdict it
 had before (the same verdict, reviewer and comment), or ``withdraw`` when it had none (read as "not
 reviewed" everywhere). Its ``source`` is ``undo of <part> by <reviewer>``, which marks that action
-as undone, so pressing undo again walks further back. A render whose verdict someone else changed
+as undone, so pressing undo again walks further back. The page undoes the actions of the browser
+session that pressed undo (the server keeps each session's parts), never those of another session,
+even one under the same reviewer name. A render whose verdict someone else changed
 after the action is left as it is (listed as skipped), and an action whose renders were all
 changed by others since is passed over.
 
@@ -102,12 +104,16 @@ def _write(data: ReviewData, rows: list[dict], source: str) -> str:
         raise ReviewError(str(exc)) from None
 
 
-def undo(data: ReviewData, reviewer: str) -> Stored:
+def undo(data: ReviewData, reviewer: str, parts: list[str] | None = None) -> Stored:
     """Undo ``reviewer``'s latest review-page action that still stands (see the module's
-    docstring). Raises ReviewError (409) when there is nothing to undo."""
+    docstring), among the parts named in ``parts`` only when given (the actions of one browser
+    session: two sessions with the same reviewer name each undo their own). Raises ReviewError
+    (409) when there is nothing to undo."""
     h = data.history().to_pylist()
     undone = {s[len(UNDO_PREFIX):].split(" ", 1)[0] for s in (r["source"] for r in h) if s.startswith(UNDO_PREFIX)}
-    mine = [p for p in dict.fromkeys(r["part"] for r in h if r["source"] == REVIEW_SOURCE and r["reviewer"] == reviewer) if p not in undone]
+    allowed = None if parts is None else set(parts)
+    mine = [p for p in dict.fromkeys(r["part"] for r in h if r["source"] == REVIEW_SOURCE and r["reviewer"] == reviewer)
+            if p not in undone and (allowed is None or p in allowed)]
     by_pair: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(h):
         by_pair.setdefault((r["product_id"], r["render_key"]), []).append(i)
@@ -134,7 +140,8 @@ def undo(data: ReviewData, reviewer: str) -> Stored:
         if restore:
             _write(data, restore, f"{UNDO_PREFIX}{part} by {reviewer}")
             return Stored(part, states, skipped)
-    raise ReviewError(f"nothing to undo: {reviewer} has no verdict given on the review page of {data.output_uri} that still stands",
+    where = "in this browser session " if parts is not None else ""
+    raise ReviewError(f"nothing to undo: {reviewer} has no verdict given {where}on the review page of {data.output_uri} that still stands",
                       status=409, title="Nothing to undo")
 
 
