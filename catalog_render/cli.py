@@ -262,9 +262,10 @@ def finetune(
 @domain_errors
 def run(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog Parquet (local path or s3:// URI).")],
-    model: Annotated[str, typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://).")],
     output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://). Needed by --kind render.")] = None,
     job: JobOpt = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo). Overrides the job's kind.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="backfill (missing/unreadable photos) or refresh (no current render).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Render at most N products this run.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Number of Ray actors (each loads the model once).")] = None,
@@ -276,12 +277,12 @@ def run(
     wait_lease: Annotated[float, typer.Option("--wait-lease", min=0, help="If another run holds the output, wait up to this many seconds for it (default: refuse at once, exit 8).")] = 0.0,
     no_lease: Annotated[bool, typer.Option("--no-lease", help="Hold no lease on the output: for stores that ignore conditional writes (run refuses them otherwise, exit 5). Nothing then stops two runs writing the output at once.")] = False,
 ) -> None:
-    """Render the products that need images, write images, manifest rows, scores and a report."""
+    """Make the images a catalog needs (--kind render|main-image|variant); write images, manifest rows, scores and a report."""
     from catalog_render import storage
     from catalog_render.config import load_job
     from catalog_render.execution import run_job
 
-    spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size, "quality.preset": preset})
+    spec = load_job(job).with_overrides(**{"kind": kind, "mode": mode, "execution.workers": workers, "execution.batch_size": batch_size, "quality.preset": preset})
     bar = _RenderBar()
     try:
         summary = run_job(spec, catalog_uri, model, output, address=address, limit=limit, hide_images=hide_images, progress=bar, wait_lease_s=wait_lease,
