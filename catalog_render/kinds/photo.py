@@ -208,3 +208,18 @@ def mask_box(mask: np.ndarray, pad: int = 2) -> tuple[int, int, int, int]:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     h, w = mask.shape
     return (max(0, int(cols[0]) - pad), max(0, int(rows[0]) - pad), min(w, int(cols[-1]) + 1 + pad), min(h, int(rows[-1]) + 1 + pad))
+
+
+def threshold_mask(rgb: np.ndarray, level: int = 235, max_hole_share: float = 0.01) -> np.ndarray:
+    """A hand-checkable product mask of a photo on a white background, bool (H, W): pixels with any
+    channel below ``level``, with enclosed holes smaller than ``max_hole_share`` of the image filled
+    (white print on a dark product), larger ones kept open (the space inside a bag's strap). The
+    reference the U²-Net-p masks are measured against (benchmarks/photos.py masks)."""
+    from scipy import ndimage
+
+    dark = (np.asarray(rgb) < level).any(axis=2)
+    holes, n = ndimage.label(ndimage.binary_fill_holes(dark) & ~dark)
+    if n:
+        small = np.flatnonzero(np.bincount(holes.ravel())[1:] < max_hole_share * dark.size) + 1
+        dark |= np.isin(holes, small)
+    return dark

@@ -29,6 +29,7 @@ shift in a perceptual space), restricted to the product's own colour:
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 
@@ -180,7 +181,9 @@ def recolour(rgb: np.ndarray, region: np.ndarray, target: np.ndarray) -> np.ndar
     mean = lab[region].mean(axis=0)
     moved = lab + (np.asarray(target, np.float64) - mean)
     moved[..., 0] = np.clip(moved[..., 0], 0, 100)
-    out = np.clip(lab2rgb(moved) * 255.0, 0, 255)
+    with warnings.catch_warnings():  # out-of-gamut targets: lab2rgb clips negative XYZ and says so per call
+        warnings.simplefilter("ignore", UserWarning)
+        out = np.clip(lab2rgb(moved) * 255.0, 0, 255)
     w = ndimage.gaussian_filter(region.astype(np.float64), FEATHER_SIGMA) if FEATHER_SIGMA else region.astype(np.float64)
     w = np.where(ndimage.binary_dilation(region, iterations=3), w, 0.0)[..., None]
     blended = np.rint(w * out + (1.0 - w) * rgb.astype(np.float64)).astype(np.uint8)
