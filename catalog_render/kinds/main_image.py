@@ -29,10 +29,9 @@ import re
 import pyarrow as pa
 
 from catalog_render import planning
-from catalog_render.catalog import product_id_problem
 from catalog_render.config import JobSpec
 from catalog_render.kinds import photo
-from catalog_render.kinds.base import PHOTO_WORK_SCHEMA, PlanContext, Rendered, WorkerContext, inputs_key, skipped_is_done
+from catalog_render.kinds.base import PhotoKind, PlanContext, Rendered, inputs_key, skipped_is_done
 
 #: Share of the canvas a product spans under presets without a fill rule (Google, eBay, Shopify, Walmart).
 DEFAULT_FILL = 0.85
@@ -60,20 +59,16 @@ def anchor_edge(category: str | None, edges: dict[str, float], limit: float) -> 
     return None
 
 
-class MainImageKind:
+class MainImageKind(PhotoKind):
     """``--kind main-image`` (see the module doc). Needs no generator."""
 
     name = "main-image"
-    needs_model = False
 
     def preflight(self, spec: JobSpec) -> None:
         from catalog_render.pretrained.mask import ProductMasker
 
         ProductMasker()
         _upscaler(spec)
-
-    def after_plan(self, work: pa.Table) -> None:
-        return None
 
     def params(self, spec: JobSpec) -> dict:
         """Everything besides the photo the image depends on (hashed into render_key)."""
@@ -94,19 +89,8 @@ class MainImageKind:
 
         params = self.params(spec)
         rows = catalog.to_pylist()
-        counts: dict = {}
-        for r in rows:
-            counts[r["product_id"]] = counts.get(r["product_id"], 0) + 1
-        quarantined, candidates = [], []
-        for i, r in enumerate(rows):
-            pid = r["product_id"]
-            why = product_id_problem(pid)
-            if why:
-                quarantined.append((i, pid if isinstance(pid, str) else None, f"bad product_id: {why}"))
-            elif counts[pid] > 1:
-                quarantined.append((i, pid, f"duplicate product_id: {counts[pid]} rows share this id (none is rendered: which is right cannot be known)"))
-            elif r.get("image_uri"):
-                candidates.append((i, r))
+        quarantined, valid = self.screen(rows)
+        candidates = [(i, r) for i, r in valid if r.get("image_uri")]
         with ThreadPoolExecutor(ctx.threads) as pool:
             sources = list(pool.map(lambda ir: photo.source_photo(ir[1].get("image_uri")), candidates))
         done = skipped_is_done(ctx.past)
@@ -120,25 +104,13 @@ class MainImageKind:
             inputs = {"source_uri": src.uri, "source_sha256": src.sha256, "category": r.get("category"),
                       "pairs": photo.is_pair_product(r.get("category"), r.get("title")), **params}
             key = inputs_key(self.name, inputs)
-            if (key in ctx.done_keys and ctx.done_keys[key] in ctx.existing_images) or key in done:
+            if self.is_done(key, ctx, done):
                 up_to_date += 1
                 continue
-            attrs = dict(r.get("attributes") or [])
-            work.append({"product_id": pid, "render_key": key, "seed": None, "conditioning": json.dumps(
-                {"title": r.get("title"), "category": r.get("category"), "attributes": attrs}, sort_keys=True, ensure_ascii=False),
-                "prompt": None, "reference_uri": src.uri, "plan_reason": "render_key not in manifest", "kind": self.name,
-                "inputs": json.dumps(inputs, sort_keys=True)})
+            work.append(self.item(r, key, inputs, src.uri, "render_key not in manifest"))
             if ctx.limit is not None and len(work) >= ctx.limit:
                 break
-        quarantined.sort(key=lambda q: q[0])
-        return planning.Plan(pa.Table.from_pylist(work, schema=PHOTO_WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope,
-                             len(rows), 0, [planning.quarantine_key(p, w, rows[i]) for i, p, w in quarantined])
-
-    def worker(self, spec: JobSpec, ctx: WorkerContext) -> tuple[type, dict]:
-        from catalog_render.kinds.photo_worker import PhotoWorker
-
-        return PhotoWorker, dict(kind=self.name, spec=spec.model_dump(mode="json"), output_uri=ctx.output_uri, run_id=ctx.run_id,
-                                 threads=ctx.threads)
+        return self.finish(work, quarantined, up_to_date, in_scope, rows)
 
     # ------------------------------------------------------------------------- in the actor
 

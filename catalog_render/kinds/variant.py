@@ -26,10 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from catalog_render import planning
-from catalog_render.catalog import product_id_problem
 from catalog_render.config import JobSpec
 from catalog_render.kinds import photo, recolour
-from catalog_render.kinds.base import PHOTO_WORK_SCHEMA, PlanContext, Rendered, WorkerContext, inputs_key, skipped_is_done
+from catalog_render.kinds.base import PhotoKind, PlanContext, Rendered, inputs_key, skipped_is_done
 
 
 def _distance(a: str, b: str, order: dict[str, int]) -> tuple:
@@ -38,19 +37,15 @@ def _distance(a: str, b: str, order: dict[str, int]) -> tuple:
     return (abs(order[a] - order[b]), b)
 
 
-class VariantKind:
+class VariantKind(PhotoKind):
     """``--kind variant`` (see the module doc). Needs no generator."""
 
     name = "variant"
-    needs_model = False
 
     def preflight(self, spec: JobSpec) -> None:
         from catalog_render.pretrained.mask import ProductMasker
 
         ProductMasker()
-
-    def after_plan(self, work: pa.Table) -> None:
-        return None
 
     def plan(self, catalog: pa.Table, spec: JobSpec, ctx: PlanContext) -> planning.Plan:
         from concurrent.futures import ThreadPoolExecutor
@@ -58,19 +53,7 @@ class VariantKind:
         rows = catalog.to_pylist()
         for r in rows:
             r["attributes"] = dict(r.get("attributes") or [])
-        counts: dict = {}
-        for r in rows:
-            counts[r["product_id"]] = counts.get(r["product_id"], 0) + 1
-        quarantined, valid = [], []
-        for i, r in enumerate(rows):
-            pid = r["product_id"]
-            why = product_id_problem(pid)
-            if why:
-                quarantined.append((i, pid if isinstance(pid, str) else None, f"bad product_id: {why}"))
-            elif counts[pid] > 1:
-                quarantined.append((i, pid, f"duplicate product_id: {counts[pid]} rows share this id (none is rendered: which is right cannot be known)"))
-            else:
-                valid.append((i, r))
+        quarantined, valid = self.screen(rows)
         groups = recolour.variant_groups([r for _, r in valid], spec.photos.group_column)
         members: dict[str, list[tuple[int, dict]]] = {}
         for i, r in valid:
@@ -109,25 +92,14 @@ class VariantKind:
             inputs = {"source_uri": src.uri, "source_sha256": src.sha256, "source_product_id": sib["product_id"],
                       "source_colour": sib["attributes"].get("color"), "target_colour": target, "target_lab": [round(float(x), 3) for x in lab], **params}
             key = inputs_key(self.name, inputs)
-            if (key in ctx.done_keys and ctx.done_keys[key] in ctx.existing_images) or key in done:
+            if self.is_done(key, ctx, done):
                 up_to_date += 1
                 continue
             reason = "photo hidden (--hide-images)" if own.problem is None else own.problem
-            work.append({"product_id": pid, "render_key": key, "seed": None, "conditioning": json.dumps(
-                {"title": r.get("title"), "category": r.get("category"), "attributes": r["attributes"]}, sort_keys=True, ensure_ascii=False),
-                "prompt": None, "reference_uri": r.get("image_uri") if own.problem is None else None,
-                "plan_reason": f"{reason}; from sibling {sib['product_id']}", "kind": self.name, "inputs": json.dumps(inputs, sort_keys=True)})
+            work.append(self.item(r, key, inputs, r.get("image_uri") if own.problem is None else None, f"{reason}; from sibling {sib['product_id']}"))
             if ctx.limit is not None and len(work) >= ctx.limit:
                 break
-        quarantined.sort(key=lambda q: q[0])
-        return planning.Plan(pa.Table.from_pylist(work, schema=PHOTO_WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope,
-                             len(rows), 0, [planning.quarantine_key(p, w, rows[i]) for i, p, w in quarantined])
-
-    def worker(self, spec: JobSpec, ctx: WorkerContext) -> tuple[type, dict]:
-        from catalog_render.kinds.photo_worker import PhotoWorker
-
-        return PhotoWorker, dict(kind=self.name, spec=spec.model_dump(mode="json"), output_uri=ctx.output_uri, run_id=ctx.run_id,
-                                 threads=ctx.threads)
+        return self.finish(work, quarantined, up_to_date, in_scope, rows)
 
     # ------------------------------------------------------------------------- in the actor
 
