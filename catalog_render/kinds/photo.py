@@ -163,8 +163,9 @@ def place_on_canvas(image: Image.Image, alpha: np.ndarray, box: tuple[int, int, 
 
     With ``upscaler`` (Real-ESRGAN, :class:`catalog_render.pretrained.upscale.Upscaler`) and a
     scale above 1, the product composited on white is enlarged by one Real-ESRGAN pass of factor k
-    (when the scale exceeds k, Lanczos first enlarges it to the final size / k: a second pass at
-    the larger size cost 4-7 CPU s per photo against 1.2 s for one, on 225x300 fashion photos),
+    (when the scale exceeds k, Lanczos first enlarges it to the final size / k: two full passes
+    cost 4.2-7.5 CPU s per 225x300 fashion photo against 1.13 s for a whole main image with one;
+    ``benchmarks/photos.py cost``),
     then Lanczos makes the exact size; the opacity is resized with it (bilinear) and applied again,
     so every pixel outside the product is exactly 255 whatever the upscaler adds.
 
@@ -191,7 +192,7 @@ def place_on_canvas(image: Image.Image, alpha: np.ndarray, box: tuple[int, int, 
     product = Image.fromarray(composite)
     if upscaler is not None and scale > 1:
         k = upscaler.passes_for(scale) and MODELS[upscaler.model_for_pass(0)]
-        if scale > k:  # one pass at the end, not two: Lanczos first to the final size / k (2 passes cost 5x more CPU here)
+        if scale > k:  # one pass at the end, not two (see the docstring)
             product = product.resize((max(1, round(new[0] / k)), max(1, round(new[1] / k))), Image.Resampling.LANCZOS)
         product = upscaler.upscale(product, min(scale, k)).convert("RGB")
     product = product.resize(new, Image.Resampling.LANCZOS)
