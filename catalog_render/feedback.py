@@ -15,8 +15,11 @@ valid, stores them as one Parquet part ``OUTPUT/feedback/part-<UTC timestamp>-<6
 (:data:`FEEDBACK_SCHEMA`; the random suffix keeps two imports in the same microsecond apart); with
 any bad row nothing is written and :class:`~catalog_render.errors.FeedbackError` lists every
 problem with its line (CSV: the file line where the record starts, header = line 1; Parquet: the
-row number, first row = 1). :func:`read_feedback` returns the latest verdict per
-(product_id, render_key). Storage goes through :mod:`catalog_render.storage` (local or ``s3://``).
+row number, first row = 1). :func:`record_verdicts` is the one writer of parts: imports and the
+review page (``catalog-render review``, :mod:`catalog_render.review`) both store through it.
+:func:`read_feedback` returns the latest verdict per (product_id, render_key);
+:func:`feedback_history` every stored row. Storage goes through :mod:`catalog_render.storage`
+(local or ``s3://``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from catalog_render import manifest, storage
 from catalog_render.errors import FeedbackError, StorageError
 
 VERDICTS = ("approve", "reject")
+#: A stored verdict that takes back the earlier ones on a render (the review page's undo writes it
+#: when the render had no verdict before); :func:`read_feedback` leaves such renders out.
+WITHDRAW = "withdraw"
+#: Verdict values a feedback part may hold. A feedback file (import) gives approve or reject.
+STORED_VERDICTS = VERDICTS + (WITHDRAW,)
 REQUIRED_COLUMNS = ("product_id", "render_key", "verdict", "reviewer")
 OPTIONAL_COLUMNS = ("comment",)
 #: Largest feedback file accepted, bytes.
@@ -186,14 +194,83 @@ def import_feedback(source_uri: str, output_uri: str, *, check_manifest: bool = 
         raise FeedbackError(f"{name}: {len(problems)} bad row(s): {shown}{more}", problems)
     if not rows:
         raise FeedbackError(f"{name}: no feedback rows")
+    uri = record_verdicts(output_uri, rows, source=name, now=now)
+    approved = sum(r["verdict"] == "approve" for r in rows)
+    return ImportResult(uri, len(rows), approved, len(rows) - approved, ignored)
+
+
+def record_verdicts(output_uri: str, rows: list[dict], *, source: str, now: datetime | None = None) -> str:
+    """Store one batch of verdicts as its own part ``OUTPUT/feedback/part-<UTC time>-<6 hex>.parquet``
+    and return its URI: the one write path of :func:`import_feedback` and of the review page
+    (:mod:`catalog_render.review`), so a verdict is stored the same way whoever gives it.
+
+    ``rows``: dicts with product_id, render_key, verdict (one of :data:`STORED_VERDICTS`), reviewer,
+    optional comment and source_line (default: the row's 1-based position). ``source`` names where
+    they came from (the imported file's name; ``review page``; ``undo of <part>``). ``now`` (UTC)
+    stamps ``imported_at`` and the part name; default: the current time.
+
+    The part is written atomically (:func:`catalog_render.storage.write_parquet`: temp + rename, or
+    one PutObject) under a name no other writer uses, so concurrent writers never lose a verdict.
+    Rows are not checked against the manifest here (callers do). Raises FeedbackError for an empty
+    batch, an unknown verdict or an empty id/reviewer (nothing written), StorageError when the
+    output cannot be written. The caller rewrites ``OUTPUT/current.parquet``
+    (:func:`catalog_render.current.write_current_view`)."""
+    if not rows:
+        raise FeedbackError(f"{source}: no feedback rows")
+    for i, r in enumerate(rows, 1):
+        if r.get("verdict") not in STORED_VERDICTS:
+            raise FeedbackError(f"{source}: row {i}: verdict {r.get('verdict')!r} is not one of {', '.join(STORED_VERDICTS)}")
+        for c in ("product_id", "render_key", "reviewer"):
+            if not r.get(c):
+                raise FeedbackError(f"{source}: row {i}: {c} is empty")
     now = (now or datetime.now(UTC)).astimezone(UTC)
     table = pa.Table.from_pylist(
-        [{**r, "imported_at": now, "source": name} for r in rows], schema=FEEDBACK_SCHEMA)
+        [{"product_id": r["product_id"], "render_key": r["render_key"], "verdict": r["verdict"], "comment": r.get("comment") or None,
+          "reviewer": r["reviewer"], "imported_at": now, "source": source, "source_line": r.get("source_line") or i}
+         for i, r in enumerate(rows, 1)], schema=FEEDBACK_SCHEMA)
     part = f"part-{now.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}.parquet"
     uri = storage.join(feedback_prefix(output_uri), part)
     storage.write_parquet(table, uri)
-    approved = sum(r["verdict"] == "approve" for r in rows)
-    return ImportResult(uri, len(rows), approved, len(rows) - approved, ignored)
+    return uri
+
+
+def feedback_history(output_uri: str, cache: dict[str, pa.Table] | None = None) -> pa.Table:
+    """Every stored verdict under an output, oldest first: :data:`FEEDBACK_SCHEMA` plus ``part``
+    (the part's object name). Order: ``imported_at``, then part name, then ``source_line``; the
+    last row of a (product_id, render_key) is its verdict in force.
+
+    ``cache`` (optional, owned by the caller): part URI -> its table. Parts are never rewritten
+    (each has a unique name), so a long-lived reader such as the review server passes one dict
+    and reads each part once. Raises StorageError when a part cannot be read."""
+    parts = storage.list_uris(feedback_prefix(output_uri), suffix=".parquet")
+    if not parts:
+        return FEEDBACK_SCHEMA.empty_table().append_column("part", pa.array([], pa.string()))
+    tables = []
+    for uri in parts:
+        t = cache.get(uri) if cache is not None else None
+        if t is None:
+            t = storage.read_parquet(uri).select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA)
+            name = str(uri).replace("\\", "/").rsplit("/", 1)[-1]
+            t = t.append_column("part", pa.array([name] * t.num_rows, pa.string()))
+            if cache is not None:
+                cache[uri] = t
+        tables.append(t)
+    all_rows = pa.concat_tables(tables)
+    order = pc.sort_indices(all_rows, sort_keys=[("imported_at", "ascending"), ("part", "ascending"), ("source_line", "ascending")])
+    return all_rows.take(order)
+
+
+def latest_verdicts(history: pa.Table) -> pa.Table:
+    """The verdict in force per (product_id, render_key) of a :func:`feedback_history` table: its
+    last row, dropped when that row is a ``withdraw`` (the render counts as not reviewed).
+    :data:`FEEDBACK_SCHEMA` columns, sorted by product_id, render_key."""
+    if history.num_rows == 0:
+        return FEEDBACK_SCHEMA.empty_table()
+    rows = history.append_column("_order", pa.array(range(history.num_rows), pa.int64()))
+    last = rows.group_by(["product_id", "render_key"]).aggregate([("_order", "max")])
+    latest = rows.take(last.column("_order_max")).select(FEEDBACK_SCHEMA.names)
+    latest = latest.filter(pc.not_equal(latest.column("verdict"), WITHDRAW))
+    return latest.take(pc.sort_indices(latest, sort_keys=[("product_id", "ascending"), ("render_key", "ascending")]))
 
 
 def read_feedback(output_uri: str) -> pa.Table:
@@ -201,18 +278,6 @@ def read_feedback(output_uri: str) -> pa.Table:
     :data:`FEEDBACK_SCHEMA` sorted by product_id, render_key (empty when there is none).
 
     "Latest" = the most recent import (``imported_at``, then part name), and within one file the
-    last row for that pair."""
-    parts = storage.list_uris(feedback_prefix(output_uri), suffix=".parquet")
-    if not parts:
-        return FEEDBACK_SCHEMA.empty_table()
-    tables = []
-    for i, uri in enumerate(parts):
-        t = storage.read_parquet(uri).select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA)
-        tables.append(t.append_column("_part", pa.array([i] * t.num_rows, pa.int64())))
-    all_rows = pa.concat_tables(tables)
-    order = pc.sort_indices(all_rows, sort_keys=[("imported_at", "ascending"), ("_part", "ascending"), ("source_line", "ascending")])
-    all_rows = all_rows.take(order)
-    all_rows = all_rows.append_column("_order", pa.array(range(all_rows.num_rows), pa.int64()))
-    last = all_rows.group_by(["product_id", "render_key"]).aggregate([("_order", "max")])
-    latest = all_rows.take(last.column("_order_max")).select(FEEDBACK_SCHEMA.names)
-    return latest.take(pc.sort_indices(latest, sort_keys=[("product_id", "ascending"), ("render_key", "ascending")]))
+    last row for that pair. A pair whose latest verdict is ``withdraw`` (an undo on the review
+    page) is left out: it counts as not reviewed."""
+    return latest_verdicts(feedback_history(output_uri))

@@ -1,4 +1,4 @@
-"""The package's import graph: no cycles, and the one-way rules of the README's Architecture section.
+"""The package's import graph: no cycles, and the one-way rules of docs/architecture.md.
 
 The graph is read from the source with ``ast`` (every module, ``import x`` and ``from x import y``,
 relative imports, and imports inside functions, which run later but still tie the modules), so it

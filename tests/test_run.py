@@ -185,9 +185,10 @@ def test_run_renders_with_every_trained_family(family, ray_local, small_catalog,
 
 
 def test_same_pixels_whatever_the_batch_size_and_every_actor_renders(ray_local, small_catalog, tiny_gan, tmp_path):
-    """The README's promise, on real runs: the same render_key and seed give the same pixels with
-    --batch-size 1 and 16; and with 2 workers both actors render, also when the batch size is not
-    below the number of products (16 products at batch 16 used to go to one actor, the other idle)."""
+    """The promise of docs/planning.md ("Same pixels whatever the batch size"), on real runs: the same
+    render_key and seed give the same pixels with --batch-size 1 and 16; and with 2 workers both actors
+    render, also when the batch size is not below the number of products (16 products at batch 16: the
+    case where one actor took every block while the other stayed idle)."""
     products = 16
     runs = {}
     for bs in (1, 16):

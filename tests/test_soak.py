@@ -1,6 +1,6 @@
 """Soak (slow: `make test-all`): 6,000 products of the 44k-row fashion metadata in one run, with
 tiny renders; the driver's and every actor's RSS must stay flat (benchmarks/soak.py samples it;
-RELIABILITY.md records the curve)."""
+docs/reliability.md records the curve)."""
 
 from __future__ import annotations
 

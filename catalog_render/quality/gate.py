@@ -43,10 +43,10 @@ class QualityThresholds(BaseModel):
         "Renders per product (each with its own seed); the best passing one is kept (pick_best). 1 = no retry."))
     min_sharpness: float | None = Field(None, ge=0, description=(
         "Minimum variance of the Laplacian (scores.sharpness, grey in [0,1]). Suggested 0.01: the scores module's"
-        " 'crisp at 64 px' mark; the reference run's renders had p10 0.011, median 0.033 (README)."))
+        " 'crisp at 64 px' mark; the reference run's renders had p10 0.011, median 0.033 (docs/results.md)."))
     min_background_whiteness: float | None = Field(None, ge=0, le=1, description=(
         "Minimum share of the border band that is near-white (scores.background_whiteness), [0,1]. Suggested 0.9:"
-        " the reference run's renders had p10 0.85, median 1.00 (README)."))
+        " the reference run's renders had p10 0.85, median 1.00 (docs/results.md)."))
     min_fill_ratio: float | None = Field(None, ge=0, le=1, description=(
         "Minimum bounding-box area share of the product (scores.fill_ratio), [0,1]. Amazon's 85 % rule is checked"
         " by preset 'amazon' on the post-processed image; this guards against near-empty renders (suggested 0.1)."))
