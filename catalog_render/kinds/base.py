@@ -7,7 +7,8 @@ rows). :mod:`catalog_render.execution` runs every kind through the same Ray Data
 manifest sink and resume logic; a new kind is a new module of this package registered in
 :data:`catalog_render.kinds.KINDS`.
 
-Kinds that start from a photo (main-image, variant, and later comparison/design/label) share
+Kinds that start from a photo (main-image, variant, and later comparison/design/label) subclass
+:class:`catalog_render.kinds.photo_worker.PhotoKind` and share its actor
 :class:`catalog_render.kinds.photo_worker.PhotoWorker`, which calls the kind's ``setup`` once per
 actor and ``render(item, state)`` per item (:class:`Rendered`: image + provenance + extra manifest
 fields + scores), writes the image and its preset renditions, and returns the row.
@@ -168,63 +169,3 @@ def skipped_is_done(past: pa.Table) -> set[str]:
     return {r["render_key"] for r in rows.select(["render_key", "error"]).to_pylist()
             if (r["error"] or "").startswith(("left alone:", "quarantined:"))}
 
-
-class PhotoKind:
-    """What the photo kinds share: no generator, the :class:`PhotoWorker` actor, the id screening
-    and the work-item / Plan assembly of their ``plan``. Subclasses set ``name`` and implement
-    ``plan``, ``setup`` and ``render``."""
-
-    name = ""
-    needs_model = False
-
-    def after_plan(self, work: pa.Table) -> None:
-        return None
-
-    def worker(self, spec: JobSpec, ctx: WorkerContext) -> tuple[type, dict]:
-        from catalog_render.kinds.photo_worker import PhotoWorker
-
-        return PhotoWorker, dict(kind=self.name, spec=spec.model_dump(mode="json"), output_uri=ctx.output_uri, run_id=ctx.run_id,
-                                 threads=ctx.threads)
-
-    @staticmethod
-    def screen(rows: list[dict]) -> tuple[list[tuple[int, str | None, str]], list[tuple[int, dict]]]:
-        """``(quarantined, valid)``: rows with a product id :func:`catalog.product_id_problem`
-        refuses, or an id on several rows (none is made: which row is right cannot be known), are
-        quarantined as (row index, product_id or None, reason); the others are (row index, row)."""
-        from collections import Counter
-
-        from catalog_render.catalog import product_id_problem
-
-        counts = Counter(r["product_id"] for r in rows if isinstance(r["product_id"], str))
-        quarantined, valid = [], []
-        for i, r in enumerate(rows):
-            pid = r["product_id"]
-            why = product_id_problem(pid)
-            if why:
-                quarantined.append((i, pid if isinstance(pid, str) else None, f"bad product_id: {why}"))
-            elif counts[pid] > 1:
-                quarantined.append((i, pid, f"duplicate product_id: {counts[pid]} rows share this id (none is rendered: which is right cannot be known)"))
-            else:
-                valid.append((i, r))
-        return quarantined, valid
-
-    def item(self, row: dict, key: str, inputs: dict, reference_uri: str | None, plan_reason: str) -> dict:
-        """One work item (:data:`PHOTO_WORK_SCHEMA`) for catalog ``row``."""
-        attrs = row.get("attributes") or {}
-        attrs = attrs if isinstance(attrs, dict) else dict(attrs)
-        return {"product_id": row["product_id"], "render_key": key, "seed": None, "prompt": None, "reference_uri": reference_uri,
-                "conditioning": json.dumps({"title": row.get("title"), "category": row.get("category"), "attributes": attrs}, sort_keys=True,
-                                           ensure_ascii=False),
-                "plan_reason": plan_reason, "kind": self.name, "inputs": json.dumps(inputs, sort_keys=True)}
-
-    @staticmethod
-    def is_done(key: str, ctx: PlanContext, done: set[str]) -> bool:
-        """The key has an ok row whose image exists, or a decision taken from the same inputs (:func:`skipped_is_done`)."""
-        return (key in ctx.done_keys and ctx.done_keys[key] in ctx.existing_images) or key in done
-
-    @staticmethod
-    def finish(work: list[dict], quarantined: list, up_to_date: int, in_scope: int, rows: list[dict]) -> planning.Plan:
-        """The Plan: work items, quarantines in catalog order with their keys (planning.quarantine_key)."""
-        quarantined = sorted(quarantined, key=lambda q: q[0])
-        return planning.Plan(pa.Table.from_pylist(work, schema=PHOTO_WORK_SCHEMA), [(p, w) for _, p, w in quarantined], up_to_date, in_scope,
-                             len(rows), 0, [planning.quarantine_key(p, w, rows[i]) for i, p, w in quarantined])

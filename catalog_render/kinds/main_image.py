@@ -31,7 +31,8 @@ import pyarrow as pa
 from catalog_render import planning
 from catalog_render.config import JobSpec
 from catalog_render.kinds import photo
-from catalog_render.kinds.base import PhotoKind, PlanContext, Rendered, inputs_key, skipped_is_done
+from catalog_render.kinds.base import PlanContext, Rendered, inputs_key, skipped_is_done
+from catalog_render.kinds.photo_worker import PhotoKind
 
 #: Share of the canvas a product spans under presets without a fill rule (Google, eBay, Shopify, Walmart).
 DEFAULT_FILL = 0.85

@@ -28,7 +28,8 @@ import pyarrow as pa
 from catalog_render import planning
 from catalog_render.config import JobSpec
 from catalog_render.kinds import photo, recolour
-from catalog_render.kinds.base import PhotoKind, PlanContext, Rendered, inputs_key, skipped_is_done
+from catalog_render.kinds.base import PlanContext, Rendered, inputs_key, skipped_is_done
+from catalog_render.kinds.photo_worker import PhotoKind
 
 
 def _distance(a: str, b: str, order: dict[str, int]) -> tuple:
