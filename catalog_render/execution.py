@@ -129,6 +129,7 @@ class RunSummary:
     quality: dict[str, int] = field(default_factory=dict)  # quality_status -> count (passed, failed-quality)
     quality_alert: str | None = None  # set when the failed-quality share exceeds quality.max_failed_share
     quarantined_already_recorded: int = 0  # quarantined rows the manifest had already: counted, not written again
+    notes: list[str] = field(default_factory=list)  # one-line notes for the user (e.g. the model has no category judge)
 
 
 def run_job(
@@ -232,7 +233,7 @@ def _run_leased(spec: JobSpec, kind, table: pa.Table, catalog_uri: str, model_ur
         "started_at": started_at.isoformat(), "catalog_rows": the_plan.total, "in_scope": the_plan.in_scope,
         "up_to_date": the_plan.up_to_date, "approved_kept": the_plan.approved_kept, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
-        "lease": not isinstance(held, lease_mod.NoLease),
+        "lease": not isinstance(held, lease_mod.NoLease), **kind.describe_run(),
     }
     # A quarantine is recorded once per (product, reason, catalog row): an unchanged re-run counts, not re-writes, them.
     recorded = set(past.filter(pc.equal(past.column("status"), "skipped")).column("quarantine_key").drop_null().to_pylist())
@@ -305,7 +306,7 @@ def _run_leased(spec: JobSpec, kind, table: pa.Table, catalog_uri: str, model_ur
     record["current_view"] = current.write_current_view(output_uri)
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
-                      dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"])
+                      dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"], kind.notes())
 
 
 class _ManifestSink:

@@ -63,7 +63,8 @@ __all__ = ["write_report", "write_contact_sheet_png", "contact_sheet_size", "sco
            "SHEET_THUMB", "SHEET_GAP", "SHEET_LABEL_H", "SHEET_MAX_BYTES", "THUMB_BOX", "MAX_FAILURES", "MAX_QUALITY_FAILURES"]
 
 #: Short labels used on contact-sheet tiles.
-SCORE_LABELS = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim", "lpips": "lpips"}
+SCORE_LABELS = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim", "lpips": "lpips",
+                "recognisability": "recog"}
 #: Run-record keys shown in the run summary, in this order (others go under "other fields").
 RECORD_KEYS = ("catalog", "model", "mode", "started_at", "finished_at", "wall_seconds", "counts", "workers", "images_per_second")
 #: Run-record keys with a section of their own (kept out of "Other run-record fields").
@@ -93,6 +94,8 @@ _FALLBACK_DEFS = {
     "psnr": ("peak signal-to-noise ratio against the reference photo, dB", "[0, inf)", "higher"),
     "ssim": ("structural similarity against the reference photo", "[-1, 1]", "higher"),
     "lpips": ("LPIPS v0.1 AlexNet distance to the reference photo (Zhang et al. 2018)", "[0, ~1]", "lower"),
+    "recognisability": ("the model's category judge's probability that the render shows its catalog category (linear probe on ImageNet AlexNet "
+                        "features; the gate fails renders below the judge's calibrated threshold, recognisability_threshold)", "[0, 1]", "higher"),
 }
 
 
@@ -200,7 +203,7 @@ def _compliance_table(preset_name: str, judged: list[dict], run_date) -> dict:
             "passed": sum(1 for r in judged if json_list(r["compliance_failed"]) == []), "rules": rules, "other_rules": other_rules}
 
 
-def _compliance(rows: pa.Table) -> dict:
+def _compliance(rows: pa.Table, record: dict | None = None) -> dict:
     """Quality gate pass rate, failed checks, and per-rule pass rates of the run's preset(s)."""
     judged = rows_with(rows, "quality_status")
     counts: dict[str, int] = {}
@@ -220,7 +223,20 @@ def _compliance(rows: pa.Table) -> dict:
         for name in marketplace:
             tables.append(_compliance_table(name, [r for r in rows_with(rows, "compliance_failed") if r["preset"] == name], run_date))
     return {"judged": len(judged), "passed": npass, "failed": nfail, "other_statuses": sorted(counts.items()),
-            "checks": sorted(by_check.items(), key=lambda kv: (-kv[1], kv[0])), "presets": tables, "preset_none": bool(presets_used)}
+            "checks": sorted(by_check.items(), key=lambda kv: (-kv[1], kv[0])), "presets": tables, "preset_none": bool(presets_used),
+            "recognisability": _recognisability(judged, record)}
+
+
+def _recognisability(judged: list[dict], record: dict | None) -> dict:
+    """The recognisability check of the run: renders scored, below the threshold, not scorable
+    (category unknown to the judge), the threshold(s), and the run's note (e.g. no judge)."""
+    plan = (record or {}).get("recognisability") or {}
+    scored = [r for r in judged if r.get("recognisability") is not None]
+    thresholds = sorted({r["recognisability_threshold"] for r in judged if r.get("recognisability_threshold") is not None})
+    unknown = sum(1 for r in judged if r.get("recognisability") is None and r.get("recognisability_note"))
+    below = sum(1 for r in scored if r.get("recognisability_threshold") is not None and r["recognisability"] < r["recognisability_threshold"])
+    return {"scored": len(scored), "below": below, "unknown": unknown, "thresholds": thresholds, "note": plan.get("note"),
+            "source": plan.get("threshold_source"), "judge_id": plan.get("judge_id")}
 
 
 def _quality_failures(rows: pa.Table, verdicts: dict) -> dict | None:
@@ -409,7 +425,7 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
         "summary": _summary(output_uri, rows, record, problem),
         "runs": _runs(manifest, run_id, set(record_uris)),
         "scores": _scores(ok_rows(rows)),
-        "compliance": _compliance(rows),
+        "compliance": _compliance(rows, record),
         "quality_failures": _quality_failures(rows, verdicts),
         "tries": _tries(rows),
         "upscaling": upscaling(rows),

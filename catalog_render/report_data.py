@@ -18,7 +18,7 @@ from catalog_render.errors import StorageError
 from catalog_render.manifest import STATUSES, read_manifest
 
 #: Scores shown in the report, in manifest column order.
-SCORES = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips")
+SCORES = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips", "recognisability")
 #: quality_status values of the quality gate (:mod:`catalog_render.quality.gate`).
 QUALITY_PASSED = "passed"
 QUALITY_FAILED = "failed-quality"

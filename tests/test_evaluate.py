@@ -6,22 +6,24 @@ import json
 import shutil
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from catalog_render import catalog, evaluation, storage
 from catalog_render.cli import app
 from catalog_render.config import EvaluateSpec
 from catalog_render.errors import CatalogError, ConfigError, ModelError
-from catalog_render.training import judge as judge_mod
+from catalog_render.quality import category_judge
 from catalog_render.training.data import load_image_set
 
 #: 0.4 holds out 26 of the 60 products; the 34 left train a judge on two categories
 #: (Tshirts, Casual Shoes: the only ones with >= 3 photos there).
-SPEC = EvaluateSpec(holdout=0.4, judge_steps=40, seed=0)
+SPEC = EvaluateSpec(holdout=0.4, judge_min_photos=3, seed=0)
 SECTIONS = ("model", "catalog", "leakage", "rendered", "not_rendered", "reference_metrics", "render_vs_photo", "category_fidelity",
-            "colour_fidelity", "frechet_distance", "timing", "warnings", "units", "products")
+            "colour_fidelity", "frechet_distance", "resolution", "timing", "warnings", "units", "products")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_gan_has_no_reconstruction_metrics_but_render_vs_photo_lpips_and_dists(e
 
 def test_judge_real_photo_accuracy_matches_an_independent_count(evaluated, small_catalog):
     result, out, _ = evaluated
-    judge = judge_mod.load(str(out / "judge"))
+    judge = category_judge.load(str(out / "judge"))
     cat = result["category_fidelity"]
     assert cat["judge"]["classes"] == judge.classes == ["Tshirts", "Casual Shoes"]
     # the judge never saw a held-out photo: its class counts are those of the training split
@@ -126,26 +128,44 @@ def test_colour_fidelity_counts_against_the_real_photo_ceiling(evaluated):
 
 def test_judge_is_reused_and_refused_for_another_split(evaluated, small_catalog, tiny_gan, tmp_path):
     _, out, _ = evaluated
-    before = (out / "judge" / "judge.safetensors").read_bytes()
+    before = (out / "judge" / category_judge.WEIGHTS).read_bytes()
     messages = []
     again = evaluation.evaluate(str(tiny_gan), str(small_catalog), str(tmp_path / "o1"), SPEC, judge_uri=str(out / "judge"), progress=messages.append)
     assert again["category_fidelity"]["judge"]["trained_now"] is False and any("judge loaded" in m for m in messages)
-    assert (out / "judge" / "judge.safetensors").read_bytes() == before
+    assert (out / "judge" / category_judge.WEIGHTS).read_bytes() == before
     assert again["category_fidelity"]["accuracy_real"] == evaluated[0]["category_fidelity"]["accuracy_real"]
-    with pytest.raises(ConfigError, match="another catalog or split"):
+    with pytest.raises(ConfigError, match="another catalog, split or size"):
         evaluation.evaluate(str(tiny_gan), str(small_catalog), str(tmp_path / "o2"), SPEC.model_copy(update={"holdout": 0.3}), judge_uri=str(out / "judge"))
 
 
 def test_judge_training_is_deterministic(small_catalog):
     train, _ = catalog.split_holdout(catalog.read_catalog(str(small_catalog)), 0.4, 0)
     data = load_image_set(train, 32, 32)
-    cats = [c.category for c in data.conditionings]
-    a = judge_mod.train_judge(data.images, cats, 5, seed=1)
-    b = judge_mod.train_judge(data.images, cats, 5, seed=1)
-    assert all((a.net.state_dict()[k] == b.net.state_dict()[k]).all() for k in a.net.state_dict())
+    cats, ids = [c.category for c in data.conditionings], data.product_ids
+    a = category_judge.train_judge(data.images, cats, ids, min_photos=3, seed=1)
+    b = category_judge.train_judge(data.images, cats, ids, min_photos=3, seed=1)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias) and a.threshold == b.threshold
     feats = a.features(data.images)
-    assert feats.shape == (len(data.images), 64) and feats.dtype.is_floating_point
-    assert a.info["parameters"] < 500_000
+    # AlexNet relu4 + relu5, globally average pooled
+    assert feats.shape == (len(data.images), 512) and feats.dtype == torch.float32
+
+
+def test_resolution_measure_of_renders_vs_their_photos(evaluated, small_catalog):
+    from PIL import Image
+
+    from catalog_render.quality import metrics
+
+    res = evaluated[0]["resolution"]
+    assert res["products"] == evaluated[0]["rendered"]
+    # a 32x32 render holds no detail finer than 64 px: near 0 next to the real photos at their own size
+    assert res["render"]["median"] < 0.1 * res["real_photo"]["median"] and res["ratio_render_to_photo_median"] < 0.1
+    # independently, per product: the photo file at its own size (> 0), and the summary of those values
+    uris = dict(zip(*(catalog.read_catalog(str(small_catalog)).column(c).to_pylist() for c in ("product_id", "image_uri"))))
+    rendered = [p for p in evaluated[0]["products"] if p["rendered"]]
+    for p in rendered[:3]:
+        assert p["resolution_real"] == pytest.approx(metrics.resolution_energy(Image.open(uris[p["product_id"]]).convert("RGB")), rel=1e-9)
+        assert p["resolution_real"] > 0
+    assert res["real_photo"]["median"] == pytest.approx(float(np.median([p["resolution_real"] for p in rendered])))
 
 
 def test_bad_inputs_are_domain_errors(small_catalog, tiny_gan, tmp_path):
@@ -165,14 +185,14 @@ def test_bad_inputs_are_domain_errors(small_catalog, tiny_gan, tmp_path):
 def test_cli_evaluate(small_catalog, tiny_gan, tmp_path):
     runner = CliRunner()
     job = tmp_path / "job.toml"
-    job.write_text("[evaluate]\njudge_steps = 20\n")
+    job.write_text("[evaluate]\njudge_min_photos = 3\n")
     args = ["evaluate", "--model", str(tiny_gan), "--catalog", str(small_catalog), "--out", str(tmp_path / "out"),
             "--holdout", "0.4", "--max-products", "8", "--job", str(job)]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "category accuracy: renders" in res.output and "LEAKAGE" in res.output
     written = json.loads((tmp_path / "out" / "evaluation.json").read_text())
-    assert written["catalog"]["evaluated"] == 8 and written["category_fidelity"]["judge"]["steps"] == 20
+    assert written["catalog"]["evaluated"] == 8 and written["category_fidelity"]["judge"]["min_photos"] == 3
     bad = runner.invoke(app, args[:-6] + ["--holdout", "1.5"])
     assert bad.exit_code == 3 and "evaluate.holdout" in bad.output
     missing = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "none"), "--catalog", str(small_catalog), "--out", str(tmp_path / "o")])

@@ -147,3 +147,21 @@ def test_summary_leaves_out_infinite_values():
     assert s["n"] == 4 and s["n_infinite"] == 1
     assert s["mean"] == pytest.approx(2.0) and s["median"] == pytest.approx(2.0)
     assert metrics.summary([])["mean"] is None
+
+
+def test_resolution_energy_of_a_real_photo_and_of_its_64px_version_scaled_up(fashion):
+    """A real catalog photo (225x300) holds detail finer than 64 px; the same photo reduced to 48x64
+    and scaled back up holds none. The photo's energy is computed here step by step from the
+    definition (numpy on Pillow's bicubic resizes), independently of the function's code path."""
+    from PIL import Image
+
+    photo = Image.open(fashion / "images" / "10007.jpg").convert("RGB")
+    assert photo.size == (225, 300)
+    x = np.stack([np.asarray(c.convert("F").resize((192, 256), Image.Resampling.BICUBIC), float) for c in photo.split()], -1) / 255
+    y = np.stack([np.asarray(Image.fromarray((x[..., k] * 255).astype(np.float32), mode="F").resize((48, 64), Image.Resampling.BICUBIC)
+                             .resize((192, 256), Image.Resampling.BICUBIC), float) for k in range(3)], -1) / 255
+    expected = float(np.mean((x - y) ** 2))
+    assert expected > 1e-4
+    assert metrics.resolution_energy(photo) == pytest.approx(expected, rel=1e-6)
+    small_up = photo.resize((48, 64), Image.Resampling.BICUBIC).resize((225, 300), Image.Resampling.BICUBIC)
+    assert metrics.resolution_energy(small_up) < 0.05 * expected

@@ -233,6 +233,10 @@ def test_train_finetune_and_resume_commands(small_catalog, tmp_path):
     r = runner.invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "base"), "--job", str(job), "--max-steps", "2"])
     assert r.exit_code == 0, r.stderr
     assert "2 steps" in r.stderr and registry.describe(str(tmp_path / "base")).family == "gan"
+    # train ends by training the model's category judge from its photos: 60 products have one category with >= 10 photos,
+    # so none is saved and the note says why (tests/test_recognisability_run.py trains one with `judge --min-photos 3`)
+    assert "note: no category judge saved (the category judge needs at least 2 categories with >= 10 photos, found 1" in r.stderr
+    assert not (tmp_path / "base" / "judge").exists()
     r = runner.invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "base"), "--job", str(job), "--resume"])
     assert r.exit_code == 0, r.stderr
     assert json.loads((tmp_path / "base" / "model_card.json").read_text())["steps"] == 3

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from catalog_render import planning, storage
+from catalog_render import planning, recognisability, storage
 from catalog_render.config import JobSpec
 from catalog_render.generators.base import GenerationParams
 
@@ -36,6 +36,7 @@ ROW_FIELDS = (
     "preset", "compliance_failed", "compliance_advisories", "tries", "try_index", "try_history", "publish_uri", "renditions", "phash",
     "clipped_highlights", "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match", "upscaler", "upscale_seconds", "finished_at",
     "kind", "source_uri", "source_sha256", "source_product_id", "method", "target_colour", "mask_model",
+    *recognisability.COLUMNS,
 )
 
 #: Work-item columns of the kinds that start from a photo: :data:`planning.WORK_SCHEMA` plus
@@ -155,6 +156,12 @@ class Kind(Protocol):
 
     def worker(self, spec: JobSpec, ctx: WorkerContext) -> tuple[type, dict]:
         """The Ray Data actor class and its constructor kwargs."""
+
+    def describe_run(self) -> dict:
+        """Fields the kind adds to the run record (after ``plan``)."""
+
+    def notes(self) -> list[str]:
+        """One-line notes for the user at the end of the run."""
 
 
 def skipped_is_done(past: pa.Table) -> set[str]:

@@ -102,6 +102,12 @@ class PhotoKind:
     def after_plan(self, work: pa.Table) -> None:
         return None
 
+    def describe_run(self) -> dict:
+        return {}
+
+    def notes(self) -> list[str]:
+        return []
+
     def worker(self, spec: JobSpec, ctx: WorkerContext) -> tuple[type, dict]:
         return PhotoWorker, dict(kind=self.name, spec=spec.model_dump(mode="json"), output_uri=ctx.output_uri, run_id=ctx.run_id,
                                  threads=ctx.threads)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from catalog_render import imaging, manifest, planning, storage
+from catalog_render import imaging, manifest, planning, recognisability, storage
 from catalog_render.config import JobSpec
 from catalog_render.errors import ModelError
 from catalog_render.generators import registry
@@ -49,7 +49,8 @@ class RenderWorker:
     """
 
     def __init__(self, model_uri: str, model_id: str, output_uri: str, params: dict, image_format: str, run_id: str,
-                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool, quality: dict | None = None):
+                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool, quality: dict | None = None,
+                 recognition: dict | None = None):
         import torch
 
         from catalog_render.quality.gate import QualityThresholds
@@ -81,6 +82,8 @@ class RenderWorker:
                 self.upscaler = Upscaler(spec, gpuid=self.quality.upscaler_gpuid, max_passes=self.quality.upscaler_passes)
             self.upscaler_name = self.upscaler.spec if self.upscaler else LANCZOS
         self._lpips = None  # LPIPS-Alex, loaded on the first render with a reference photo
+        self.recognition = recognisability.Scorer.from_plan(recognition, self.threads)  # the model's judge, or None
+        self.min_recognisability = self.recognition.threshold if self.recognition else None
 
     def _generate(self, conds: list[Conditioning], seeds: list[int]):
         """Render the batch; if the batch fails, render one by one so one bad item fails alone."""
@@ -130,7 +133,7 @@ class RenderWorker:
         except (storage.StorageError, imaging.ImageDecodeError):
             return None  # reference metrics are optional; the render stands
 
-    def _assess(self, image, reference, colour: str | None) -> dict:
+    def _assess(self, image, reference, colour: str | None, category: str | None = None) -> dict:
         """Scores, preset compliance and the gate's verdict of one render (a try); ``reference`` is
         the product's photo letterboxed to the render's size (uint8 HxWx3) or None."""
         from catalog_render.quality import gate, presets
@@ -139,13 +142,15 @@ class RenderWorker:
         rgb = imaging.to_array(image)
         scores = score_image(rgb, reference, self.white_threshold, self.border_fraction)
         scores["lpips"] = self._lpips_of(reference, rgb)
+        if self.recognition:
+            scores["recognisability"], scores["recognisability_note"] = self.recognition.score(image, category)
         preset = self.quality.preset
         published = presets.postprocess(image, preset) if preset != "none" else image
         m = presets.measure(published, colour)
         compliance = presets.evaluate(published, preset, colour, apparel=self.quality.apparel, measurements=m) if preset != "none" else None
         values = {**scores, **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match", "colour_delta_e",
                                                        "edge_whiteness", "frame_fill")}}
-        passed, failed = gate.judge(values, compliance, self.quality)
+        passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
         return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}
 
     def _lpips_of(self, reference, rgb) -> float | None:
@@ -179,7 +184,7 @@ class RenderWorker:
         compliance = presets.evaluate(published, self.quality.preset, colour, apparel=self.quality.apparel, measurements=m)
         values = {**kept["values"], **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match",
                                                             "colour_delta_e", "edge_whiteness", "frame_fill")}}
-        passed, failed = gate.judge(values, compliance, self.quality)
+        passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
         return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}, name, seconds
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -194,6 +199,7 @@ class RenderWorker:
             c = json.loads(it["conditioning"])
             conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
             colours.append((c.get("attributes") or {}).get("color"))
+        cats = [c.category for c in conds]
         # tries[i]: list of (image, error, render_s, seed); best-of-N over the items not yet passing
         refs: dict[int, object] = {}  # the product's reference photo, decoded once for all its tries
 
@@ -211,7 +217,7 @@ class RenderWorker:
             seeds = [try_seed(int(items[i]["seed"]), attempt) for i in pending]
             for i, seed, (image, error, render_s) in zip(pending, seeds, self._generate([conds[i] for i in pending], seeds)):
                 tries[i].append((image, error, render_s, seed))
-                assessed[i].append(self._assess(image, reference(i, image), colours[i]) if image is not None else None)
+                assessed[i].append(self._assess(image, reference(i, image), colours[i], cats[i]) if image is not None else None)
             pending = [i for i in pending if assessed[i][-1] is not None and gate.should_retry(assessed[i][-1]["failed_checks"], attempt + 1, self.quality)]
         rows = []
         storage_down = None  # after one write failed (its retries spent), the rest of the batch is not tried
@@ -228,7 +234,7 @@ class RenderWorker:
                 image, data = present[i]
                 seed = read_provenance(data).get("Seed")
                 row.update(seed=int(seed) if seed else it["seed"], reused=True)
-                kept = self._assess(image, reference(i, image), colours[i])
+                kept = self._assess(image, reference(i, image), colours[i], cats[i])
                 history = [{"seed": row["seed"], "passed": kept["passed"], "failed_checks": kept["failed_checks"], "reused": True}]
             else:
                 ok_tries = [k for k, a in enumerate(assessed[i]) if a is not None]
@@ -242,7 +248,7 @@ class RenderWorker:
                 image, _, _, seed = tries[i][best]
                 kept = assessed[i][best]
                 history = [{"seed": tries[i][k][3], "passed": a["passed"] if a else False, "failed_checks": a["failed_checks"] if a else [],
-                            "error": tries[i][k][1], **({key: a["values"].get(key) for key in ("sharpness", "background_whiteness", "fill_ratio")} if a else {})}
+                            "error": tries[i][k][1], **({key: a["values"].get(key) for key in ("sharpness", "background_whiteness", "fill_ratio", "recognisability")} if a else {})}
                            for k, a in enumerate(assessed[i])]
                 row.update(seed=seed, reused=False, try_index=best, render_seconds=sum(t[2] for t in tries[i]))
             row.update(tries=len(history), try_history=json.dumps(history, default=float))
@@ -277,6 +283,8 @@ class RenderWorker:
                         storage.write_bytes(uri, presets.export(image, self.image_format, metadata=meta), content_type=f"image/{self.image_format}")
                         row["write_seconds"] = time.perf_counter() - t1
                     c = kept["compliance"]
+                    if self.recognition:
+                        row.update(self.recognition.columns(kept["values"], image, colours[i]))
                     row.update(
                         image_uri=uri, width=image.width, height=image.height, phash=checks.perceptual_hash(image), renditions=json.dumps(renditions) if renditions else None,
                         publish_uri=renditions.get("main", uri), quality_status="passed" if kept["passed"] else "failed-quality",
@@ -296,18 +304,24 @@ class RenderWorker:
 
 
 
-def _keyed_params(info, params: GenerationParams, spec: JobSpec) -> dict:
+def _keyed_params(info, params: GenerationParams, spec: JobSpec, recognition: dict | None = None) -> dict:
     """What the render_key hashes besides conditioning, model and seed: the generation parameters
     that change pixels, plus the quality gate and preset when set, since they decide which try is
     kept and which renditions are written (changing the preset or a threshold re-renders). The
-    default gate adds nothing, so outputs made before the gate existed keep their keys."""
+    default gate adds nothing, so outputs made before the gate existed keep their keys; a category
+    judge that gates (``recognition``: its id and threshold) is added, so adding one re-renders."""
     from catalog_render.quality.gate import QualityThresholds
 
     used = info.params_used(params)
-    gate = spec.quality.model_dump(exclude={"max_failed_share", "near_duplicate_max_distance"})
-    if gate != QualityThresholds().model_dump(exclude={"near_duplicate_max_distance"}):
+    # the judge's part is keyed by ``recognition`` itself (its id and resolved threshold), the rest never changes pixels
+    unkeyed = {"near_duplicate_max_distance", "min_recognisability", "product_colour"}
+    gate = spec.quality.model_dump(exclude={"max_failed_share", *unkeyed})
+    if gate != QualityThresholds().model_dump(exclude=unkeyed):
         used = {**used, "quality": gate}
+    if recognition:
+        used = {**used, "recognisability": recognition}
     return used
+
 
 def _check_upscaler(spec: JobSpec) -> None:
     """Before the run starts: Real-ESRGAN loads when the job's preset and ``quality.upscaler`` ask
@@ -340,11 +354,15 @@ class RenderKind:
     def preflight(self, spec: JobSpec) -> None:
         _check_upscaler(spec)
 
+    recognition = None  # recognisability.Plan of the run (the model's category judge), set by plan()
+
     def plan(self, catalog: pa.Table, spec: JobSpec, ctx: PlanContext) -> planning.Plan:
         info = ctx.info
         params = generation_params(spec)
+        self.recognition = recognisability.plan(ctx.model_uri, spec.quality.min_recognisability, spec.quality.product_colour)
         return planning.plan(
-            catalog, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, params, spec), job_seed=spec.generation.seed,
+            catalog, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, params, spec, self.recognition.key()),
+            job_seed=spec.generation.seed,
             prompt_template=spec.generation.prompt_template, done_keys=ctx.done_keys, existing_images=ctx.existing_images,
             hide_images=ctx.hide_images, limit=ctx.limit, conditioning_problem=info.conditioning_problem, feedback=ctx.feedback,
             manifest_table=ctx.past,
@@ -358,5 +376,13 @@ class RenderKind:
             model_uri=ctx.model_uri, model_id=ctx.model_id, output_uri=ctx.output_uri, params=generation_params(spec).__dict__,
             image_format=spec.generation.image_format, run_id=ctx.run_id, white_threshold=spec.scores.white_threshold,
             border_fraction=spec.scores.border_fraction, threads=ctx.threads, use_gpu=ctx.use_gpu,
-            quality=spec.quality.model_dump(exclude={"max_failed_share"}),
+            quality=spec.quality.model_dump(exclude={"max_failed_share"}), recognition=self.recognition.describe() if self.recognition else None,
         )
+
+    def describe_run(self) -> dict:
+        """Fields of the run record this kind adds: the category judge that gated the run."""
+        return {"recognisability": self.recognition.describe() if self.recognition else None}
+
+    def notes(self) -> list[str]:
+        """One-line notes for the user (e.g. the model has no category judge)."""
+        return [n for n in [self.recognition.note if self.recognition else None] if n]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -64,6 +64,18 @@ class QualityThresholds(BaseModel):
         "Fail renders whose dominant colour does not match the catalog colour (checks.colour_match, ΔE00 <= 25)."
         " Unknown or multi-colour names never fail. Off by default: on real catalog photos it accepts ~61 % under"
         " their own colour and 17 % under a wrong one (checks.colour_match)."))
+    min_recognisability: Union[float, Literal["auto"], Literal[False]] = Field("auto", description=(
+        "Minimum recognisability of a render: the model's category judge's probability that it shows its catalog category"
+        " (catalog_render.quality.category_judge, MODEL/judge/). 'auto' (default) = the judge's calibrated threshold, the"
+        " 5th percentile of that probability on real photos of the catalog the judge did not train on (about 95 % of real"
+        " photos pass); a model without a judge skips the check with a one-line note. A number in [0, 1] = that threshold"
+        " (the model must have a judge). false = no recognisability score and no check. A render whose category is not one"
+        " of the judge's classes gets no score and is not gated. A failing render is retried like a blank one"
+        " (up to BLANK_MAX_TRIES seeds)."))
+    product_colour: bool = Field(True, description=(
+        "With a recognisability check: also measure the kept render's colour on its product region (U²-Net-p mask,"
+        " manifest product_colour_delta_e / product_colour_match; reported, never gated). Costs about 0.5 CPU-s per"
+        " product (the mask network sees 320 x 320 px whatever the render's size), far more than a GAN render: false saves it."))
     near_duplicate_max_distance: int | None = Field(None, ge=0, le=64, description=(
         "Flag renders of different products whose phashes are within this many bits (checks.near_duplicate_groups)."
         " None = checks.NEAR_DUPLICATE_MAX_DISTANCE (6). Reported in the run record and report, never gates a render."))
@@ -72,6 +84,15 @@ class QualityThresholds(BaseModel):
     @classmethod
     def _valid_upscaler(cls, value: str) -> str:
         return _check_upscaler(value)
+
+    @field_validator("min_recognisability", mode="before")
+    @classmethod
+    def _valid_recognisability(cls, value):
+        if value == "auto" or value is False:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            return float(value)
+        raise ValueError(f'expected "auto", false, or a probability in [0, 1], got {value!r}')
 
 
 #: The Real-ESRGAN spec ``quality.upscaler = "auto"`` uses (benchmarks/upscalers.py, benchmarks/RESULTS.md).
@@ -114,6 +135,10 @@ BLANK_MAX_SHARE = 0.001
 BLANK_MAX_TRIES = 3
 #: Name of the always-on check in ``failed_checks``.
 BLANK = "blank"
+#: Name of the recognisability check in ``failed_checks`` (quality.min_recognisability).
+RECOGNISABILITY = "recognisability"
+#: Checks whose failure is retried with the next seeds up to BLANK_MAX_TRIES whatever ``max_tries`` says.
+RETRIED_ALWAYS = (BLANK, RECOGNISABILITY)
 
 #: Checks judge() can report, with the score key and comparison each uses.
 _SCORE_CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -127,7 +152,8 @@ _SCORE_CHECKS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def judge(scores: Mapping[str, object], compliance: Compliance | None, thresholds: QualityThresholds) -> tuple[bool, list[str]]:
+def judge(scores: Mapping[str, object], compliance: Compliance | None, thresholds: QualityThresholds,
+          min_recognisability: float | None = None) -> tuple[bool, list[str]]:
     """Decide one render: ``(passed, failed_checks)``.
 
     ``scores``: the render's values by name (non_dominant_share, sharpness, background_whiteness,
@@ -136,6 +162,11 @@ def judge(scores: Mapping[str, object], compliance: Compliance | None, threshold
 
     The ``blank`` check comes first and needs no threshold: ``non_dominant_share`` at or below
     :data:`BLANK_MAX_SHARE` fails it, a missing or NaN value fails it as ``blank (missing)``.
+
+    ``min_recognisability``: the resolved threshold of ``quality.min_recognisability`` (the judge's
+    calibrated one for ``"auto"``; None = the check is off or the model has no judge). A
+    ``recognisability`` score below it fails :data:`RECOGNISABILITY`; a None score (the category is
+    not one of the judge's classes) is no verdict, never a failure.
 
     A threshold that is set fails its check when the score is below a ``min_`` / above a ``max_``
     value, or when the score is missing or NaN (named ``<check> (missing)``): the gate never passes
@@ -150,6 +181,10 @@ def judge(scores: Mapping[str, object], compliance: Compliance | None, threshold
         failed.append(f"{BLANK} (missing)")
     elif share <= BLANK_MAX_SHARE:
         failed.append(BLANK)
+    if min_recognisability is not None:
+        rec = scores.get("recognisability")
+        if rec is not None and not (isinstance(rec, float) and math.isnan(rec)) and rec < min_recognisability:
+            failed.append(RECOGNISABILITY)
     for name, key, op in _SCORE_CHECKS:
         limit = getattr(thresholds, name)
         if limit is None:
@@ -179,12 +214,12 @@ def tries_allowed(thresholds: QualityThresholds) -> int:
 def should_retry(failed_checks: Sequence[str], tries_made: int, thresholds: QualityThresholds) -> bool:
     """Whether a product whose latest try failed ``failed_checks`` (empty: it passed) after
     ``tries_made`` tries gets another seed: a failing try is retried up to ``max_tries`` tries, a
-    blank one up to :data:`BLANK_MAX_TRIES`."""
+    blank or unrecognisable one (:data:`RETRIED_ALWAYS`) up to :data:`BLANK_MAX_TRIES`."""
     if not failed_checks:
         return False
     if tries_made < thresholds.max_tries:
         return True
-    return BLANK in failed_checks and tries_made < BLANK_MAX_TRIES
+    return any(c in failed_checks for c in RETRIED_ALWAYS) and tries_made < BLANK_MAX_TRIES
 
 
 #: Score that breaks ties between tries with the same verdict and the same number of failed checks.
@@ -197,7 +232,8 @@ def pick_best(tries: Sequence[Mapping[str, object]]) -> int:
     Each try is a mapping with ``passed`` (bool), ``failed_checks`` (list) and its scores. Best =
     ordered by, in turn: (1) passing tries before failing ones; (1b) tries that are not ``blank``
     before blank ones (a flat image is never kept over a render that shows something); (2) fewer
-    failed checks; (3) higher
+    failed checks; (2b) higher ``recognisability`` (the judge's probability of the product's
+    category; missing counts as lowest); (3) higher
     :data:`TIEBREAK_SCORE` (sharpness, the variance of the Laplacian: blur is a generator's most
     common defect, and at equal verdicts the crisper render is preferred; missing or NaN counts as
     lowest); (4) the earlier try (deterministic). Raises ValueError on an empty list.
@@ -205,11 +241,13 @@ def pick_best(tries: Sequence[Mapping[str, object]]) -> int:
     if not tries:
         raise ValueError("pick_best needs at least one try")
 
+    def number(v) -> float:
+        return -math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
     def key(i: int):
         t = tries[i]
-        s = t.get(TIEBREAK_SCORE)
-        s = -math.inf if s is None or (isinstance(s, float) and math.isnan(s)) else float(s)
         failed = t.get("failed_checks") or ()
-        return (0 if t.get("passed") else 1, 1 if BLANK in failed else 0, len(failed), -s, i)
+        return (0 if t.get("passed") else 1, 1 if BLANK in failed else 0, len(failed), -number(t.get(RECOGNISABILITY)),
+                -number(t.get(TIEBREAK_SCORE)), i)
 
     return min(range(len(tries)), key=key)
