@@ -85,7 +85,11 @@ def _write(out: str, run_id: str, seq: int, rows: list[dict], kinds: list[str] |
     if kinds:
         import pyarrow as pa
 
-        table = table.append_column("kind", pa.array([kinds[(start + j) % len(kinds)] for j in range(len(rows))], pa.string()))
+        values = pa.array([kinds[(start + j) % len(kinds)] for j in range(len(rows))], pa.string())
+        if "kind" in table.column_names:  # the manifest schema's own column (render kinds)
+            table = table.set_column(table.column_names.index("kind"), "kind", values)
+        else:
+            table = table.append_column("kind", values)
         storage.write_parquet(table, storage.join(manifest.manifest_prefix(out), f"run={run_id}", f"part-{seq:05d}.parquet"))
     else:
         manifest.write_part(out, run_id, seq, table)
