@@ -157,6 +157,20 @@ def test_render_key_covers_the_source_photos_hash(tmp_path, fashion):
     assert other["4584"] != first["4584"]  # and the preset
 
 
+def test_variant_says_when_the_catalog_has_no_variant_group(tmp_path, fashion):
+    from catalog_render.kinds.variant import VariantKind
+
+    spec, kind = JobSpec().with_overrides(kind="variant"), VariantKind()
+    ctx = PlanContext(str(tmp_path / "out"), manifest.manifest_schema().empty_table(), {}, set())
+    lone = _catalog(tmp_path, fashion, {"2673": "2673", "4584": None})  # different titles: no group
+    assert kind.plan(catalog.read_catalog(lone), spec, ctx).work.num_rows == 0
+    [note] = kind.notes()
+    assert note.startswith("no variant groups in this catalog") and "photos.group_column" in note
+    pair = _catalog(tmp_path, fashion, {"5614": None, "5615": "5615"})  # Brown / Grey of one sandal: a group
+    assert [r["product_id"] for r in kind.plan(catalog.read_catalog(pair), spec, ctx).work.to_pylist()] == ["5614"]
+    assert kind.notes() == []
+
+
 def test_unknown_kind_fails_fast_naming_the_field(tmp_path):
     from catalog_render.config import load_job
     from catalog_render.errors import ConfigError

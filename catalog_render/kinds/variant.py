@@ -48,6 +48,15 @@ class VariantKind(PhotoKind):
 
         ProductMasker()
 
+    groups_found: int | None = None  # variant groups the last plan() found
+
+    def notes(self) -> list[str]:
+        """One line when the catalog has no variant group (so nothing can be made from a sibling)."""
+        if self.groups_found == 0:
+            return ["no variant groups in this catalog: products group by the same category and titles that differ only by colour "
+                    "words, or by the job's photos.group_column (docs/photos.md)"]
+        return []
+
     def plan(self, catalog: pa.Table, spec: JobSpec, ctx: PlanContext) -> planning.Plan:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +70,7 @@ class VariantKind(PhotoKind):
             if r["product_id"] in groups:
                 members.setdefault(groups[r["product_id"]], []).append((i, r))
         grouped = [ir for ms in members.values() for ir in ms]
+        self.groups_found = len(members)
         with ThreadPoolExecutor(ctx.threads) as pool:
             srcs = dict(zip([r["product_id"] for _, r in grouped], pool.map(lambda ir: photo.source_photo(ir[1].get("image_uri")), grouped)))
         order = {r["product_id"]: i for i, r in valid}
