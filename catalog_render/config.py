@@ -271,7 +271,9 @@ def _validate(data: dict, source: str) -> JobSpec:
         msgs = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            msgs.append(f"{loc}: {err['msg']}")
+            # a validator's own ValueError reads better without pydantic's "Value error, " prefix
+            msg = str(err["ctx"]["error"]) if err["type"] == "value_error" and "error" in err.get("ctx", {}) else err["msg"]
+            msgs.append(f"{loc}: {msg}")
         raise ConfigError(f"{source}: " + "; ".join(msgs)) from None
 
 
