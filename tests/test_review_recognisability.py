@@ -70,7 +70,7 @@ def test_review_grid_shows_recognisability_its_threshold_and_note_and_sorts_by_i
                 continue
             v = _value(i)
             if v is None:
-                assert f'<div class="recog" title="{_note(i)}">recognisability not scored</div>' in tile
+                assert f'<div class="recog none" title="{_note(i)}">recognisability not scored</div>' in tile
             else:
                 below = v < THRESHOLD
                 want = f'<div class="recog{" below" if below else ""}" title="{_note(i)}">recognisability {v:.3g} {"<" if below else "≥"} {THRESHOLD:.3g}</div>'
