@@ -90,6 +90,10 @@ def main() -> None:
         sets[f"renders of {Path(uri).name} ({steps} steps)"] = renders(uri, data, args.seed)
     probs = {name: [judge.probabilities(x).numpy() for x in xs] for name, xs in sets.items()}
 
+    def passes(row, category) -> bool:  # the gate's verdict as run computes it
+        r = recognisability.check(judge, row.tolist(), category, plan)
+        return r["recognisability"] >= r["recognisability_threshold"]
+
     def p_cat(P):
         return np.where(known, P[np.arange(n), np.maximum(labels, 0)], np.nan)
 
@@ -97,12 +101,10 @@ def main() -> None:
         "P(c) >= p5 (the calibrated threshold alone)": lambda P: p_cat(P) >= t5,
         "P(c) >= max(p5, 1/K)": lambda P: p_cat(P) >= max(t5, 1 / K),
         "P(c) >= max(p5, 2/K)": lambda P: p_cat(P) >= max(t5, 2 / K),
-        "P(c) >= max(p5, P(not a product)) (run's rule)": lambda P: np.array(
-            [recognisability.check(judge, row.tolist(), c, plan)["recognisability"] >= recognisability.check(judge, row.tolist(), c, plan)[
-                "recognisability_threshold"] for row, c in zip(P, cats)]),
+        "P(c) >= max(p5, P(not a product)) (run's rule)": lambda P: np.array([passes(row, c) for row, c in zip(P, cats)]),
         "P(c) >= max(p5, 1/K, P(not a product))": lambda P: (p_cat(P) >= max(t5, 1 / K)) & (p_cat(P) >= P[:, -1]),
     }
-    product_rules = {f"1 - P(not a product) >= {tp:.4f} (calibrated, run's rule)": lambda P: 1 - P[:, -1] >= tp,
+    product_rules = {f"1 - P(not a product) >= {tp:.4f} (calibrated, run's rule)": lambda P: np.array([passes(row, c) for row, c in zip(P, cats)]),
                      "1 - P(not a product) >= 0.5": lambda P: 1 - P[:, -1] >= 0.5}
     for title, rules, mask in (("category check, products of the judge's categories", category_rules, known),
                                ("product check, products of other categories", product_rules, ~known)):
