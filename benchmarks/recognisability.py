@@ -114,9 +114,9 @@ def main() -> None:
         for name, rule in rules.items():
             cells = []
             for s, ps in probs.items():
-                passes = np.stack([rule(P)[mask] for P in ps])
-                cells.append(f"{passes[0].mean():.1%}" if s == "real photos" else
-                             f"{int(passes[0].sum())}" + (f" / {int(passes.any(0).sum())}" if len(ps) > 1 else ""))
+                ok = np.stack([rule(P)[mask] for P in ps])
+                cells.append(f"{ok[0].mean():.1%}" if s == "real photos" else
+                             f"{int(ok[0].sum())}" + (f" / {int(ok.any(0).sum())}" if len(ps) > 1 else ""))
             print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"(renders: first try / best-of-{TRIES}, of {int(known.sum())} and {int((~known).sum())} products; {time.process_time() - c0:.0f} CPU-s)")
     if args.output:
