@@ -1,11 +1,23 @@
 """Recognisability of renders in ``run``: the model's category judge, resolved once on the driver
 (:func:`plan`) and loaded once per render actor (:class:`Scorer`).
 
-Per render (every best-of-N try): ``recognisability`` = the judge's probability that the render
-shows the product's catalog category (:mod:`catalog_render.quality.category_judge`), None with a
-reason when the category is not one of the judge's classes. The gate fails a try below the
-threshold (``quality.min_recognisability``, see :class:`catalog_render.quality.gate.QualityThresholds`)
-and retries it with the next seed. For the kept render, where the catalog gives a colour: the
+Per render (every best-of-N try), one of two checks (:func:`check`), named in ``recognisability_note``:
+
+* **category check**, when the product's catalog category is one of the judge's classes:
+  ``recognisability`` = the judge's probability of that category, P(c)
+  (:mod:`catalog_render.quality.category_judge`); with ``quality.min_recognisability = "auto"`` its
+  threshold is the larger of the judge's calibrated threshold (p5 of real photos' true-category
+  probability) and the render's own P(not a product photo): a render passes only when the judge
+  finds the stated category at least as likely as "no product at all". The comparison with the
+  outlier class is the Bayes decision between the two under the probe's posterior; chosen over a
+  floor such as 1/K on the measurements of docs/evaluation.md (``benchmarks/recognisability.py``);
+* **product check**, when it is not (or the product has no category): ``recognisability`` = the
+  probability of some product, ``1 - P(not a product photo)``; threshold: the judge's calibrated
+  product threshold (:attr:`CategoryJudge.product_threshold`).
+
+A number for ``quality.min_recognisability`` is the threshold of either check, with no outlier
+comparison. ``recognisability_threshold`` holds what the try was compared with. The gate fails a
+try below it (``recognisability`` in ``quality_failed``) and retries it with the next seed. For the kept render, where the catalog gives a colour: the
 colour match on the product region found by U²-Net-p (:class:`catalog_render.pretrained.mask.ProductMasker`,
 mask >= :data:`MASK_LEVEL`), ``product_colour_delta_e`` / ``product_colour_match``; reported, not gated.
 
@@ -50,15 +62,21 @@ class Plan:
     classes: int | None = None
     product_colour: bool = False
     note: str | None = None
+    product_threshold: float | None = None
+    outlier_comparison: bool = False
 
     def key(self) -> dict | None:
-        """What the render_key adds (the judge and threshold decide which try is kept), or None."""
-        return {"judge": self.judge_id, "min_recognisability": self.threshold} if self.active else None
+        """What the render_key adds (the judge and thresholds decide which try is kept), or None."""
+        if not self.active:
+            return None
+        return {"judge": self.judge_id, "min_recognisability": self.threshold, "min_product": self.product_threshold,
+                "outlier_comparison": self.outlier_comparison}
 
     def describe(self) -> dict:
         """For the run record."""
         return {"active": self.active, "judge_uri": self.judge_uri, "judge_id": self.judge_id, "threshold": self.threshold,
-                "threshold_source": self.source, "classes": self.classes, "product_colour": self.product_colour, "note": self.note}
+                "threshold_source": self.source, "classes": self.classes, "product_colour": self.product_colour, "note": self.note,
+                "product_threshold": self.product_threshold, "outlier_comparison": self.outlier_comparison}
 
 
 def plan(model_uri: str, setting, product_colour: bool = True) -> Plan:
@@ -89,7 +107,9 @@ def plan(model_uri: str, setting, product_colour: bool = True) -> Plan:
             raise
         return Plan(False, judge_uri=uri, judge_id=judge.judge_id, note=f"the recognisability check is skipped: {exc}")
     threshold, source = (float(setting), "quality.min_recognisability") if explicit else (
-        judge.threshold, f"judge calibration: p{category_judge.THRESHOLD_PERCENTILE} of real photos' true-category probability")
+        judge.threshold, f"judge calibration: p{category_judge.THRESHOLD_PERCENTILE} of real photos' true-category probability, "
+                         "or the render's P(not a product photo) when higher")
+    product = float(setting) if explicit else judge.product_threshold
     note = None
     if product_colour:
         try:
@@ -98,7 +118,7 @@ def plan(model_uri: str, setting, product_colour: bool = True) -> Plan:
             ProductMasker()
         except DependencyMissing as exc:
             product_colour, note = False, f"the product-region colour match is skipped: {exc}"
-    return Plan(True, uri, judge.judge_id, threshold, source, len(judge.classes), product_colour, note)
+    return Plan(True, uri, judge.judge_id, threshold, source, len(judge.classes), product_colour, note, product, not explicit)
 
 
 class Scorer:
@@ -116,7 +136,8 @@ class Scorer:
         """A scorer for a :meth:`Plan.describe` dict, or None when the plan is inactive."""
         if not described or not described.get("active"):
             return None
-        fields = {k: described.get(k) for k in ("active", "judge_uri", "judge_id", "threshold", "classes", "product_colour", "note")}
+        fields = {k: described.get(k) for k in ("active", "judge_uri", "judge_id", "threshold", "classes", "product_colour", "note",
+                                                "product_threshold", "outlier_comparison")}
         fields["source"] = described.get("threshold_source")
         return cls(Plan(**fields), threads)
 
@@ -124,16 +145,15 @@ class Scorer:
     def threshold(self) -> float:
         return float(self.plan.threshold)
 
-    def score(self, image, category: str | None) -> tuple[float | None, str | None]:
-        """(recognisability, note) of one render (PIL image): the judge's probability of
-        ``category`` in [0, 1], or (None, why) when the judge does not know the category."""
+    def score(self, image, category: str | None) -> dict:
+        """The recognisability of one render (PIL image) by :func:`check`: ``recognisability`` in
+        [0, 1], the ``recognisability_threshold`` the gate compares it with, and the
+        ``recognisability_note`` naming the check."""
         import numpy as np
         import torch
 
-        if self.judge.label_of(category) is None:
-            return None, self.judge.unknown_reason(category)
         x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)[None]
-        return self.judge.true_probability(x, [category])[0], None
+        return check(self.judge, self.judge.probabilities(x)[0].tolist(), category, self.plan)
 
     def product_colour(self, image, colour: str | None) -> tuple[float | None, bool | None]:
         """(ΔE00, match) of the dominant colour of the product region (U²-Net-p mask >= MASK_LEVEL)
@@ -155,5 +175,26 @@ class Scorer:
         """The manifest columns of the kept try (``values``: its scores, with recognisability and its note)."""
         delta, match = self.product_colour(image, colour)
         return {"recognisability": values.get("recognisability"), "recognisability_note": values.get("recognisability_note"),
-                "recognisability_threshold": self.threshold, "judge_id": self.plan.judge_id,
+                "recognisability_threshold": values.get("recognisability_threshold"), "judge_id": self.plan.judge_id,
                 "product_colour_delta_e": delta, "product_colour_match": match}
+
+
+#: The two checks' names, the first words of ``recognisability_note``.
+CATEGORY_CHECK, PRODUCT_CHECK = "category check", "product check"
+
+
+def check(judge: category_judge.CategoryJudge, probs: list[float], category: str | None, plan_: Plan) -> dict:
+    """One image's recognisability from the judge's class probabilities ``probs`` (K + 1 floats,
+    the last P(not a product photo)) for its catalog ``category`` under ``plan_`` (the module
+    docstring): ``{"recognisability", "recognisability_threshold", "recognisability_note"}``."""
+    p_out = float(probs[-1])
+    label = judge.label_of(category)
+    if label is None:
+        return {"recognisability": 1.0 - p_out, "recognisability_threshold": float(plan_.product_threshold),
+                "recognisability_note": f"{PRODUCT_CHECK}: {judge.unknown_reason(category)}; scored by the probability of some product, "
+                                        f"1 - P({category_judge.OUTLIER_CLASS})"}
+    threshold = max(float(plan_.threshold), p_out) if plan_.outlier_comparison else float(plan_.threshold)
+    return {"recognisability": float(probs[label]), "recognisability_threshold": threshold,
+            "recognisability_note": f"{CATEGORY_CHECK}: the judge's probability of {category!r}"
+                                    + (f", against the larger of {plan_.threshold:.4g} and P({category_judge.OUTLIER_CLASS}) = {p_out:.4g}"
+                                       if plan_.outlier_comparison else "")}

@@ -95,7 +95,8 @@ _FALLBACK_DEFS = {
     "ssim": ("structural similarity against the reference photo", "[-1, 1]", "higher"),
     "lpips": ("LPIPS v0.1 AlexNet distance to the reference photo (Zhang et al. 2018)", "[0, ~1]", "lower"),
     "recognisability": ("the model's category judge's probability that the render shows its catalog category (linear probe on ImageNet AlexNet "
-                        "features; the gate fails renders below the judge's calibrated threshold, recognisability_threshold)", "[0, 1]", "higher"),
+                        "features; for a category the judge does not know, its probability of showing some product; the gate fails "
+                        "renders below their recognisability_threshold)", "[0, 1]", "higher"),
 }
 
 
@@ -228,15 +229,22 @@ def _compliance(rows: pa.Table, record: dict | None = None) -> dict:
 
 
 def _recognisability(judged: list[dict], record: dict | None) -> dict:
-    """The recognisability check of the run: renders scored, below the threshold, not scorable
-    (category unknown to the judge), the threshold(s), and the run's note (e.g. no judge)."""
+    """The recognisability check of the run (catalog_render.recognisability): renders scored, below
+    their threshold, scored by the category check and by the product check (categories unknown to
+    the judge), not scorable (rows written before the product check), the thresholds of the run's
+    plan (else the rows' distinct ones), and the run's note (e.g. no judge)."""
     plan = (record or {}).get("recognisability") or {}
     scored = [r for r in judged if r.get("recognisability") is not None]
-    thresholds = sorted({r["recognisability_threshold"] for r in judged if r.get("recognisability_threshold") is not None})
+    product = sum(1 for r in scored if (r.get("recognisability_note") or "").startswith("product check"))  # recognisability.PRODUCT_CHECK
+    if plan.get("threshold") is not None:
+        thresholds = [plan["threshold"]]
+    else:
+        thresholds = sorted({r["recognisability_threshold"] for r in judged if r.get("recognisability_threshold") is not None})
     unknown = sum(1 for r in judged if r.get("recognisability") is None and r.get("recognisability_note"))
     below = sum(1 for r in scored if r.get("recognisability_threshold") is not None and r["recognisability"] < r["recognisability_threshold"])
     return {"scored": len(scored), "below": below, "unknown": unknown, "thresholds": thresholds, "note": plan.get("note"),
-            "source": plan.get("threshold_source"), "judge_id": plan.get("judge_id")}
+            "source": plan.get("threshold_source"), "judge_id": plan.get("judge_id"), "category": len(scored) - product,
+            "product": product, "product_threshold": plan.get("product_threshold")}
 
 
 def _quality_failures(rows: pa.Table, verdicts: dict) -> dict | None:

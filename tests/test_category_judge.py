@@ -146,3 +146,61 @@ def test_min_recognisability_values(value, ok, tmp_path):
         with pytest.raises(ConfigError, match=r"quality\.min_recognisability: .*expected \"auto\", false, or a probability in \[0, 1\]"):
             load_job(job)
     assert JobSpec().quality.min_recognisability == "auto"
+
+
+# ------------------------------------------------------------------ the product check (unknown categories)
+
+
+def _other_photos(fashion, category: str = "Sarees", n: int = 3):
+    """``n`` real photos of a category the 4-class judge does not know."""
+    rows = sorted((r for r in csv.DictReader(open(fashion / "metadata.csv", encoding="utf-8")) if r["articleType"] == category),
+                  key=lambda r: int(r["id"]))[:n]
+    ims = [imaging.to_array(imaging.letterbox(imaging.to_rgb(Image.open(fashion / r["image_file"])), 48, 64)) for r in rows]
+    return torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).contiguous(), [category] * n, [r["id"] for r in rows]
+
+
+def test_product_threshold_is_the_5th_percentile_of_real_photos_product_probability(trained, fashion):
+    _, (xt, ct, it), _ = trained
+    xo, co, io = _other_photos(fashion)
+    judge = category_judge.train_judge(torch.cat([xt, xo]), ct + co, it + io, letterbox=(48, 64))
+    assert judge.classes == category_judge.judge_classes(ct)  # 3 Sarees photos are too few to be a class
+    # independently: 1 - P(not a product photo) on the 3 Sarees photos and, as they are fewer than
+    # MIN_PRODUCT_CALIBRATION, the 8 calibration photos; then the 5th percentile
+    labels = [judge.classes.index(c) for c in ct]
+    _, cal = category_judge.calibration_split(it, labels)
+    p_product = (1 - judge.probabilities(torch.cat([xo, xt[cal]]))[:, -1]).tolist()
+    product = judge.info["calibration"]["product"]
+    assert product["photos"] == 3 + len(cal)
+    assert judge.product_threshold == pytest.approx(float(np.percentile(p_product, 5)), rel=1e-5)
+    assert judge.product_probability(xo) == pytest.approx(p_product[:3], abs=1e-6)
+    # noise and colour blobs are no product at all for the judge
+    rng = np.random.default_rng(1)
+    noise = torch.from_numpy(rng.integers(0, 256, (4, 3, 64, 48), dtype=np.uint8))
+    assert max(judge.product_probability(noise)) < judge.product_threshold
+    # a judge saved before the product calibration existed: the Bayes decision, 0.5
+    judge.info["calibration"].pop("product")
+    assert judge.product_threshold == category_judge.PRODUCT_FALLBACK_THRESHOLD == 0.5
+
+
+def test_check_names_the_check_and_compares_with_the_outlier_probability(trained):
+    from catalog_render import recognisability
+
+    judge, _, _ = trained
+    plan = recognisability.Plan(True, threshold=0.1, product_threshold=0.9, outlier_comparison=True)
+    probs = [0.3, 0.05, 0.05, 0.2, 0.4]  # 4 categories, then P(not a product photo) = 0.4
+    c = judge.classes
+    got = recognisability.check(judge, probs, c[0], plan)
+    # P(category) 0.3 against max(0.1, 0.4): fails although it is 3x the calibrated threshold
+    assert got["recognisability"] == 0.3 and got["recognisability_threshold"] == 0.4 and got["recognisability_note"].startswith("category check")
+    assert gate.judge({"non_dominant_share": 0.5, **got}, None, gate.QualityThresholds(), 0.1) == (False, ["recognisability"])
+    got = recognisability.check(judge, [0.1, 0.7, 0.1, 0.05, 0.05], c[1], plan)
+    assert got["recognisability_threshold"] == 0.1 and gate.judge({"non_dominant_share": 0.5, **got}, None, gate.QualityThresholds(), 0.1)[0]
+    # an unknown category, or none: the product check, 1 - 0.4 against the product threshold
+    for category in ("Sarees", None):
+        got = recognisability.check(judge, probs, category, plan)
+        assert got["recognisability"] == pytest.approx(0.6) and got["recognisability_threshold"] == 0.9
+        assert got["recognisability_note"].startswith("product check")
+    # a number for quality.min_recognisability: that threshold for either check, no outlier comparison
+    fixed = recognisability.Plan(True, threshold=0.2, product_threshold=0.2, outlier_comparison=False)
+    assert recognisability.check(judge, probs, c[0], fixed)["recognisability_threshold"] == 0.2
+    assert recognisability.check(judge, probs, "Sarees", fixed)["recognisability_threshold"] == 0.2

@@ -143,7 +143,7 @@ class RenderWorker:
         scores = score_image(rgb, reference, self.white_threshold, self.border_fraction)
         scores["lpips"] = self._lpips_of(reference, rgb)
         if self.recognition:
-            scores["recognisability"], scores["recognisability_note"] = self.recognition.score(image, category)
+            scores.update(self.recognition.score(image, category))
         preset = self.quality.preset
         published = presets.postprocess(image, preset) if preset != "none" else image
         m = presets.measure(published, colour)

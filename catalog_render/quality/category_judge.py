@@ -26,7 +26,13 @@ Training (:func:`train_judge`), deterministic:
   penalised), from zero weights;
 * calibration: the probe's probability of the true category on the held-out photos; its
   percentiles are stored, and the gate's default threshold is the :data:`THRESHOLD_PERCENTILE`
-  (5th) percentile: by construction about 95 % of real photos of the catalog score above it.
+  (5th) percentile: by construction about 95 % of real photos of the catalog score above it;
+* product calibration (the "is this any product at all?" check that renders of categories the
+  judge does not know get): the product probability ``1 - P(not a product photo)`` of the real
+  photos of the categories the judge does not know (fewer than ``min_photos`` photos), or, when
+  there are fewer than :data:`MIN_PRODUCT_CALIBRATION` of them, of those and the calibration
+  photos; its :data:`THRESHOLD_PERCENTILE` th percentile is the product threshold. A judge saved
+  without it (before it existed) has :data:`PRODUCT_FALLBACK_THRESHOLD`.
 
 Saved as a directory (``MODEL/judge/``): :data:`WEIGHTS` (safetensors: ``weight`` (K, D), ``bias`` (K,),
 ``mean`` (D,), ``std`` (D,), float32) and :data:`CONFIG` (JSON: classes, features, letterbox size,
@@ -68,6 +74,11 @@ WEIGHTS = "head.safetensors"
 CONFIG = "judge.json"
 FORMAT = "catalog-render-judge/1"
 _PERCENTILES = (1, 5, 10, 25, 50)
+#: Fewest photos of unknown categories the product threshold is calibrated on alone (else with the calibration photos).
+MIN_PRODUCT_CALIBRATION = 20
+#: Product threshold of a judge saved without a product calibration: a render passes when the judge
+#: finds "some product" at least as likely as "not a product photo" (the Bayes decision between the two).
+PRODUCT_FALLBACK_THRESHOLD = 0.5
 
 
 def _letterbox(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -123,6 +134,11 @@ class CategoryJudge:
         """uint8 (N, 3, H, W) -> float32 (N, K + 1), rows sum to 1 (the last column: not a product photo)."""
         return self.probabilities_of_features(self.features(images))
 
+    def product_probability(self, images: torch.Tensor) -> list[float]:
+        """The probability each image shows some product, of any category: ``1 - P(not a product
+        photo)``: uint8 (N, 3, H, W) -> N floats in [0, 1]."""
+        return [] if not len(images) else (1 - self.probabilities(images)[:, -1]).tolist()
+
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted class indices: uint8 (N, 3, H, W) -> int64 (N,) in [0, K] (K = not a product photo)."""
         return self.probabilities(images).argmax(dim=1) if len(images) else torch.zeros(0, dtype=torch.int64)
@@ -155,6 +171,13 @@ class CategoryJudge:
         """The calibrated threshold: the :data:`THRESHOLD_PERCENTILE` th percentile of the
         calibration photos' true-category probability."""
         return float(self.info["calibration"]["threshold"])
+
+    @property
+    def product_threshold(self) -> float:
+        """The calibrated product threshold (see the module docstring), or
+        :data:`PRODUCT_FALLBACK_THRESHOLD` for a judge saved without a product calibration."""
+        product = self.info.get("calibration", {}).get("product")
+        return float(product["threshold"]) if product else PRODUCT_FALLBACK_THRESHOLD
 
     @property
     def judge_id(self) -> str:
@@ -314,8 +337,11 @@ def train_judge(images: torch.Tensor, categories: list[str | None], product_ids:
     ids = [str(product_ids[i]) for i in keep]
     fit, _ = calibration_split(ids, [classes.index(categories[i]) for i in keep], seed=seed)
     outliers = outlier_images(x[fit], max(MIN_OUTLIERS, round(OUTLIER_SHARE * len(fit))), seed=seed)
+    kept = set(keep)
+    other = [i for i in range(len(categories)) if i not in kept]
+    feats_other = extractor(_letterbox(images[other], *box)) if other else None
     judge = fit_judge(extractor(x), extractor(x.flip(3)), extractor(outliers), [categories[i] for i in keep], ids, classes,
-                      box, extractor.layers, seed=seed, weight_decay=weight_decay, min_photos=min_photos)
+                      box, extractor.layers, seed=seed, weight_decay=weight_decay, min_photos=min_photos, feats_other=feats_other)
     judge._features = extractor
     counts = Counter(c for c in categories if c)
     judge.info = {**(info or {}), **judge.info, "photos_unused": len(categories) - len(keep), "categories_unused": len(counts) - len(classes),
@@ -369,10 +395,11 @@ def judge_classes(categories: list[str | None], min_photos: int = MIN_PHOTOS) ->
 
 def fit_judge(feats: torch.Tensor, feats_mirrored: torch.Tensor, feats_outliers: torch.Tensor, categories: list[str], product_ids: list[str],
               classes: list[str], letterbox: tuple[int, int], layers: tuple[str, ...], *, seed: int = 0, weight_decay: float = WEIGHT_DECAY,
-              min_photos: int = MIN_PHOTOS) -> CategoryJudge:
+              min_photos: int = MIN_PHOTOS, feats_other: torch.Tensor | None = None) -> CategoryJudge:
     """The probe and calibration of :func:`train_judge` from precomputed features: ``feats`` and
     ``feats_mirrored`` (of the left-right mirrored images) float (N, D), N categories (each one of
-    ``classes``) and product ids; ``feats_outliers`` (M, D) of :func:`outlier_images` of the fit photos."""
+    ``classes``) and product ids; ``feats_outliers`` (M, D) of :func:`outlier_images` of the fit photos;
+    ``feats_other`` (L, D) of the photos of categories that are not classes (the product calibration), or None."""
     labels = [classes.index(c) for c in categories]
     fit, cal = calibration_split([str(p) for p in product_ids], labels, seed=seed)
     feats_fit = torch.cat([feats[fit], feats_mirrored[fit], feats_outliers])
@@ -405,6 +432,21 @@ def fit_judge(feats: torch.Tensor, feats_mirrored: torch.Tensor, feats_outliers:
             "threshold": dist[f"p{THRESHOLD_PERCENTILE}"],
             "accuracy": float((p_cal.argmax(dim=1) == y_cal).float().mean()),
             "majority_baseline": float((y_cal == majority).float().mean()),
+            "product": _product_calibration(judge, p_cal, feats_other),
         },
     }
     return judge
+
+
+def _product_calibration(judge: CategoryJudge, p_cal: torch.Tensor, feats_other: torch.Tensor | None) -> dict:
+    """The product threshold's calibration (module docstring): percentiles of ``1 - P(not a product
+    photo)`` on the photos of unknown categories (``feats_other``), with the calibration photos'
+    probabilities ``p_cal`` (C, K + 1) when those are fewer than :data:`MIN_PRODUCT_CALIBRATION`."""
+    other = judge.probabilities_of_features(feats_other)[:, -1] if feats_other is not None and len(feats_other) else torch.zeros(0)
+    alone = len(other) >= MIN_PRODUCT_CALIBRATION
+    p_out = other if alone else torch.cat([other, p_cal[:, -1]])
+    dist = _percentiles((1 - p_out).tolist())
+    what = (f"{len(other)} real photos of categories with fewer than the judge's min_photos photos (not among its classes)" if alone else
+            f"{len(other)} real photos of categories not among the judge's classes and its {len(p_cal)} calibration photos")
+    return {"what": f"probability of some product, 1 - P({OUTLIER_CLASS!r}), on {what}", "photos": int(len(p_out)),
+            "product_probability": dist, "threshold_percentile": THRESHOLD_PERCENTILE, "threshold": dist[f"p{THRESHOLD_PERCENTILE}"]}

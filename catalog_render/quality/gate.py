@@ -68,10 +68,12 @@ class QualityThresholds(BaseModel):
         "Minimum recognisability of a render: the model's category judge's probability that it shows its catalog category"
         " (catalog_render.quality.category_judge, MODEL/judge/). 'auto' (default) = the judge's calibrated threshold, the"
         " 5th percentile of that probability on real photos of the catalog the judge did not train on (about 95 % of real"
-        " photos pass); a model without a judge skips the check with a one-line note. A number in [0, 1] = that threshold"
-        " (the model must have a judge). false = no recognisability score and no check. A render whose category is not one"
-        " of the judge's classes gets no score and is not gated. A failing render is retried like a blank one"
-        " (up to BLANK_MAX_TRIES seeds)."))
+        " photos pass), or the render's probability of 'not a product photo' when that is higher; a render whose category"
+        " is not one of the judge's classes gets the product check instead: its probability of showing some product"
+        " (1 - P(not a product photo)) against the judge's calibrated product threshold (catalog_render.recognisability,"
+        " docs/evaluation.md). A model without a judge skips the check with a one-line note. A number in [0, 1] = that"
+        " threshold for either check (the model must have a judge). false = no recognisability score and no check."
+        " A failing render is retried like a blank one (up to BLANK_MAX_TRIES seeds)."))
     product_colour: bool = Field(True, description=(
         "With a recognisability check: also measure the kept render's colour on its product region (U²-Net-p mask,"
         " manifest product_colour_delta_e / product_colour_match; reported, never gated). Costs about 0.5 CPU-s per"
@@ -165,8 +167,10 @@ def judge(scores: Mapping[str, object], compliance: Compliance | None, threshold
 
     ``min_recognisability``: the resolved threshold of ``quality.min_recognisability`` (the judge's
     calibrated one for ``"auto"``; None = the check is off or the model has no judge). A
-    ``recognisability`` score below it fails :data:`RECOGNISABILITY`; a None score (the category is
-    not one of the judge's classes) is no verdict, never a failure.
+    ``recognisability`` score below the render's own ``recognisability_threshold`` (set by
+    :func:`catalog_render.recognisability.check`: the category or product check's threshold), or
+    below ``min_recognisability`` when the scores hold none, fails :data:`RECOGNISABILITY`; a None
+    score is no verdict, never a failure.
 
     A threshold that is set fails its check when the score is below a ``min_`` / above a ``max_``
     value, or when the score is missing or NaN (named ``<check> (missing)``): the gate never passes
@@ -183,7 +187,9 @@ def judge(scores: Mapping[str, object], compliance: Compliance | None, threshold
         failed.append(BLANK)
     if min_recognisability is not None:
         rec = scores.get("recognisability")
-        if rec is not None and not (isinstance(rec, float) and math.isnan(rec)) and rec < min_recognisability:
+        limit = scores.get("recognisability_threshold")
+        limit = min_recognisability if limit is None else limit
+        if rec is not None and not (isinstance(rec, float) and math.isnan(rec)) and rec < limit:
             failed.append(RECOGNISABILITY)
     for name, key, op in _SCORE_CHECKS:
         limit = getattr(thresholds, name)

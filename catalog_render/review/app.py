@@ -64,7 +64,8 @@ CSP = ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-sr
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 #: Score labels on the tiles (short).
 SHORT = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim", "lpips": "lpips",
-         "colourfulness": "colourful", "colour_delta_e": "ΔE", "clipped_highlights": "hi-clip", "clipped_shadows": "lo-clip"}
+         "colourfulness": "colourful", "colour_delta_e": "ΔE", "clipped_highlights": "hi-clip", "clipped_shadows": "lo-clip",
+         "recognisability": "recog"}
 #: Scores printed on a grid tile (every score sorts the grid and shows on the render's page).
 TILE_SCORES = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips")
 #: Actions per browser session that undo can walk back through.
@@ -154,7 +155,20 @@ def _tile(r: dict) -> dict:
             "failed": json_list(r["quality_failed"]) or [], "compliance": json_list(r["compliance_failed"]) or [],
             "scores": [(SHORT[s], r[s]) for s in TILE_SCORES if r[s] is not None],
             "verdict": {"verdict": r["verdict"], "reviewer": r["reviewer"], "comment": r["comment"]} if r["verdict"] else None,
-            "has_reference": bool(r["reference_uri"]), "size": f"{r['width']}×{r['height']}" if r["width"] else None}
+            "has_reference": bool(r["reference_uri"]), "size": f"{r['width']}×{r['height']}" if r["width"] else None,
+            "recognition": _recognition(r)}
+
+
+def _recognition(r: dict) -> dict | None:
+    """A render's recognisability (catalog_render.recognisability): its ``value`` in [0, 1], the
+    ``threshold`` the gate compared it with, whether it is ``below`` it, and the ``note`` (which
+    check applied, or why there is no score); None when the row has none of these (no judge, or a
+    manifest part written before the columns existed)."""
+    value, threshold, note = r.get("recognisability"), r.get("recognisability_threshold"), r.get("recognisability_note")
+    if value is None and note is None:
+        return None
+    return {"value": value, "threshold": threshold, "note": note,
+            "below": value is not None and threshold is not None and value < threshold}
 
 
 async def index(request: Request) -> Response:

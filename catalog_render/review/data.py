@@ -33,14 +33,15 @@ from catalog_render.review.errors import (  # noqa: F401  (re-exported: the page
     StorageUnavailable,
     UnknownRender,
 )
-from catalog_render.review.loading import SCORE_COLUMNS, ManifestCache, derived
+from catalog_render.review.loading import RECOGNISABILITY_COLUMNS, SCORE_COLUMNS, ManifestCache, derived
 
 #: Scores a page can be sorted by: manifest column -> (label, which end is better). Definitions:
-#: README "Quality scores" (catalog_render/quality/scores.py and checks.py).
+#: README "Quality scores" (catalog_render/quality/scores.py and checks.py); recognisability:
+#: docs/evaluation.md (catalog_render/recognisability.py).
 SCORES: dict[str, tuple[str, str]] = dict(zip(SCORE_COLUMNS, (
     ("sharpness", "higher"), ("background whiteness", "higher"), ("fill ratio", "near 0.85"), ("PSNR (dB)", "higher"),
     ("SSIM", "higher"), ("LPIPS", "lower"), ("colourfulness", "-"), ("colour ΔE00", "lower"), ("clipped highlights", "lower"),
-    ("clipped shadows", "lower"))))
+    ("clipped shadows", "lower"), ("recognisability", "higher"))))
 #: Sort keys besides the scores.
 SORTS = {"product_id": "product id", "newest": "newest first"} | {k: v[0] for k, v in SCORES.items()}
 #: Scopes: the renders of the current view plus the last run (default), every render, or one run
@@ -53,7 +54,7 @@ IMAGE_LISTING_TTL_S = 10.0
 #: Columns of the review table (besides the derived title, category, colour).
 KEEP = ("product_id", "render_key", "image_uri", "publish_uri", "reference_uri", "renditions", "run_id", "finished_at",
         "quality_status", "quality_failed", "compliance_failed", "preset", "family", "model_id", "seed", "width", "height",
-        "tries", "plan_reason", "kind", "_part", *SCORES)
+        "tries", "plan_reason", "kind", "_part", *SCORES, *RECOGNISABILITY_COLUMNS)
 
 
 @dataclass

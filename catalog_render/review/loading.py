@@ -37,12 +37,15 @@ from catalog_render.review.errors import NoManifest, OldManifest, StorageUnavail
 
 #: Score columns (manifest) the page shows and sorts by.
 SCORE_COLUMNS = ("sharpness", "background_whiteness", "fill_ratio", "psnr", "ssim", "lpips", "colourfulness", "colour_delta_e",
-                 "clipped_highlights", "clipped_shadows")
+                 "clipped_highlights", "clipped_shadows", "recognisability")
+#: What a recognisability score means and what it was gated against (catalog_render.recognisability):
+#: shown beside it; null in parts written before these columns existed.
+RECOGNISABILITY_COLUMNS = ("recognisability_note", "recognisability_threshold")
 #: Manifest columns read: what the grid shows and filters on, and what
 #: :func:`catalog_render.current.current_view` needs.
 READ = ("run_id", "product_id", "render_key", "status", "image_uri", "publish_uri", "reference_uri", "renditions", "finished_at",
         "conditioning", "quality_status", "quality_failed", "compliance_failed", "preset", "family", "model_id", "seed", "width",
-        "height", "tries", "plan_reason", *SCORE_COLUMNS)
+        "height", "tries", "plan_reason", *SCORE_COLUMNS, *RECOGNISABILITY_COLUMNS)
 #: Parts read at once (threads: they wait on storage, pyarrow releases the GIL while decoding).
 READ_THREADS = 8
 

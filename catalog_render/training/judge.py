@@ -47,4 +47,5 @@ def summary(judge: category_judge.CategoryJudge) -> str:
     return (f"category judge: {len(judge.classes)} categories ({judge.info['photos']} photos; {judge.info.get('categories_unused', 0)} categories "
             f"with < {judge.info['min_photos']} photos left out), accuracy {cal['accuracy']:.2f} on {cal['photos']} held-out real photos "
             f"(majority class {cal['majority_baseline']:.2f}); gate threshold {cal['threshold']:.3f} (p{cal['threshold_percentile']} of their "
-            f"true-category probability); {judge.info['cpu_seconds']:.0f} CPU-s")
+            f"true-category probability); product threshold {judge.product_threshold:.3f} (categories it does not know); "
+            f"{judge.info['cpu_seconds']:.0f} CPU-s")
