@@ -32,6 +32,8 @@ import signal
 import sys
 import tempfile
 
+import psutil
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     # Before Ray is imported: every node's GCS, raylet, object manager, agents and workers bind 127.0.0.1.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.pop("RAY_ADDRESS", None)
+    root = args.temp_dir or tempfile.mkdtemp(prefix="/tmp/rc")
+    # Ray's harness writes the cluster's address to <RAY_TMPDIR>/ray/ray_current_cluster (for
+    # ray.init(address="auto")); keep it in our own folder, not in the /tmp/ray other Rays share.
+    os.environ["RAY_TMPDIR"] = root
+    os.makedirs(os.path.join(root, "ray"), exist_ok=True)
     from catalog_render.execution import _auth_token_available
 
     if "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
@@ -52,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         # run failed with OwnerDiedError on its first block).
         os.environ["RAY_AUTH_MODE"] = "token"
     from ray.cluster_utils import Cluster
-
-    root = args.temp_dir or tempfile.mkdtemp(prefix="/tmp/rc")
 
     def node_args(name: str, cpus: float) -> dict:
         os.makedirs(os.path.join(root, name), exist_ok=True)
@@ -67,8 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     cluster.wait_for_nodes()
 
     def stop(signum, frame):
-        cluster.shutdown()
-        sys.exit(0)
+        # Every process of every node is a descendant of this one. Cluster.shutdown() hung here
+        # (over 3 minutes, waiting on a lock) when stopped while a driver was still connected.
+        procs = psutil.Process().children(recursive=True)
+        for p in procs:
+            p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            p.kill()
+        os._exit(0)  # not sys.exit: Ray's exit hooks would try to stop the nodes again
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

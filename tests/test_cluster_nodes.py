@@ -35,16 +35,18 @@ manifest_flush_rows = 1
 
 
 @pytest.fixture
-def cluster():
+def cluster(tmp_path):
     """tests/loopback_cluster.py --workers 2: yields its JSON (address, nodes with node_id and
     raylet_pid) and the launcher process; stops every node afterwards."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([sys.executable, str(HERE / "loopback_cluster.py"), "--workers", "2", "--num-cpus", "1", "--head-cpus", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    err = tmp_path / "cluster.err"
+    with open(err, "w") as sink:
+        proc = subprocess.Popen([sys.executable, str(HERE / "loopback_cluster.py"), "--workers", "2", "--num-cpus", "1", "--head-cpus", "1"],
+                                env=env, stdout=subprocess.PIPE, stderr=sink, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()  # blocks until the three nodes are up (or the launcher died)
         if not line:
-            pytest.fail("loopback cluster did not start: " + proc.stderr.read()[-3000:])
+            pytest.fail("loopback cluster did not start: " + err.read_text()[-3000:])
         info = json.loads(line)
         yield info, proc
     finally:
@@ -80,15 +82,18 @@ def _node_of(worker: str) -> str:
     return node
 
 
-def _start_run(tmp_path: Path, catalog: Path, model: Path, address: str, steps: int) -> tuple[subprocess.Popen, Path]:
+def _start_run(tmp_path: Path, catalog: Path, model: Path, address: str, steps: int) -> tuple[subprocess.Popen, Path, Path]:
+    """``catalog-render run --address`` in the background; its stdout and stderr go to a file (a
+    pipe nobody reads while the test polls could fill and stall the driver)."""
     job = tmp_path / "job.toml"
     job.write_text(JOB.format(steps=steps), encoding="utf-8")
-    out = tmp_path / "out"
+    out, log = tmp_path / "out", tmp_path / "run.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([CR, "run", "--catalog", str(catalog), "--model", str(model), "--output", str(out), "--job", str(job),
-                             "--address", address, "--no-report"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return proc, out
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([CR, "run", "--catalog", str(catalog), "--model", str(model), "--output", str(out), "--job", str(job),
+                                 "--address", address, "--no-report"], env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+    return proc, out, log
 
 
 def _check_every_product_once(out: Path, catalog: Path) -> list[dict]:
@@ -114,16 +119,16 @@ def test_run_spreads_its_actors_over_the_nodes(cluster, small_catalog, tiny_sd, 
     ids = {n["node_id"] for n in info["nodes"]}
     catalog = tmp_path / "catalog.parquet"  # 16 products: enough for both actors, cheap to render
     storage.write_parquet(storage.read_parquet(str(small_catalog)).slice(0, 16), str(catalog))
-    proc, out = _start_run(tmp_path, catalog, tiny_sd, info["address"], steps=2)
+    proc, out, log = _start_run(tmp_path, catalog, tiny_sd, info["address"], steps=2)
     sockets = []
     while proc.poll() is None:  # every socket of the three nodes and of the driver, sampled during the run
         sockets += _listening({launcher.pid, proc.pid} | {p.pid for p in _descendants(launcher.pid) + _descendants(proc.pid)})
         time.sleep(1)
-    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    assert proc.returncode == 0, log.read_text()[-3000:]
     rows = _check_every_product_once(out, catalog)
     nodes = {_node_of(r["worker"]) for r in rows}
     assert len(nodes) == 2 and nodes <= ids, (nodes, ids)  # two actors of 1 CPU on nodes of 1 CPU: one per node
-    assert {p for _, p, name in sockets if name == "raylet"} and {name for *_, name in sockets} >= {"gcs_server", "raylet"}
+    assert {name for *_, name in sockets} >= {"gcs_server", "raylet"}, sockets
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip, _, _ in sockets), sorted(set(sockets))
 
 
@@ -131,7 +136,7 @@ def test_run_spreads_its_actors_over_the_nodes(cluster, small_catalog, tiny_sd, 
 def test_a_worker_node_killed_mid_run_loses_nothing(cluster, small_catalog, tiny_sd, tmp_path):
     info, launcher = cluster
     workers = {n["node_id"]: n for n in info["nodes"][1:]}
-    proc, out = _start_run(tmp_path, small_catalog, tiny_sd, info["address"], steps=8)
+    proc, out, log = _start_run(tmp_path, small_catalog, tiny_sd, info["address"], steps=8)
     victim = killed_at = None
     done_at_kill: set[str] = set()
     while proc.poll() is None:
@@ -145,17 +150,17 @@ def test_a_worker_node_killed_mid_run_loses_nothing(cluster, small_catalog, tiny
             for p in tree:
                 p.kill()
             psutil.wait_procs(tree, timeout=30)
-            killed_at = datetime.now(timezone.utc)
+            killed_at = datetime.now(timezone.utc)  # every process of the node is gone by now
             done_at_kill = {r["product_id"] for r in rows}
             break
         time.sleep(0.3)
-    assert victim, "the run finished before any worker node had rendered: " + proc.stderr.read()[-2000:]
+    assert victim, "the run finished before any worker node had rendered: " + log.read_text()[-2000:]
     try:
-        stdout, stderr = proc.communicate(timeout=480)
+        proc.wait(timeout=480)
     except subprocess.TimeoutExpired:
         proc.kill()
-        pytest.fail("the run did not finish after a worker node was killed")
-    assert proc.returncode == 0, stderr[-3000:]
+        pytest.fail("the run did not finish after a worker node was killed: " + log.read_text()[-2000:])
+    assert proc.returncode == 0, log.read_text()[-3000:]
     rows = _check_every_product_once(out, small_catalog)
     assert len(done_at_kill) < len(rows) // 2, "the node was killed too late to show anything"
     roles = {n["node_id"]: n["name"] for n in info["nodes"]}
