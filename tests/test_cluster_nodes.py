@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def cluster(tmp_path):
         _, alive = psutil.wait_procs(tree, timeout=30)
         for p in alive:
             p.kill()
+        if "info" in locals():  # the nodes' temp dirs (sessions, logs, sockets) under one /tmp/rc* root
+            shutil.rmtree(Path(info["nodes"][0]["temp_dir"]).parent, ignore_errors=True)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
