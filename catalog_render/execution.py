@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -111,6 +112,12 @@ def _init_ray(address: str | None, num_cpus: int | None):
     except Exception as exc:
         raise RunError(f"cannot start or join Ray ({'address ' + address if address else 'local'}): {type(exc).__name__}: {exc}") from None
     return ray
+
+
+def ray_worker_name() -> str:
+    """The manifest's ``worker`` of a Ray actor: ``<hostname>:<node id>:<pid>``, the node id as ``ray list nodes`` shows it."""
+    import ray
+    return f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()}:{os.getpid()}"
 
 
 @dataclass
@@ -514,7 +521,7 @@ def _dataset(ray, work: pa.Table, spec: JobSpec, kind, model_uri: str | None, mo
     blocks = [work.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     ds = ray.data.from_arrow(blocks)
     worker_cls, worker_kwargs = kind.worker(spec, WorkerContext(output_uri=output_uri, run_id=run_id, threads=threads, use_gpu=use_gpu,
-                                                                model_uri=model_uri, model_id=model_id))
+                                                                model_uri=model_uri, model_id=model_id, worker_name=ray_worker_name))
     return ds.map_batches(
         worker_cls,
         fn_constructor_kwargs=worker_kwargs,

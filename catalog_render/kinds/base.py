@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import pyarrow as pa
 
@@ -102,9 +103,17 @@ class PlanContext:
     threads: int = 16
 
 
+def local_worker_name() -> str:
+    """The manifest's ``worker`` of an actor made outside Ray (benchmarks): ``<hostname>:<pid>``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass
 class WorkerContext:
-    """What an actor is built with: output, run, model (None for photo kinds), CPU threads, GPU."""
+    """What an actor is built with: output, run, model (None for photo kinds), CPU threads, GPU,
+    and ``worker_name``: called once in the actor, it gives the manifest's ``worker`` column
+    (:func:`catalog_render.execution.ray_worker_name` under Ray: host, Ray node id and pid; a
+    module-level function, so it pickles by reference)."""
 
     output_uri: str
     run_id: str
@@ -112,6 +121,7 @@ class WorkerContext:
     use_gpu: bool
     model_uri: str | None = None
     model_id: str | None = None
+    worker_name: Callable[[], str] = local_worker_name
 
 
 @dataclass

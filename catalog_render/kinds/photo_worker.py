@@ -14,8 +14,6 @@ batch completes either way.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from datetime import datetime, timezone
 
@@ -24,14 +22,15 @@ import pyarrow as pa
 from catalog_render import manifest, planning, storage
 from catalog_render.config import JobSpec
 from catalog_render.kinds import get_kind
-from catalog_render.kinds.base import PHOTO_WORK_SCHEMA, ROW_FIELDS, PlanContext, WorkerContext, failpoint_crash
+from catalog_render.kinds.base import PHOTO_WORK_SCHEMA, ROW_FIELDS, PlanContext, WorkerContext, failpoint_crash, local_worker_name
 
 
 class PhotoWorker:
     """Actor: ``kind`` (a registered kind name with ``setup`` and ``render``), ``spec`` (the job
-    spec as a dict), ``output_uri``, ``run_id``, ``threads`` (CPU threads for the models)."""
+    spec as a dict), ``output_uri``, ``run_id``, ``threads`` (CPU threads for the models),
+    ``worker_name`` (gives the manifest's ``worker``: :class:`catalog_render.kinds.base.WorkerContext`)."""
 
-    def __init__(self, kind: str, spec: dict, output_uri: str, run_id: str, threads: int):
+    def __init__(self, kind: str, spec: dict, output_uri: str, run_id: str, threads: int, worker_name=local_worker_name):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -39,7 +38,7 @@ class PhotoWorker:
         self.spec = JobSpec.model_validate(spec)
         self.output_uri, self.run_id = output_uri, run_id
         self.state = self.kind.setup(self.spec, max(1, threads))
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_name()  # the manifest's `worker`: which node and process rendered the row
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from catalog_render.quality import checks, presets
@@ -110,7 +109,7 @@ class PhotoKind:
 
     def worker(self, spec: JobSpec, ctx: WorkerContext) -> tuple[type, dict]:
         return PhotoWorker, dict(kind=self.name, spec=spec.model_dump(mode="json"), output_uri=ctx.output_uri, run_id=ctx.run_id,
-                                 threads=ctx.threads)
+                                 threads=ctx.threads, worker_name=ctx.worker_name)
 
     @staticmethod
     def screen(rows: list[dict]) -> tuple[list[tuple[int, str | None, str]], list[tuple[int, dict]]]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import time
 from datetime import datetime, timezone
 
@@ -22,7 +20,7 @@ from catalog_render.config import JobSpec
 from catalog_render.errors import ModelError
 from catalog_render.generators import registry
 from catalog_render.generators.base import Conditioning, GenerationParams
-from catalog_render.kinds.base import ROW_FIELDS, PlanContext, WorkerContext, failpoint_crash, generation_params
+from catalog_render.kinds.base import ROW_FIELDS, PlanContext, WorkerContext, failpoint_crash, generation_params, local_worker_name
 
 
 def try_seed(seed: int, attempt: int) -> int:
@@ -50,7 +48,7 @@ class RenderWorker:
 
     def __init__(self, model_uri: str, model_id: str, output_uri: str, params: dict, image_format: str, run_id: str,
                  white_threshold: int, border_fraction: float, threads: int, use_gpu: bool, quality: dict | None = None,
-                 recognition: dict | None = None):
+                 recognition: dict | None = None, worker_name=local_worker_name):
         import torch
 
         from catalog_render.quality.gate import QualityThresholds
@@ -69,7 +67,7 @@ class RenderWorker:
         self.white_threshold = white_threshold
         self.border_fraction = border_fraction
         self.quality = QualityThresholds(**(quality or {}))
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_name()  # the manifest's `worker`: which node and process rendered the row
         self.threads = max(1, threads)
         self.upscaler = None  # Real-ESRGAN, loaded once here (catalog_render.pretrained.upscale)
         self.upscaler_name = None  # the manifest's `upscaler`: the model spec, "lanczos", or None (no preset canvas)
@@ -390,6 +388,7 @@ class RenderKind:
             image_format=spec.generation.image_format, run_id=ctx.run_id, white_threshold=spec.scores.white_threshold,
             border_fraction=spec.scores.border_fraction, threads=ctx.threads, use_gpu=ctx.use_gpu,
             quality=spec.quality.model_dump(exclude={"max_failed_share"}), recognition=self.recognition.describe() if self.recognition else None,
+            worker_name=ctx.worker_name,
         )
 
     def describe_run(self) -> dict:
