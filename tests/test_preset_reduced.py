@@ -29,7 +29,7 @@ def test_reduced_measurements_match_the_full_canvas(preset):
     for image, colour in renders:
         full = presets.measure(presets.postprocess(image, p), colour)
         small, im = reduced.measure_postprocessed(image, p, colour)
-        assert max(im.size) <= 256 and abs(im.width / im.height - p.size[0] / p.size[1]) < 0.01
+        assert max(im.size) <= reduced.REDUCED_MAX_SIDE and abs(im.width / im.height - p.size[0] / p.size[1]) < 0.01
         for k in ("width", "height", "longest_side", "shortest_side", "aspect_ratio", "border_present"):
             assert small[k] == full[k], (preset, k, small[k], full[k])
         for k, tol in TOLERANCE.items():
@@ -47,6 +47,7 @@ def test_reduced_measurements_match_the_full_canvas(preset):
 
 
 def test_reduced_canvas_keeps_the_aspect_and_never_enlarges():
-    assert reduced.reduced_canvas((750, 1000)) == ((192, 256), 0.256)
-    assert reduced.reduced_canvas((2048, 2048))[0] == (256, 256)
-    assert reduced.reduced_canvas((100, 200)) == ((100, 200), 1.0)
+    assert reduced.reduced_canvas((750, 1000), 256) == ((192, 256), 0.256)
+    assert reduced.reduced_canvas((750, 1000)) == ((96, 128), 0.128)
+    assert reduced.reduced_canvas((2048, 2048))[0] == (128, 128)
+    assert reduced.reduced_canvas((64, 100)) == ((64, 100), 1.0)

@@ -6,8 +6,7 @@ itself: the border search and edge whiteness run on every pixel of the canvas. E
 size rules measures a ratio (fills, shares, colours), which does not depend on the canvas's scale,
 and the size of the post-processed image is the preset's canvas by construction. So the same
 post-processing is made on a canvas of the same aspect ratio reduced to at most
-:data:`checks.ANALYSIS_MAX_SIDE` px (``measure`` itself analyses the product region on a copy
-of that size), measured there, and its size measurements are replaced by the full canvas's.
+:data:`REDUCED_MAX_SIDE` px, measured there, and its size measurements are replaced by the full canvas's.
 ``tests/test_preset_reduced.py`` compares both on real renders and photos.
 """
 
@@ -15,13 +14,17 @@ from __future__ import annotations
 
 from PIL import Image
 
-from catalog_render.quality import checks, presets
+from catalog_render.quality import presets
+
+#: Longest side of the reduced canvas (px): a 48x64 render is enlarged 2x to it, and fills are
+#: exact to about 1 px of it per edge (0.008); tests/test_preset_reduced.py checks the agreement.
+REDUCED_MAX_SIDE = 128
 
 #: Measurements in pixels that are rescaled to the full canvas (the others are ratios or colours).
 _PIXEL_KEYS = ("border_width_px",)
 
 
-def reduced_canvas(size: tuple[int, int], max_side: int = checks.ANALYSIS_MAX_SIDE) -> tuple[tuple[int, int], float]:
+def reduced_canvas(size: tuple[int, int], max_side: int = REDUCED_MAX_SIDE) -> tuple[tuple[int, int], float]:
     """``((width, height), scale)``: ``size`` (px) scaled so its longest side is at most ``max_side``
     px (each side at least 1), and the factor from the full size to it (1.0 when already small)."""
     scale = min(1.0, max_side / max(size))
@@ -29,7 +32,7 @@ def reduced_canvas(size: tuple[int, int], max_side: int = checks.ANALYSIS_MAX_SI
 
 
 def measure_postprocessed(image: Image.Image, preset: str | presets.Preset, colour: str | None = None,
-                          max_side: int = checks.ANALYSIS_MAX_SIDE) -> tuple[dict, Image.Image]:
+                          max_side: int = REDUCED_MAX_SIDE) -> tuple[dict, Image.Image]:
     """``(measurements, reduced)``: :func:`presets.measure` of ``presets.postprocess(image, preset)``
     (Lanczos, no upscaler) taken on the post-processing made on a canvas reduced to at most
     ``max_side`` px; ``width``, ``height``, ``longest_side``, ``shortest_side`` and ``aspect_ratio``
