@@ -107,7 +107,8 @@ def _init_ray(address: str | None, num_cpus: int | None):
             kwargs = {"_node_ip_address": "127.0.0.1"} if _is_loopback_address(address) else {}
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR,
+            # address="local": a new Ray, not a `ray start` cluster of this machine (ray_current_cluster)
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False, _node_ip_address="127.0.0.1")
     except Exception as exc:
         raise RunError(f"cannot start or join Ray ({'address ' + address if address else 'local'}): {type(exc).__name__}: {exc}") from None
@@ -216,7 +217,6 @@ def _check_output_is_a_folder(output_uri: str) -> None:
             what = "is a file" if p == path else f"is inside {p}, which is a file"
             raise storage.StorageError(f"--output {output_uri} {what}: the output must be a folder (or an s3:// prefix), "
                                        "where images/, manifest/, runs/ and report.html are written")
-
 
 
 def _mark_abandoned(output_uri: str, expired: dict) -> None:

@@ -134,7 +134,7 @@ class RenderWorker:
     def _assess(self, image, reference, colour: str | None, category: str | None = None) -> dict:
         """Scores, preset compliance and the gate's verdict of one render (a try); ``reference`` is
         the product's photo letterboxed to the render's size (uint8 HxWx3) or None."""
-        from catalog_render.quality import gate, presets
+        from catalog_render.quality import gate, presets, reduced
         from catalog_render.quality.scores import score_image
 
         rgb = imaging.to_array(image)
@@ -143,8 +143,13 @@ class RenderWorker:
         if self.recognition:
             scores.update(self.recognition.score(image, category))
         preset = self.quality.preset
-        published = presets.postprocess(image, preset) if preset != "none" else image
-        m = presets.measure(published, colour)
+        if preset != "none":
+            # measured on the post-processing made at a reduced canvas (quality.reduced); the full-size
+            # main image is made once, for the kept try (renditions, or _publish with Real-ESRGAN)
+            m, _ = reduced.measure_postprocessed(image, preset, colour)
+            published = None
+        else:
+            published, m = image, presets.measure(image, colour)
         compliance = presets.evaluate(published, preset, colour, apparel=self.quality.apparel, measurements=m) if preset != "none" else None
         values = {**scores, **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match", "colour_delta_e",
                                                        "edge_whiteness", "frame_fill")}}
