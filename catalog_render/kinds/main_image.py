@@ -48,6 +48,14 @@ def main_preset(spec: JobSpec) -> str:
     return "amazon" if spec.quality.preset == "none" else spec.quality.preset
 
 
+def is_worn(category: str | None) -> bool:
+    """True when ``category`` is a garment worn on the upper or lower body (:data:`UPPER_WORN`,
+    :data:`LOWER_WORN`): its main image is judged by the presets' apparel rules (Amazon's clothing
+    guidelines: shot on a model, the model may be cut by the frame)."""
+    c = (category or "").lower()
+    return any(re.search(rf"\b{w}", c) for w in UPPER_WORN + LOWER_WORN)
+
+
 def anchor_edge(category: str | None, edges: dict[str, float], limit: float) -> str | None:
     """``"bottom"`` / ``"top"`` when the mask is cut only at that edge and ``category`` is worn on the
     upper / lower body (:data:`UPPER_WORN`, :data:`LOWER_WORN`), else None."""
@@ -146,7 +154,7 @@ class MainImageKind(PhotoKind):
         out, _ = photo.place_on_canvas(image, alpha, box, tuple(inputs["canvas"]), inputs["fill"], upscaler=state["upscaler"], anchor=anchor)
         colour = json.loads(item["conditioning"]).get("attributes", {}).get("color")
         m = presets.measure(out, colour)
-        comp = presets.evaluate(out, inputs["preset"], colour, apparel=spec.quality.apparel, measurements=m)
+        comp = presets.evaluate(out, inputs["preset"], colour, apparel=spec.quality.apparel or is_worn(inputs.get("category")), measurements=m)
         meta = ProvenanceMetadata(model_id=inputs["mask_model"], render_key=item["render_key"], family=self.name, product_id=item["product_id"],
                                   digital_source_type=photo.COMPOSITE_WITH_TRAINED, source_uri=inputs["source_uri"], source_sha256=inputs["source_sha256"])
         fields.update(
