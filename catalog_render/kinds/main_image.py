@@ -8,7 +8,7 @@ Real-ESRGAN (the job's ``quality.upscaler``) to the preset's canvas, and written
 IPTC DigitalSourceType ``compositeWithTrainedAlgorithmicMedia`` plus the source photo's URI and
 sha256. Preset ``none`` makes Amazon's image (the main-image rules are Amazon's).
 
-Left alone (a ``skipped`` row, ``error`` ``left alone: <reason>``, counted as done on re-runs with
+Left alone (a ``left-alone`` row, ``error`` ``left alone: <reason>``, counted as done on re-runs with
 the same inputs): no salient product, several products in the frame (two regions allowed for pairs:
 :data:`catalog_render.kinds.photo.PAIR_WORDS`), the product cut by the frame (the edge is named).
 Worn apparel on a model is the exception the category decides: an upper-body garment whose mask
@@ -148,7 +148,7 @@ class MainImageKind(PhotoKind):
         if verdict.reason and verdict.reason.startswith("product cut") and ps.anchor_worn:
             anchor = anchor_edge(inputs.get("category"), verdict.edges, ps.max_edge_touch)
         if verdict.reason and not anchor:
-            return Rendered(status="skipped", error=f"left alone: {verdict.reason}", fields=fields)
+            return Rendered(status="left-alone", error=f"left alone: {verdict.reason}", fields=fields)
         alpha = photo.soft_alpha(prob, verdict.mask)
         box = photo.mask_box(verdict.mask)
         out, _ = photo.place_on_canvas(image, alpha, box, tuple(inputs["canvas"]), inputs["fill"], upscaler=state["upscaler"], anchor=anchor)
