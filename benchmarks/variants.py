@@ -18,9 +18,7 @@ Per pair, against the hidden real photo (everything at the hidden photo's size, 
   project's colour check (quality.checks.colour_match: dominant colour within ΔE00 25 of the
   name's reference), the proxy for "a person would take it for the target colour".
 
-Methods: ``lab-transfer`` (the variant kind), ``lab-transfer, colour region only`` (the same
-without its spatial step, recolour.main_pieces: every colour-close pixel of the mask is
-recoloured; ``area`` = share of the photo recoloured), ``sibling`` (the sibling's photo unchanged) and,
+Methods: ``lab-transfer`` (the variant kind), ``sibling`` (the sibling's photo unchanged) and,
 with ``--model``, ``generator`` (that model's render of the hidden product from its catalog
 fields, seed = planning.product_seed(0, id), enlarged with Lanczos). The product region of the
 sibling baseline is the sibling's own; of the generator's render, checks.foreground_mask.
@@ -90,16 +88,12 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
     items, total, plan = pairs_of(catalog, spec, max_pairs)
     unknown = sum(1 for _, why in plan.quarantined if why.startswith("target colour"))
     rows = {r["product_id"]: r for r in catalog.to_pylist()}
-    from catalog_render.kinds import recolour
-
-    methods = ("lab-transfer", "lab-transfer, colour region only", "sibling", "generator")
-    results = {m: {"lpips": [], "ssim": [], "colour_de": [], "colour_match": [], "area": []} for m in methods}
+    results = {m: {"lpips": [], "ssim": [], "colour_de": [], "colour_match": []} for m in ("lab-transfer", "sibling", "generator")}
     skipped, cpu0 = [], time.process_time()
     for it, inputs in items:
         real = np.asarray(imaging.decode_rgb(open(rows[it["product_id"]]["image_uri"], "rb").read()))
         src = np.asarray(imaging.decode_rgb(open(inputs["source_uri"], "rb").read()))
-        prob = masker.mask(Image.fromarray(src))
-        out, region, why = make_variant(src, prob, inputs["source_colour"], np.asarray(inputs["target_lab"]), spec)
+        out, region, why = make_variant(src, masker.mask(Image.fromarray(src)), inputs["source_colour"], np.asarray(inputs["target_lab"]), spec)
         if why:
             skipped.append((it["product_id"], why))
             continue
@@ -108,13 +102,7 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
         fit_mask = lambda m: np.asarray(Image.fromarray(m).resize(size, Image.Resampling.NEAREST)) if m.shape != real.shape[:2] else m  # noqa: E731
         real_dom, _ = region_colour(real, masker, inputs["target_colour"])
         sib_region = fit_mask(recolour_region(src, masker, inputs["source_colour"]))
-        # before the spatial step (recolour.main_pieces): every colour-close pixel of the mask
-        loose = recolour.colour_region(src, prob >= spec.photos.mask_threshold, inputs["source_colour"], pieces=False)
-        out_loose = recolour.recolour(src, loose, np.asarray(inputs["target_lab"]))
-        images = {"lab-transfer": (fit(out), fit_mask(region)), "lab-transfer, colour region only": (fit(out_loose), fit_mask(loose)),
-                  "sibling": (fit(src), sib_region)}
-        results["lab-transfer"]["area"].append(float(region.mean()))
-        results["lab-transfer, colour region only"]["area"].append(float(loose.mean()))
+        images = {"lab-transfer": (fit(out), fit_mask(region)), "sibling": (fit(src), sib_region)}
         if generator is not None:
             c = json.loads(it["conditioning"])
             g = generator.generate([Conditioning(title=c["title"], category=c["category"], attributes=c["attributes"])],
@@ -130,7 +118,7 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
             cm = checks.colour_match(img, inputs["target_colour"], mask=reg) if reg.sum() >= 40 else None
             r["colour_match"].append(bool(cm.match) if cm is not None and cm.match is not None else False)
         if sheet_rows is not None:
-            sheet_rows.append((src, out_loose, out, real, f"{inputs['source_colour']} -> {inputs['target_colour']}", float((loose & ~region).mean())))
+            sheet_rows.append((src, out, real, f"{inputs['source_colour']} -> {inputs['target_colour']}"))
     summary = {"catalog": catalog_name, "pairs_total": total, "pairs_measured": len(items) - len(skipped), "pairs_sampled": len(items),
                "unknown_target_colour": unknown, "skipped": skipped, "cpu_s": round(time.process_time() - cpu0, 1), "methods": {}}
     for method, r in results.items():
@@ -139,7 +127,7 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
         des = [d for d in r["colour_de"] if d is not None]
         summary["methods"][method] = {"lpips": float(np.mean(r["lpips"])), "ssim": float(np.mean(r["ssim"])),
                                       "colour_de": float(np.median(des)) if des else None, "colour_match": float(np.mean(r["colour_match"])),
-                                      "area": float(np.mean(r["area"])) if r["area"] else None, "n": len(r["lpips"])}
+                                      "n": len(r["lpips"])}
     return summary
 
 
@@ -148,19 +136,18 @@ def recolour_region(rgb, masker, colour):
 
 
 def write_sheet(rows: list, path: Path, n: int = 8, tile: tuple[int, int] = (135, 180)) -> None:
-    """Rows of sibling | render with the colour region only | render (lab-transfer) | hidden real
-    photo: the ``n`` pairs where the spatial step removed the most pixels."""
+    """Rows of sibling | render | hidden real photo, ``n`` rows, JPEG-compressed PNG-free sheet."""
     from PIL import ImageDraw
 
-    rows = sorted(rows, key=lambda r: -r[5])[:n]
+    rows = rows[:n]
     w, h = tile
-    sheet = Image.new("RGB", (4 * w, len(rows) * (h + 14) + 14), "white")
+    sheet = Image.new("RGB", (3 * w, len(rows) * (h + 14) + 14), "white")
     d = ImageDraw.Draw(sheet)
-    for k, title in enumerate(("sibling photo", "colour region only", "render (lab-transfer)", "hidden real photo")):
+    for k, title in enumerate(("sibling photo", "render (lab-transfer)", "hidden real photo")):
         d.text((k * w + 4, 1), title, fill=(0, 0, 0))
-    for i, (src, loose, out, real, label, _) in enumerate(rows):
+    for i, (src, out, real, label) in enumerate(rows):
         y = 14 + i * (h + 14)
-        for k, a in enumerate((src, loose, out, real)):
+        for k, a in enumerate((src, out, real)):
             im = Image.fromarray(a)
             im.thumbnail(tile, Image.Resampling.LANCZOS)
             sheet.paste(im, (k * w + (w - im.width) // 2, y))
@@ -204,13 +191,12 @@ def main() -> None:
             write_sheet(sheet_rows, Path(args.sheet))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "variants.json").write_text(json.dumps(out, indent=2))
-    print("| catalog | pairs (measured / sampled / all) | method | LPIPS ↓ | SSIM ↑ | ΔE00 to the hidden photo's colour (median) ↓ | target colour matched ↑ | share of the photo recoloured |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| catalog | pairs (measured / sampled / all) | method | LPIPS ↓ | SSIM ↑ | ΔE00 to the hidden photo's colour (median) ↓ | target colour matched ↑ |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, s in out.items():
         for method, m in s["methods"].items():
             de = f"{m['colour_de']:.1f}" if m["colour_de"] is not None else "-"
-            area = f"{m['area']:.3f}" if m.get("area") is not None else "-"
-            print(f"| {name} | {s['pairs_measured']} / {s['pairs_sampled']} / {s['pairs_total']} | {method} | {m['lpips']:.4f} | {m['ssim']:.4f} | {de} | {m['colour_match']:.0%} | {area} |")
+            print(f"| {name} | {s['pairs_measured']} / {s['pairs_sampled']} / {s['pairs_total']} | {method} | {m['lpips']:.4f} | {m['ssim']:.4f} | {de} | {m['colour_match']:.0%} |")
         print(f"<!-- {name}: {s['unknown_target_colour']} products with a colour the method does not know; skipped {len(s['skipped'])}; {s['cpu_s']} CPU s -->")
 
 

@@ -18,12 +18,7 @@ shift in a perceptual space), restricted to the product's own colour:
    pixels (:func:`skin_tone`) farther than half that distance, unless the source colour is itself
    skin-toned.
    On-model photos mask the person too: skin and hair stay out of the region unless they share
-   the product's colour. Then the region is cut into pieces (a binary opening of
-   :data:`BRIDGE_PX` px breaks the thin bridges between touching things, e.g. a T-shirt's hem and
-   the jeans below it) and only the pieces holding at least :data:`MIN_PIECE_SHARE` of the
-   best piece's *core* pixels (within half the distance of the anchor's centre) are kept, with
-   the pixels the opening took back: things of a similar colour apart from the product (a model's
-   light jeans under a white T-shirt, a prop, a skin patch the skin rule missed) are left alone;
+   the product's colour;
 2. inside the region, a* and b* are shifted by (target - region mean) and L* by the same rule
    toward the target's L* clipped to :data:`L_RANGE` (a photographed black garment is not L* 0,
    a white one not 100), so shading and texture (each pixel's deviation from the mean) are kept;
@@ -49,13 +44,6 @@ REGION_MAX_DELTA_E = 20.0
 MIN_CLUSTER_SHARE = 0.1
 #: Photographed products' lightness range (L*): targets are clipped into it.
 L_RANGE = (22.0, 90.0)
-#: Bridges up to this many pixels wide between pieces of the region are cut before the pieces are
-#: told apart (scipy.ndimage.binary_opening iterations).
-BRIDGE_PX = 2
-#: A piece of the region is kept when it holds at least this share of the core pixels (within
-#: REGION_MAX_DELTA_E / 2 of the anchor) of the piece holding the most: a product in two parts
-#: (a pair of shoes, two sleeves cut apart by the arms) keeps both.
-MIN_PIECE_SHARE = 0.2
 FEATHER_SIGMA = 1.0
 METHOD = "lab-transfer"
 
@@ -137,11 +125,9 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return rgb2lab(np.asarray(rgb, np.uint8)).astype(np.float64)
 
 
-def colour_region(rgb: np.ndarray, mask: np.ndarray, source_colour: str | None, seed: int = 0, pieces: bool = True) -> np.ndarray:
+def colour_region(rgb: np.ndarray, mask: np.ndarray, source_colour: str | None, seed: int = 0) -> np.ndarray:
     """Bool (H, W): the masked pixels of the product's colour (see the module doc, step 1).
-    ``rgb`` uint8 (H, W, 3), ``mask`` bool (H, W). Empty when fewer than 40 pixels are masked.
-    ``pieces`` False keeps every colour-close piece (no spatial step; benchmarks/variants.py
-    measures both)."""
+    ``rgb`` uint8 (H, W, 3), ``mask`` bool (H, W). Empty when fewer than 40 pixels are masked."""
     from scipy.cluster.vq import kmeans2
     from skimage.color import deltaE_ciede2000
 
@@ -169,29 +155,7 @@ def colour_region(rgb: np.ndarray, mask: np.ndarray, source_colour: str | None, 
         keep &= ~skin_tone(rgb.reshape(-1, 3)[idx]) | (d_pix <= REGION_MAX_DELTA_E / 2)
     region = np.zeros(mask.size, bool)
     region[idx[keep]] = True
-    if not pieces:
-        return region.reshape(mask.shape)
-    core = np.zeros(mask.size, bool)
-    core[idx[keep & (d_pix <= REGION_MAX_DELTA_E / 2)]] = True
-    return main_pieces(region.reshape(mask.shape), core.reshape(mask.shape))
-
-
-def main_pieces(region: np.ndarray, core: np.ndarray) -> np.ndarray:
-    """``region`` (bool (H, W)) less its pieces apart from the product (module doc, step 1): the
-    pieces after cutting :data:`BRIDGE_PX`-px bridges holding at least :data:`MIN_PIECE_SHARE` of
-    the best piece's ``core`` pixels, grown back into ``region`` by the pixels the cut removed.
-    ``region`` unchanged when the cut leaves nothing (a product thinner than the cut: a strap)."""
-    from scipy import ndimage
-
-    opened = ndimage.binary_opening(region, iterations=BRIDGE_PX)
-    labels, n = ndimage.label(opened)
-    if n == 0:
-        return region
-    score = ndimage.sum(core, labels, np.arange(1, n + 1))
-    if score.max() <= 0:
-        score = ndimage.sum(opened, labels, np.arange(1, n + 1))
-    kept = np.isin(labels, np.flatnonzero(score >= MIN_PIECE_SHARE * score.max()) + 1)
-    return region & ndimage.binary_dilation(kept, iterations=BRIDGE_PX + 1)
+    return region.reshape(mask.shape)
 
 
 def skin_tone(rgb: np.ndarray) -> np.ndarray:
