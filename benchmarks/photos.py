@@ -7,10 +7,12 @@ channel for 99.5 % of its pixels). The reference is catalog_render.kinds.photo.t
 < 235", enclosed holes under 1 % of the image filled): on such photos every product pixel is
 darker than the background. Reports IoU (mean, median, 10th percentile, min) and CPU seconds per mask.
 
-``passes OUTPUT``: the amazon rules (catalog_render.quality.presets) on each source photo
-("before") and on the main-image run's output ("after": the written image's compliance as the
-actor recorded it in the manifest, or the source photo when the product was left alone or failed), per rule, over the products the run has a row for;
-plus the left-alone reasons. ``--before-only CATALOG`` counts "before" for a whole catalog.
+``passes OUTPUT``: the amazon rules (catalog_render.quality.presets, with the apparel rules for
+garments worn on a model: kinds.main_image.is_worn) on each source photo ("before") and on the
+main-image run's output ("after": the compliance the actor recorded in the manifest, the written
+image checked again for garments worn on a model, whose rule is the apparel one, unless
+``--recorded``; the source photo when the product was left alone or failed), per rule, over the products the run has a row for; plus the
+left-alone reasons. ``--before-only CATALOG`` counts "before" for a whole catalog.
 
 ``sheet OUTPUT --out PNG``: before | after pairs of the run's ok rows (ids chosen by sha256, so the
 sheet is the same on every machine), for docs/ (fashion only: the IKEA photos are for
@@ -20,6 +22,7 @@ non-commercial use).
     python benchmarks/photos.py passes runs/main-image [--before-only catalog.parquet]
     python benchmarks/photos.py sheet runs/main-image --out docs/figures/main-image-fashion.png
     python benchmarks/photos.py cost --n 12
+    python benchmarks/photos.py upscale --n 12 --cost-n 2 --out runs/upscalers-photos
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def _before_after(output: str):
 
 
 def cmd_passes(args) -> None:
+    from catalog_render.kinds.main_image import is_worn
     from catalog_render.quality import presets
 
     if args.before_only:
@@ -97,7 +101,7 @@ def cmd_passes(args) -> None:
             if not r.get("image_uri"):
                 continue
             colour = dict(r.get("attributes") or []).get("color")
-            c = presets.evaluate(Image.open(r["image_uri"]).convert("RGB"), "amazon", colour)
+            c = presets.evaluate(Image.open(r["image_uri"]).convert("RGB"), "amazon", colour, apparel=is_worn(r.get("category")))
             n += 1
             count.update(c.failed)
             count["passed"] += c.verdict
@@ -108,13 +112,16 @@ def cmd_passes(args) -> None:
     before, after, reasons, status = Counter(), Counter(), Counter(), Counter()
     for pid, r in latest.items():
         status[r["status"]] += 1
-        colour = json.loads(r["conditioning"] or "{}").get("attributes", {}).get("color")
+        cond = json.loads(r["conditioning"] or "{}")
+        colour, worn = cond.get("attributes", {}).get("color"), is_worn(cond.get("category"))
         src = Image.open(r["source_uri"] or r["reference_uri"]).convert("RGB")
-        b = presets.evaluate(src, "amazon", colour)
+        b = presets.evaluate(src, "amazon", colour, apparel=worn)
         before.update(b.failed)
         before["passed"] += b.verdict
-        if r["status"] == "ok":  # the actor's own evaluation of the written image (presets.evaluate)
+        if r["status"] == "ok":  # the actor's own evaluation of the written image (presets.evaluate) ...
             failed = json.loads(r["compliance_failed"] or "[]")
+            if worn and not args.recorded:  # ... checked again for worn garments: rows made before the apparel rule
+                failed = presets.evaluate(Image.open(r["image_uri"]).convert("RGB"), "amazon", colour, apparel=True).failed
         else:
             failed = b.failed
             reasons[(r["error"] or "").split(" (")[0]] += 1
@@ -190,6 +197,92 @@ def cmd_cost(args) -> None:
           f" needs them ({int(np.sum(~np.isnan(two)))} photos): {np.nanmin(two):.1f}-{np.nanmax(two):.1f} CPU s")
 
 
+UPSCALE_METHODS = ("lanczos", "realesr-animevideov3-x4", "realesrgan-x4plus")
+
+
+def cmd_upscale(args) -> None:
+    """Which Real-ESRGAN model for photos? Each photo's product composited over white at the
+    photo's own scale (the main-image kind's first step: U²-Net-p mask, soft alpha, the mask's box)
+    is the reference; it is reduced 4x (bicubic) and enlarged back 4x by each method (Lanczos for
+    the exact size), then compared with the reference: LPIPS-Alex and DISTS (lower = closer), and
+    ``white kept``: of the reference's white pixels (every channel >= 250) inside the product's box,
+    the share still white (a white collar, sole or print edge that turns grey lowers it). Photos:
+    the first ``--n`` 225x300 fashion photos by sha256 of their id among garments worn on a model
+    (kinds.main_image.is_worn: faces and skin in frame) and ``--n`` among the others. CPU s per image:
+    one x4 pass on the full-size composite (the main-image kind's pass, about 225x300 -> 900x1200),
+    on the first ``--cost-n`` photos of each group."""
+    from catalog_render.kinds import photo
+    from catalog_render.kinds.main_image import is_worn
+    from catalog_render.pretrained.mask import ProductMasker
+    from catalog_render.pretrained.upscale import Upscaler
+    from catalog_render.quality import metrics
+
+    folder = Path(args.data) / "fashion"
+    rows = sorted(csv.DictReader(open(folder / "metadata.csv", encoding="utf-8")), key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest())
+    groups: dict[str, list] = {"worn on a model": [], "other products": []}
+    masker = ProductMasker(threads=1)
+    for r in rows:
+        g = groups["worn on a model" if is_worn(r["articleType"]) else "other products"]
+        if len(g) >= args.n:
+            continue
+        im = Image.open(folder / r["image_file"]).convert("RGB")
+        if im.size != (225, 300):
+            continue
+        rgb = np.asarray(im)
+        prob = masker.mask(rgb)
+        keep = prob >= 0.5
+        if keep.mean() < 0.01:
+            continue
+        left, top, right, bottom = photo.mask_box(keep)
+        comp = photo.on_white(rgb[top:bottom, left:right], photo.soft_alpha(prob, keep)[top:bottom, left:right])
+        h, w = (comp.shape[0] // 4) * 4, (comp.shape[1] // 4) * 4
+        g.append((r["id"], comp[:h, :w]))
+        if all(len(v) >= args.n for v in groups.values()):
+            break
+    ups = {m: Upscaler(m, max_passes=1) for m in UPSCALE_METHODS if m != "lanczos"}
+    lp, ds = metrics.load_lpips(), metrics.load_dists()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    print("| photos | method | LPIPS ↓ | DISTS ↓ | white kept ↑ | CPU s per x4 pass on the composite |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for gname, items in groups.items():
+        for m in UPSCALE_METHODS:
+            refs, outs, kept = [], [], []
+            for pid, ref in items:
+                small = Image.fromarray(ref).resize((ref.shape[1] // 4, ref.shape[0] // 4), Image.Resampling.BICUBIC)
+                up = small.resize((ref.shape[1], ref.shape[0]), Image.Resampling.LANCZOS) if m == "lanczos" else ups[m].resize(small, (ref.shape[1], ref.shape[0]))
+                a = np.asarray(up)
+                white = (ref >= 250).all(axis=2)
+                kept.append(float((a[white] >= 250).all(axis=1).mean()) if white.any() else 1.0)
+                refs.append(ref)
+                outs.append(a)
+            lps, dis = lp(refs, outs), ds(refs, outs)
+            cpu = []
+            for pid, ref in items[: args.cost_n]:
+                if m == "lanczos":
+                    continue
+                t = time.process_time()
+                ups[m].upscale(Image.fromarray(ref), 4)
+                cpu.append(time.process_time() - t)
+            results[(gname, m)] = outs
+            print(f"| {gname} ({len(items)}) | {m} | {np.mean(lps):.4f} | {np.mean(dis):.4f} | {np.mean(kept):.3f} | "
+                  f"{np.mean(cpu):.1f} |" if cpu else f"| {gname} ({len(items)}) | {m} | {np.mean(lps):.4f} | {np.mean(dis):.4f} | {np.mean(kept):.3f} | - |", flush=True)
+    # a sheet: reference | each method, the first 3 photos of each group side by side, the top 40 % (faces, collars)
+    cols = len(UPSCALE_METHODS) + 1
+    crops = {g: [[ref[: int(ref.shape[0] * 0.4)]] + [results[(g, m)][k][: int(ref.shape[0] * 0.4)] for m in UPSCALE_METHODS]
+                 for k, (_, ref) in enumerate(items[:3])] for g, items in groups.items()}
+    tw = max(a.shape[1] for rows_ in crops.values() for row in rows_ for a in row)
+    th = max(a.shape[0] for rows_ in crops.values() for row in rows_ for a in row)
+    sheet = Image.new("RGB", (tw * cols * len(groups), th * 3), (255, 255, 255))
+    for gi, rows_ in enumerate(crops.values()):
+        for k, row in enumerate(rows_):
+            for j, a in enumerate(row):
+                sheet.paste(Image.fromarray(a), ((gi * cols + j) * tw, k * th))
+    sheet.save(out_dir / "upscalers-photos.png", optimize=True)
+    print(f"sheet: {out_dir / 'upscalers-photos.png'} (columns: reference, {', '.join(UPSCALE_METHODS)}; worn left, others right)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,6 +291,7 @@ def main() -> None:
     p = sub.add_parser("passes")
     p.add_argument("output", nargs="?")
     p.add_argument("--before-only", default=None)
+    p.add_argument("--recorded", action="store_true", help="after = the compliance the actor recorded (default: worn garments' images checked again)")
     s = sub.add_parser("sheet")
     s.add_argument("output")
     s.add_argument("--out", required=True)
@@ -206,8 +300,13 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     c.add_argument("--n", type=int, default=12)
+    u = sub.add_parser("upscale")
+    u.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    u.add_argument("--n", type=int, default=12)
+    u.add_argument("--cost-n", type=int, default=2)
+    u.add_argument("--out", default="runs/upscalers-photos")
     args = ap.parse_args()
-    {"masks": cmd_masks, "passes": cmd_passes, "sheet": cmd_sheet, "cost": cmd_cost}[args.cmd](args)
+    {"masks": cmd_masks, "passes": cmd_passes, "sheet": cmd_sheet, "cost": cmd_cost, "upscale": cmd_upscale}[args.cmd](args)
 
 
 if __name__ == "__main__":

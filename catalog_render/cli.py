@@ -340,7 +340,8 @@ def run(
     else:
         rate = f", {summary.images_per_second:.2f} images/s" if summary.images_per_second else ""
         first = f", first image after {summary.first_image_seconds:.1f}s" if summary.first_image_seconds else ""
-        console.print(f"run {summary.run_id}: rendered {c['ok']} ok, {c['failed']} failed, {summary.quarantined} quarantined; {summary.up_to_date} already up to date; {summary.wall_seconds:.1f}s{rate}{first}")
+        alone = f", {c['left-alone']} left alone (their photo kept as it is)" if c.get("left-alone") else ""
+        console.print(f"run {summary.run_id}: rendered {c['ok']} ok, {c['failed']} failed, {summary.quarantined} quarantined{alone}; {summary.up_to_date} already up to date; {summary.wall_seconds:.1f}s{rate}{first}")
     if report and summary.planned:
         from catalog_render.report import write_report
 

@@ -344,7 +344,7 @@ class _ManifestSink:
     def __init__(self, output_uri: str, run_id: str, flush_rows: int, progress=None, guard=None):
         self.output_uri, self.run_id, self.flush_rows, self.progress = output_uri, run_id, flush_rows, progress
         self.guard = guard or (lambda: None)  # raises (LeaseLost) when this run may no longer write
-        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0}  # other statuses (left-alone) are added when a row has them
         self.parts: list[str] = []
         self.returned: set[str] = set()
         self.quality: dict[str, int] = {}  # quality_status -> count
@@ -369,7 +369,7 @@ class _ManifestSink:
             self.parts.append(manifest.write_part(self.output_uri, self.run_id, self._seq, rows))
             self._seq += 1
             for r in rows:
-                self.counts[r["status"]] += 1
+                self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
                 if r.get("render_key"):
                     self.done += 1
             self.progress_now()
@@ -383,7 +383,7 @@ class _ManifestSink:
             self.returned.update(batch.column("product_id").to_pylist())
             statuses = batch.column("status").to_pylist()
             for st in statuses:
-                self.counts[st] += 1
+                self.counts[st] = self.counts.get(st, 0) + 1
             for q in batch.column("quality_status").to_pylist():
                 if q:
                     self.quality[q] = self.quality.get(q, 0) + 1

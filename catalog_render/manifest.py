@@ -19,7 +19,12 @@ import pyarrow.compute as pc
 from catalog_render import storage
 from catalog_render.schemas import load_schema
 
-STATUSES = ("ok", "failed", "skipped")
+#: ``left-alone``: a photo kind decided from the inputs to leave the product's own photo as it is
+#: (``error`` says why); ``skipped``: the product was quarantined (bad input, ``error`` the reason).
+STATUSES = ("ok", "failed", "skipped", "left-alone")
+#: The ``error`` prefix of a left-alone row; parts written before ``left-alone`` existed hold such
+#: rows as ``skipped`` and read as ``left-alone``.
+LEFT_ALONE_PREFIX = "left alone:"
 
 
 def manifest_schema() -> pa.Schema:
@@ -68,7 +73,8 @@ def read_manifest(output_uri: str) -> pa.Table:
 
 def _conform_part(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """A part as the current schema: columns added since it was written (nullable ones, e.g.
-    ``plan_reason``) are nulls, except ``kind``, which reads as ``render``; a missing non-nullable
+    ``plan_reason``) are nulls, except ``kind``, which reads as ``render``; ``skipped`` rows whose
+    error starts with :data:`LEFT_ALONE_PREFIX` read as ``left-alone``; a missing non-nullable
     column raises KeyError naming it."""
     cols = []
     for f in schema:
@@ -80,7 +86,12 @@ def _conform_part(table: pa.Table, schema: pa.Schema) -> pa.Table:
             cols.append(pa.nulls(table.num_rows, f.type))
         else:
             raise KeyError(f"manifest part lacks required column {f.name!r}")
-    return pa.Table.from_arrays(cols, schema=schema)
+    out = pa.Table.from_arrays(cols, schema=schema)
+    status = out.column("status")
+    old = pc.and_kleene(pc.equal(status, "skipped"), pc.starts_with(pc.fill_null(out.column("error"), ""), LEFT_ALONE_PREFIX))
+    if pc.any(old).as_py():
+        out = out.set_column(schema.get_field_index("status"), schema.field("status"), pc.if_else(old, "left-alone", status))
+    return out
 
 
 def ok_render_keys(manifest: pa.Table) -> dict[str, str]:

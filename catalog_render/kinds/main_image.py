@@ -4,11 +4,11 @@ Per product with a usable photo: U²-Net-p masks the product (catalog_render.pre
 mask is judged (:func:`catalog_render.kinds.photo.judge_mask`), the product is composited over pure
 white RGB 255, centred, scaled so it spans the preset's ``fill`` of the canvas (Amazon 0.92, a
 margin over its 85 % rule; presets without a fill rule: :data:`DEFAULT_FILL`), enlarged with
-Real-ESRGAN (the job's ``quality.upscaler``) to the preset's canvas, and written with provenance
+Real-ESRGAN (the job's ``quality.upscaler``; ``auto``: :data:`PHOTO_UPSCALER`) to the preset's canvas, and written with provenance
 IPTC DigitalSourceType ``compositeWithTrainedAlgorithmicMedia`` plus the source photo's URI and
 sha256. Preset ``none`` makes Amazon's image (the main-image rules are Amazon's).
 
-Left alone (a ``skipped`` row, ``error`` ``left alone: <reason>``, counted as done on re-runs with
+Left alone (a ``left-alone`` row, ``error`` ``left alone: <reason>``, counted as done on re-runs with
 the same inputs): no salient product, several products in the frame (two regions allowed for pairs:
 :data:`catalog_render.kinds.photo.PAIR_WORDS`), the product cut by the frame (the edge is named).
 Worn apparel on a model is the exception the category decides: an upper-body garment whose mask
@@ -37,6 +37,12 @@ from catalog_render.kinds.photo_worker import PhotoKind
 #: Share of the canvas a product spans under presets without a fill rule (Google, eBay, Shopify, Walmart).
 DEFAULT_FILL = 0.85
 METHOD = "u2netp-mask+white+centre+realesrgan"
+#: The Real-ESRGAN model ``quality.upscaler = "auto"`` means for main images made from photos:
+#: against realesr-animevideov3-x4 (the default for generator renders, an anime model) on fashion
+#: photos reduced 4x and enlarged back, it is closer to the photo by LPIPS and DISTS, keeps white
+#: collars, soles and print edges white, and does not paint faces flat, at about 25 times the CPU
+#: of one pass (``python benchmarks/photos.py upscale``, docs/photos.md).
+PHOTO_UPSCALER = "realesrgan-x4plus"
 #: Categories worn on the upper / lower body: a model cut at the bottom / top edge is not the garment cut.
 UPPER_WORN = ("shirt", "tshirt", "t-shirt", "top", "kurta", "kurti", "tunic", "jacket", "blazer", "sweater", "sweatshirt", "vest",
               "camisole", "bra", "innerwear")
@@ -46,6 +52,14 @@ LOWER_WORN = ("short", "trouser", "jean", "track pant", "legging", "capri", "ski
 def main_preset(spec: JobSpec) -> str:
     """The preset main images are made for: the job's, or ``amazon`` when it is ``none``."""
     return "amazon" if spec.quality.preset == "none" else spec.quality.preset
+
+
+def is_worn(category: str | None) -> bool:
+    """True when ``category`` is a garment worn on the upper or lower body (:data:`UPPER_WORN`,
+    :data:`LOWER_WORN`): its main image is judged by the presets' apparel rules (Amazon's clothing
+    guidelines: shot on a model, the model may be cut by the frame)."""
+    c = (category or "").lower()
+    return any(re.search(rf"\b{w}", c) for w in UPPER_WORN + LOWER_WORN)
 
 
 def anchor_edge(category: str | None, edges: dict[str, float], limit: float) -> str | None:
@@ -73,10 +87,10 @@ class MainImageKind(PhotoKind):
 
     def params(self, spec: JobSpec) -> dict:
         """Everything besides the photo the image depends on (hashed into render_key)."""
-        from catalog_render.quality import gate, presets
+        from catalog_render.quality import presets
 
         preset = presets.get_preset(main_preset(spec))
-        up = gate.upscaler_spec(spec.quality.model_copy(update={"preset": preset.name}))
+        up = photo_upscaler(spec)
         return {"mask_model": photo.mask_model_id(), "preset": preset.name, "canvas": list(preset.size), "fill": preset.fill or DEFAULT_FILL,
                 "upscaler": up, "upscaler_passes": spec.quality.upscaler_passes if up else None, "method": METHOD,
                 "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
@@ -140,13 +154,13 @@ class MainImageKind(PhotoKind):
         if verdict.reason and verdict.reason.startswith("product cut") and ps.anchor_worn:
             anchor = anchor_edge(inputs.get("category"), verdict.edges, ps.max_edge_touch)
         if verdict.reason and not anchor:
-            return Rendered(status="skipped", error=f"left alone: {verdict.reason}", fields=fields)
+            return Rendered(status="left-alone", error=f"left alone: {verdict.reason}", fields=fields)
         alpha = photo.soft_alpha(prob, verdict.mask)
         box = photo.mask_box(verdict.mask)
         out, _ = photo.place_on_canvas(image, alpha, box, tuple(inputs["canvas"]), inputs["fill"], upscaler=state["upscaler"], anchor=anchor)
         colour = json.loads(item["conditioning"]).get("attributes", {}).get("color")
         m = presets.measure(out, colour)
-        comp = presets.evaluate(out, inputs["preset"], colour, apparel=spec.quality.apparel, measurements=m)
+        comp = presets.evaluate(out, inputs["preset"], colour, apparel=spec.quality.apparel or is_worn(inputs.get("category")), measurements=m)
         meta = ProvenanceMetadata(model_id=inputs["mask_model"], render_key=item["render_key"], family=self.name, product_id=item["product_id"],
                                   digital_source_type=photo.COMPOSITE_WITH_TRAINED, source_uri=inputs["source_uri"], source_sha256=inputs["source_sha256"])
         fields.update(
@@ -160,11 +174,19 @@ class MainImageKind(PhotoKind):
         return Rendered(image=out, provenance=meta, fields=fields, format=presets.get_preset(inputs["preset"]).format.lower(), preset=inputs["preset"])
 
 
-def _upscaler(spec: JobSpec):
-    """Real-ESRGAN for the main-image preset's canvas (None when ``quality.upscaler`` is lanczos)."""
+def photo_upscaler(spec: JobSpec) -> str | None:
+    """The Real-ESRGAN spec main images are enlarged with: the job's ``quality.upscaler``, where
+    ``auto`` means :data:`PHOTO_UPSCALER` for presets that enlarge with Real-ESRGAN
+    (quality.gate.upscaler_spec); None = Lanczos."""
     from catalog_render.quality import gate
 
     name = gate.upscaler_spec(spec.quality.model_copy(update={"preset": main_preset(spec)}))
+    return PHOTO_UPSCALER if name and spec.quality.upscaler == "auto" else name
+
+
+def _upscaler(spec: JobSpec):
+    """Real-ESRGAN for the main-image preset's canvas (None when ``quality.upscaler`` is lanczos)."""
+    name = photo_upscaler(spec)
     if not name:
         return None
     from catalog_render.pretrained.upscale import Upscaler

@@ -10,7 +10,9 @@ Sources (the marketplaces' own help pages, as published in 2026):
 
 - Amazon Seller Central, "Product image requirements": main image on a pure white background
   (RGB 255,255,255); the product fills 85 % or more of the image frame; 1,000 px or more on the
-  longest side enables zoom; no text, logos, borders, colour blocks or watermarks.
+  longest side enables zoom; no text, logos, borders, colour blocks or watermarks. Amazon Seller
+  Central, "Image guidelines for clothing": MAIN images shot on a model, on pure white, showing the
+  product completely (the model may be cut by the frame: ``amazon.white_background_apparel``).
 - Google Merchant Center Help, "Image link [image_link]": at least 100 x 100 px (250 x 250 px for
   apparel); from 31 January 2027 at least 500 x 500 px for every product (announced on that page);
   1,500 x 1,500 px recommended; no borders, watermarks or promotional overlays. Google Merchant
@@ -49,6 +51,7 @@ from PIL import Image, ImageOps
 from catalog_render.imaging import to_rgb
 from catalog_render.quality import checks, scores
 from catalog_render.quality.provenance import ProvenanceMetadata, save_with_provenance
+from catalog_render.quality.backdrop import backdrop_whiteness
 
 PresetName = Literal["amazon", "google", "ebay", "shopify", "walmart", "none"]
 PRESET_NAMES: tuple[str, ...] = ("amazon", "google", "ebay", "shopify", "walmart", "none")
@@ -120,6 +123,7 @@ class Preset:
 
 
 AMAZON_PAGE = 'Amazon Seller Central, "Product image requirements"'
+AMAZON_CLOTHING_PAGE = 'Amazon Seller Central, "Image guidelines for clothing"'
 GOOGLE_PAGE = 'Google Merchant Center Help, "Image link [image_link]"'
 GOOGLE_AI_PAGE = 'Google Merchant Center Help, "Requirements for AI-generated content"'
 EBAY_PAGE = 'eBay, "Picture policy"'
@@ -139,7 +143,13 @@ PRESETS: dict[str, Preset] = {
         rules=(
             Rule("amazon.white_background", "Background is pure white (RGB 255,255,255)", "edge_whiteness", ">=", 0.99,
                  f"{AMAZON_PAGE}: main image background must be pure white, RGB 255,255,255. Measured: share of the outer"
-                 f" 1 % band with every channel >= {WHITE_TOLERANCE_LEVEL} (JPEG tolerance), at least 99 %."),
+                 f" 1 % band with every channel >= {WHITE_TOLERANCE_LEVEL} (JPEG tolerance), at least 99 %.", apparel=False),
+            Rule("amazon.white_background_apparel", "Apparel: background pure white, model may run off the top or bottom edge",
+                 "backdrop_whiteness", ">=", 0.99,
+                 f"{AMAZON_CLOTHING_PAGE}: MAIN images shot on a model, on pure white background, showing the product"
+                 " completely, without any part clipped: the model, not the product, may be cut by the frame. Measured"
+                 f" like amazon.white_background, not counting where the subject crosses the top or bottom band"
+                 " (quality.backdrop.backdrop_whiteness).", apparel=True),
             Rule("amazon.fill_85", "Product fills at least 85 % of the frame", "frame_fill", ">=", 0.85,
                  f"{AMAZON_PAGE}: the product should fill 85 % or more of the image frame. Measured as the product's"
                  " bounding box span in its longer relative direction (checks.frame_fill)."),
@@ -257,6 +267,8 @@ def measure(image, colour: str | None = None) -> dict:
     | width, height, longest_side, shortest_side | image size | pixels |
     | aspect_ratio | width / height | > 0 |
     | edge_whiteness | share of the outer 1 % band with every channel >= 250 | [0, 1] |
+    | backdrop_whiteness | edge_whiteness not counting a subject crossing the top or bottom band (quality.backdrop) | [0, 1] |
+    | backdrop_crossing | the edge that crossing was found at (``top`` / ``bottom``), else None | str |
     | background_rgb | median colour of the outermost 1-px frame | sRGB 0-255 |
     | frame_fill | product's bounding-box span, longer relative direction (checks.frame_fill) | [0, 1] |
     | box_area_ratio | product's bounding-box area / image area (cf. scores.fill_ratio) | [0, 1] |
@@ -274,6 +286,7 @@ def measure(image, colour: str | None = None) -> dict:
     a = checks.as_rgb_array(image)
     res = checks.resolution(a)
     border = checks.detect_border(a)
+    backdrop = backdrop_whiteness(a, WHITE_TOLERANCE_LEVEL, WHITE_BAND_FRACTION)
     small = checks.analysis_copy(a)
     mask = checks.foreground_mask(small, background=WHITE)
     exp = checks.exposure(small, mask)
@@ -285,6 +298,8 @@ def measure(image, colour: str | None = None) -> dict:
         "shortest_side": res.shortest_side,
         "aspect_ratio": res.aspect_ratio,
         "edge_whiteness": scores.background_whiteness(a, WHITE_TOLERANCE_LEVEL, WHITE_BAND_FRACTION),
+        "backdrop_whiteness": backdrop.whiteness,
+        "backdrop_crossing": backdrop.crossing,
         "background_rgb": list(checks.background_colour(a)),
         "frame_fill": checks.frame_fill(mask),
         "box_area_ratio": checks.box_area_ratio(mask),
