@@ -55,7 +55,7 @@ class LabelKind(PhotoKind):
         from concurrent.futures import ThreadPoolExecutor
 
         ls = spec.label
-        params = {"size": ls.size, "attributes": ls.attributes, "language": ls.language, "currency": ls.currency, "fonts": text.fonts_id(),
+        params = {"size": ls.size, "label_attributes": ls.attributes, "language": ls.language, "currency": ls.currency, "fonts": text.fonts_id(),
                   "engine": text.engine(), "mask_model": photo.mask_model_id(), "method": METHOD,
                   "layout": {"title": TITLE_PX, "head": HEAD_PX, "value": VALUE_PX, "pad": PAD, "max_lines": MAX_LINES},
                   "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
@@ -104,7 +104,7 @@ class LabelKind(PhotoKind):
         image = photo.load_source(inputs["source_uri"], inputs["source_sha256"])
         pic, note = tiles.product_tile(image, state["masker"], state["spec"], inputs["category"], inputs["title"], (round(s * 0.52), s), 0.85)
         row = {"product_id": item["product_id"], **{k: inputs[k] for k in ("title", "description", "category", "attributes")}}
-        found = facts.label_facts(row, inputs["attributes"], inputs["language"], inputs["currency"])
+        found = facts.label_facts(row, inputs["label_attributes"], inputs["language"], inputs["currency"])
         out, notes = compose(pic, inputs["title"], found, s)
         fields = {"source_uri": inputs["source_uri"], "source_sha256": inputs["source_sha256"], "method": METHOD, "mask_model": inputs["mask_model"],
                   "never_main": True, "target_colour": facts.attribute(row, "attributes.color"),
