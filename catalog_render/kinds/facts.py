@@ -138,8 +138,9 @@ def price_value(text: str | None) -> float | None:
 
 def fact(row: dict, name: str, language: str, currency: str = "") -> Fact | None:
     """The Fact for column ``name`` of ``row`` (see :func:`attribute`), with colour swatches and a
-    price checked as a number (not a number: shown as the catalog wrote it, ``problem`` set); None
-    when the row has no value."""
+    price checked as a number (a bare number gets ``currency`` before it and thousands separators;
+    one with its own sign, ``₹ 2,499``, stays as written; not a number: shown as the catalog wrote
+    it, marked, ``problem`` set); None when the row has no value."""
     key = ALIASES.get(name.split(".", 1)[-1], name.split(".", 1)[-1])
     value = attribute(row, name)
     if value is None:
@@ -152,7 +153,7 @@ def fact(row: dict, name: str, language: str, currency: str = "") -> Fact | None
         if number is None:
             f.problem = f"price {value[:40]!r} is not a number"
             f.value = f"{value} ({header('no_price', language)})"
-        else:
+        elif not re.search(r"[^\d.,\s]", value):  # a bare number: the job's currency before it
             f.value = f"{currency}{number:,.2f}".replace(".00", "")
     return f
 
