@@ -116,6 +116,15 @@ def test_comparison_groups_are_ordered_split_and_keyed_by_every_member(tmp_path,
     assert [g for g in keys if keys[g] != again[g]] == ["comparison:Sports Shoes:1of2"]
 
 
+def test_members_whose_price_is_not_a_number_come_after_the_priced_ones():
+    from catalog_render.kinds.comparison import _order
+
+    rows = [{"product_id": p, "attributes": {"price": v}} for p, v in (("1", "abc"), ("2", "1,200"), ("3", None), ("10", "90"), ("9", "90"))]
+    assert [r["product_id"] for r in _order(rows, "attributes.price")] == ["9", "10", "2", "1", "3"]
+    assert [r["product_id"] for r in _order(rows, "-attributes.price")] == ["2", "10", "9", "1", "3"]
+    assert [r["product_id"] for r in _order(rows, "product_id")] == ["1", "2", "3", "9", "10"]
+
+
 def test_explicit_groups_quarantine_what_cannot_be_laid_out(tmp_path, fashion):
     from catalog_render.kinds.comparison import ComparisonKind
 

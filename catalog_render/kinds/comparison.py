@@ -3,7 +3,8 @@ framing with one row per attribute beneath, so a shopper compares them at a glan
 
 Groups (``[comparison]``, :class:`catalog_render.config.ComparisonSpec`): the products sharing a
 value of ``group_by`` (default ``category``), ordered by ``order_by`` (numbers when every member's
-value is one: a price; else text; the product id by default), split into consecutive images of at
+value is one: a price, with values that are not numbers after them as text; the product id by
+default), split into consecutive images of at
 most ``max_size`` (sizes differing by at most one: 9 products, max 4 -> 3 + 3 + 3); groups under
 ``min_size`` are out of scope. Or explicit groups from ``groups_csv`` (one group per line), where
 a group of one product, a group larger than ``max_size`` and ids not in the catalog are
@@ -70,11 +71,12 @@ def _order(members: list[dict], order_by: str) -> list[dict]:
     col = order_by.lstrip("-")
     vals = [facts.attribute(r, col) for r in members]
     nums = [facts.price_value(v) for v in vals]
-    if all(n is not None for n in nums):
-        keyed = list(zip(nums, [r["product_id"] for r in members], members))
-    else:  # text order; an id's digits as a number so 9 sorts before 10
-        keyed = [((v is None, (v or "").lower()), (len(r["product_id"]), r["product_id"]), r) for v, r in zip(vals, members)]
-    keyed.sort(key=lambda t: (t[0], t[1]), reverse=desc)
+    # numbers first (in order), then other values as text, then members without a value; ties by id
+    keyed = [((0, n, "") if n is not None else (1, 0.0, v.lower()) if v is not None else (2, 0.0, ""), (len(r["product_id"]), r["product_id"]), r)
+             for n, v, r in zip(nums, vals, members)]
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    if desc:
+        keyed = [t for t in keyed if t[0][0] == 0][::-1] + [t for t in keyed if t[0][0] == 1][::-1] + [t for t in keyed if t[0][0] == 2]
     return [t[2] for t in keyed]
 
 
