@@ -3,7 +3,8 @@
     python benchmarks/compare_label.py prepare --data ../shared/data --out runs/cl
         fashion-300.csv: the first 300 fashion products by id with a made-up ``price`` column
         (``(id * 7919 mod 28 + 2) * 100 - 1``: 199 to 2899), fashion-50.csv: its first 50,
-        ikea-50.csv: the first 50 IKEA products by id with a photo; each ingested to Parquet.
+        ikea-50.csv: the first 50 IKEA products by id with a photo and a description (besides the scraped
+        "View more product information"); each ingested to Parquet.
     catalog-render run --kind comparison --job benchmarks/compare_label.toml --catalog runs/cl/fashion-300.parquet --output runs/cl/comparison
     catalog-render run --kind label --job benchmarks/compare_label.toml --catalog runs/cl/fashion-50.parquet --output runs/cl/label
     catalog-render run --kind label --job benchmarks/compare_label.toml --catalog runs/cl/ikea-50.parquet --output runs/cl/ikea-label
@@ -48,7 +49,8 @@ def prepare(data: Path, out: Path) -> None:
         r["price"] = str((int(r["id"]) * 7919 % 28 + 2) * 100 - 1)
     _write(rows, out / "fashion-300.csv")
     _write(rows[:50], out / "fashion-50.csv")
-    ikea = [r for r in csv.DictReader(open(data / "ikea" / "metadata.csv", encoding="utf-8")) if r["image_file"]]
+    ikea = [r for r in csv.DictReader(open(data / "ikea" / "metadata.csv", encoding="utf-8"))
+            if r["image_file"] and r["desc"].replace("View more product information", "").strip()]
     _write(sorted(ikea, key=lambda r: r["id"])[:50], out / "ikea-50.csv")
     for name, sub, mapping in (("fashion-300", "fashion", FASHION_MAP), ("fashion-50", "fashion", FASHION_MAP), ("ikea-50", "ikea", IKEA_MAP)):
         _ingest(out / f"{name}.csv", data / sub, mapping)

@@ -173,6 +173,10 @@ def test_comparison_run_renders_bad_input_sensibly_and_is_idempotent(ray_local, 
     assert im.shape[1] == 2 * 24 + 170 + 4 * 300 + 3 * 16 and (im[:20] == 255).all()  # four tiles, white margin
     assert read_provenance(open(shoes["image_uri"], "rb").read())["DigitalSourceType"].endswith("compositeWithTrainedAlgorithmicMedia")
     assert shoes["render_seconds"] > 0
+    from catalog_render.report import write_report
+
+    page = open(write_report(out), encoding="utf-8").read()
+    assert "<th>kind</th><td>comparison</td>" in page and "seconds per image" in page and "comparison:Sports Shoes" in page
     again = run_job(spec, uri, None, out, num_cpus=2)
     assert again.planned == 0 and again.up_to_date == 2
 

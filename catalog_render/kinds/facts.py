@@ -13,6 +13,7 @@ English):
 * size: the ``size`` attribute, else the first dimensions in the text (``84x40x216 cm``,
   ``Ø 38 cm``, ``Length: 120 cm``);
 * care: the first sentence naming washing, drying, ironing, bleaching or wiping;
+* about: the description's first other sentence (a label's last fact);
 * colour swatch: each colour named in the colour value (``Rattan,black``: two), as the xkcd colour
   survey's / CSS's sRGB of the name (catalog_render.kinds.recolour.reference_lab); none for names
   that are not a single colour (Multi, Assorted colours).
@@ -36,13 +37,13 @@ UNKNOWN = {"", "na", "n/a", "none", "null", "-", "nan"}
 #: Row headers by language (ISO 639-1). Values stay in the catalog's own words.
 HEADERS = {
     "en": {"title": "Product", "price": "Price", "colour": "Colour", "material": "Material", "size": "Size", "care": "Care", "category": "Type",
-           "gender": "For", "usage": "Use", "season": "Season", "brand": "Brand", "no_price": "not a number"},
+           "gender": "For", "usage": "Use", "season": "Season", "brand": "Brand", "about": "About", "no_price": "not a number"},
     "de": {"title": "Produkt", "price": "Preis", "colour": "Farbe", "material": "Material", "size": "Größe", "care": "Pflege", "category": "Art",
-           "gender": "Für", "usage": "Anlass", "season": "Saison", "brand": "Marke", "no_price": "keine Zahl"},
+           "gender": "Für", "usage": "Anlass", "season": "Saison", "brand": "Marke", "about": "Info", "no_price": "keine Zahl"},
     "fr": {"title": "Produit", "price": "Prix", "colour": "Couleur", "material": "Matière", "size": "Taille", "care": "Entretien",
-           "category": "Type", "gender": "Pour", "usage": "Usage", "season": "Saison", "brand": "Marque", "no_price": "pas un nombre"},
+           "category": "Type", "gender": "Pour", "usage": "Usage", "season": "Saison", "brand": "Marque", "about": "À propos", "no_price": "pas un nombre"},
     "es": {"title": "Producto", "price": "Precio", "colour": "Color", "material": "Material", "size": "Talla", "care": "Cuidado",
-           "category": "Tipo", "gender": "Para", "usage": "Uso", "season": "Temporada", "brand": "Marca", "no_price": "no es un número"},
+           "category": "Tipo", "gender": "Para", "usage": "Uso", "season": "Temporada", "brand": "Marca", "about": "Acerca de", "no_price": "no es un número"},
 }
 ALIASES = {"color": "colour", "type": "category"}
 
@@ -87,6 +88,15 @@ def materials(text: str) -> list[str]:
     return [n for _, n in sorted(found)][:3]
 
 
+def first_sentence(text: str, skip: str | None = None) -> str | None:
+    """The first sentence of ``text`` that is not ``skip`` (the care sentence), or None."""
+    for m in re.finditer(r"[^.!?]+[.!?]?", text):
+        sentence = m.group(0).strip()
+        if sentence and sentence != skip and len(sentence) > 3:
+            return sentence
+    return None
+
+
 def care(text: str) -> str | None:
     m = CARE.search(text)
     return m.group(0).strip() if m else None
@@ -98,7 +108,8 @@ def dimensions(text: str) -> str | None:
 
 
 def swatches(colour: str | None) -> list[tuple[int, int, int]]:
-    """sRGB of each single colour named in ``colour`` (split at , / & + and "and"), at most 3."""
+    """sRGB of each single colour named in ``colour`` (split at , / & + and "and"; a hyphenated
+    name that is not a colour, ``Black-brown``, at its hyphens), at most 3."""
     import numpy as np
     from skimage.color import lab2rgb
 
@@ -106,10 +117,12 @@ def swatches(colour: str | None) -> list[tuple[int, int, int]]:
 
     out = []
     for part in re.split(r"\s*(?:,|/|&|\+|\band\b)\s*", colour or ""):
-        lab = reference_lab(part.strip()) if part.strip() else None
-        if lab is not None:
-            rgb = np.clip(np.rint(lab2rgb(np.asarray(lab, float)[None, None]) * 255), 0, 255).astype(int)[0, 0]
-            out.append(tuple(int(v) for v in rgb))
+        # "Black-brown": the whole name when it is a colour, else each hyphenated piece that is one
+        for name in [part] if reference_lab(part.strip() or None) is not None else part.split("-"):
+            lab = reference_lab(name.strip()) if name.strip() else None
+            if lab is not None:
+                rgb = np.clip(np.rint(lab2rgb(np.asarray(lab, float)[None, None]) * 255), 0, 255).astype(int)[0, 0]
+                out.append(tuple(int(v) for v in rgb))
     return out[:3]
 
 
@@ -160,7 +173,8 @@ def fact(row: dict, name: str, language: str, currency: str = "") -> Fact | None
 
 def label_facts(row: dict, extra: list[str], language: str, currency: str = "") -> list[Fact]:
     """A label's facts in order: colour, material, size, care (attributes first, else parsed from
-    the description and title), then the ``extra`` columns (e.g. ``attributes.gender``)."""
+    the description and title), then the ``extra`` columns (e.g. ``attributes.gender``), then
+    ``about``: the description's first sentence other than the care one."""
     text = description_text(row.get("description"))
     both = f"{row.get('title') or ''}. {text}"
     out: list[Fact] = []
@@ -176,4 +190,7 @@ def label_facts(row: dict, extra: list[str], language: str, currency: str = "") 
         f = fact(row, name, language, currency)
         if f and f.key not in {x.key for x in out}:
             out.append(f)
+    about = first_sentence(text, skip=next((f.value for f in out if f.key == "care"), None))
+    if about:
+        out.append(Fact("about", header("about", language), about))
     return out

@@ -33,11 +33,11 @@ from catalog_render.kinds import facts, photo, text
 from catalog_render.kinds.base import PlanContext, Rendered, inputs_key, skipped_is_done
 from catalog_render.kinds.photo_worker import PhotoKind
 
-METHOD = "label-v1"
+METHOD = "label-v2"
 PANEL_BG = (244, 245, 247)
 #: Font sizes and spacing at a 1000 px label (scaled with ``[label] size``).
 TITLE_PX, HEAD_PX, VALUE_PX, PAD = 36, 22, 28, 40
-MAX_LINES = {"care": 3}
+MAX_LINES = {"care": 3, "about": 3}
 
 
 class LabelKind(PhotoKind):
@@ -105,7 +105,7 @@ class LabelKind(PhotoKind):
         pic, note = tiles.product_tile(image, state["masker"], state["spec"], inputs["category"], inputs["title"], (round(s * 0.52), s), 0.85)
         row = {"product_id": item["product_id"], **{k: inputs[k] for k in ("title", "description", "category", "attributes")}}
         found = facts.label_facts(row, inputs["label_attributes"], inputs["language"], inputs["currency"])
-        out, notes = compose(pic, inputs["title"], found, s)
+        out, notes = compose(pic, inputs["title"], found, s, inputs["category"])
         fields = {"source_uri": inputs["source_uri"], "source_sha256": inputs["source_sha256"], "method": METHOD, "mask_model": inputs["mask_model"],
                   "never_main": True, "target_colour": facts.attribute(row, "attributes.color"),
                   "plan_reason": "; ".join([item["plan_reason"], *([note] if note else []), *notes])}
@@ -114,9 +114,10 @@ class LabelKind(PhotoKind):
         return Rendered(image=out, provenance=meta, fields=fields, format="png")
 
 
-def compose(picture, title: str | None, found: list[facts.Fact], size: int):
+def compose(picture, title: str | None, found: list[facts.Fact], size: int, category: str | None = None):
     """(RGB PIL image ``size`` x ``size``, notes): ``picture`` (the product on white, 52 % of the
-    width, full height) beside the panel of ``title`` and ``found`` (module doc)."""
+    width, full height) beside the panel of ``title`` (with ``category`` beneath it when the title
+    does not name it) and ``found`` (module doc), centred vertically in the panel."""
     from PIL import Image, ImageDraw
 
     k = size / 1000
@@ -126,16 +127,25 @@ def compose(picture, title: str | None, found: list[facts.Fact], size: int):
     draw = ImageDraw.Draw(im)
     left = picture.width + round(10 * k)
     draw.rounded_rectangle([left, pad // 2, size - pad // 2, size - pad // 2], radius=round(18 * k), fill=PANEL_BG)
-    x, w, bottom = left + pad * 0.75, size - pad // 2 - left - pad * 1.5, size - pad
+    # The panel's content is drawn on its own canvas, then centred vertically in the panel.
+    x0, top = round(left + pad * 0.75), pad
+    w, bottom = round(size - pad // 2 - left - pad * 1.5), size - 2 * pad
+    content = Image.new("RGB", (w, bottom), PANEL_BG)
+    draw = ImageDraw.Draw(content)
+    x = 0
     notes: list[str] = []
-    y = pad
+    y = 0
     t, missing = text.clean(title)
     if missing:
         notes.append(f"{missing} character(s) of the title no font holds drawn as U+FFFD")
     lines, cut = text.wrap(t, w, "bold", title_px, 3)
     if cut:
         notes.append("title shortened with …")
-    y = text.draw_lines(draw, lines, (round(x), y, round(w)), "bold", title_px, (20, 24, 28)) + round(12 * k)
+    y = text.draw_lines(draw, lines, (x, y, w), "bold", title_px, (20, 24, 28))
+    if category and category.lower() not in (title or "").lower():  # IKEA titles are series names: say what the product is
+        sub, _ = text.clean(category)
+        y = text.draw_lines(draw, text.wrap(sub, w, "regular", value_px, 2)[0], (x, y, w), "regular", value_px, (70, 76, 86))
+    y += round(12 * k)
     draw.line([(x, y), (x + w, y)], fill=(205, 208, 214), width=max(1, round(2 * k)))
     y += round(22 * k)
     head_h, value_h = round(head_px * 1.25), round(value_px * 1.25)
@@ -161,4 +171,5 @@ def compose(picture, title: str | None, found: list[facts.Fact], size: int):
             draw.rounded_rectangle([sx, y + 2, sx + sw, y + 2 + sw], radius=round(4 * k), fill=rgb, outline=(150, 150, 150))
             sx += sw + round(6 * k)
         y = text.draw_lines(draw, vlines, (round(x + off), y, round(w - off)), "regular", value_px, (20, 24, 28)) + round(14 * k)
+    im.paste(content.crop((0, 0, w, y)), (x0, top + (bottom - y) // 2))
     return im, notes
