@@ -87,7 +87,9 @@ def test_facts_come_from_attributes_else_the_description():
     assert got["material"].value == "Solid wood, 100% polyester"
     assert got["size"].value == "82x96x101 cm" and got["care"].value == "Machine wash the cover at 40°C."
     assert got["colour"].value == "Rattan,black" and got["colour"].swatches == [(0, 0, 0)]  # rattan names no single colour
+    assert got["about"].value == "Solid wood frame, seat in 100% polyester fabric."  # the first sentence that is not the care one
     assert "price" not in got and "View more" not in facts.description_text(row["description"])
+    assert facts.swatches("Black-brown") == [(0, 0, 0), (101, 55, 0)] and facts.swatches("Multi") == []
     navy = facts.swatches("Navy Blue")[0]
     assert navy[2] > 60 and navy[0] < 40 and navy[1] < 40
     assert facts.header("colour", "de") == "Farbe" and facts.header("price", "xx") == "Price"
