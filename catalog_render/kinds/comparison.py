@@ -216,11 +216,6 @@ class ComparisonKind(PhotoKind):
 
     # ------------------------------------------------------------------------- in the actor
 
-    def setup(self, spec: JobSpec, threads: int) -> dict:
-        from catalog_render.pretrained.mask import ProductMasker
-
-        return {"masker": ProductMasker(threads=threads), "spec": spec, "generators": {}}
-
     def picture(self, member: dict, state: dict):
         """(tile image, note or None) of one member: its photo on white, or the generator's render."""
         from catalog_render.kinds import tiles
@@ -230,7 +225,7 @@ class ComparisonKind(PhotoKind):
             from catalog_render.generators.base import Conditioning, GenerationParams
 
             r = member["render"]
-            gens = state["generators"]
+            gens = state.setdefault("generators", {})  # loaded on first use, once per actor
             if r["model_uri"] not in gens:
                 gens[r["model_uri"]] = registry.load_generator(r["model_uri"])
             cond = Conditioning(title=member["title"], category=member["category"], attributes=member["attributes"])

@@ -30,7 +30,7 @@ import pyarrow as pa
 from catalog_render import planning
 from catalog_render.config import JobSpec
 from catalog_render.kinds import facts, photo, text
-from catalog_render.kinds.base import PlanContext, Rendered, inputs_key, skipped_is_done
+from catalog_render.kinds.base import PlanContext, Rendered
 from catalog_render.kinds.photo_worker import PhotoKind
 
 METHOD = "label-v2"
@@ -52,48 +52,22 @@ class LabelKind(PhotoKind):
         text.check_fonts()
 
     def plan(self, catalog: pa.Table, spec: JobSpec, ctx: PlanContext) -> planning.Plan:
-        from concurrent.futures import ThreadPoolExecutor
-
         ls = spec.label
         params = {"size": ls.size, "label_attributes": ls.attributes, "language": ls.language, "currency": ls.currency, "fonts": text.fonts_id(),
                   "engine": text.engine(), "mask_model": photo.mask_model_id(), "method": METHOD,
                   "layout": {"title": TITLE_PX, "head": HEAD_PX, "value": VALUE_PX, "pad": PAD, "max_lines": MAX_LINES},
                   "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
-        rows = catalog.to_pylist()
-        for r in rows:
-            r["attributes"] = dict(r.get("attributes") or [])
-        quarantined, valid = self.screen(rows)
-        candidates = [(i, r) for i, r in valid if r.get("image_uri")]
-        with ThreadPoolExecutor(ctx.threads) as pool:
-            sources = list(pool.map(lambda ir: photo.source_photo(ir[1].get("image_uri")), candidates))
-        done = skipped_is_done(ctx.past)
-        work, up_to_date, in_scope = [], 0, 0
-        for (i, r), src in zip(candidates, sources):
-            pid = r["product_id"]
-            if src.problem:
-                quarantined.append((i, pid, f"source photo unusable: {src.problem}"))
-                continue
-            if not facts.label_facts(r, ls.attributes, ls.language, ls.currency):
-                quarantined.append((i, pid, "nothing to put on a label: no colour, attributes or parsable description"))
-                continue
-            in_scope += 1
-            inputs = {"source_uri": src.uri, "source_sha256": src.sha256, "title": r.get("title"), "description": r.get("description"),
-                      "category": r.get("category"), "attributes": dict(sorted(r["attributes"].items())), **params}
-            key = inputs_key(self.name, inputs)
-            if self.is_done(key, ctx, done):
-                up_to_date += 1
-                continue
-            work.append(self.item(r, key, inputs, src.uri, "render_key not in manifest"))
-            if ctx.limit is not None and len(work) >= ctx.limit:
-                break
-        return self.finish(work, quarantined, up_to_date, in_scope, rows)
+
+        def inputs_for(r: dict, src) -> dict | str:
+            attrs = dict(r.get("attributes") or [])
+            if not facts.label_facts({**r, "attributes": attrs}, ls.attributes, ls.language, ls.currency):
+                return "nothing to put on a label: no colour, attributes or parsable description"
+            return {"source_uri": src.uri, "source_sha256": src.sha256, "title": r.get("title"), "description": r.get("description"),
+                    "category": r.get("category"), "attributes": dict(sorted(attrs.items())), **params}
+
+        return self.plan_own_photos(catalog, ctx, inputs_for)
 
     # ------------------------------------------------------------------------- in the actor
-
-    def setup(self, spec: JobSpec, threads: int) -> dict:
-        from catalog_render.pretrained.mask import ProductMasker
-
-        return {"masker": ProductMasker(threads=threads), "spec": spec}
 
     def render(self, item: dict, state: dict) -> Rendered:
         from catalog_render.kinds import tiles
