@@ -16,7 +16,8 @@ or, without a usable photo and with ``--model``, by the generator's render at th
 by their conditioning, not by a random pose); without ``--model`` such a member is left out and
 the row's ``plan_reason`` says so (a group left with fewer than two members is quarantined).
 
-The image: pictures in tiles of :data:`TILE` px, then one row per ``attributes`` entry (headers in
+The image: pictures in tiles :data:`TILE` px wide, as tall as the group's tallest product needs
+(:data:`MIN_TILE_H` to 400 px), then one row per ``attributes`` entry (headers in
 ``language``; values wrapped to at most :data:`MAX_LINES` lines and ended with … when longer;
 colours with swatches; a price that is not a number is shown as written, marked so). The manifest
 row's ``product_id`` is the group's id (``comparison:<group>[:<k>of<n>]``), ``members`` the JSON
@@ -33,6 +34,7 @@ import hashlib
 import io
 import json
 
+import numpy as np
 import pyarrow as pa
 
 from catalog_render import planning, storage
@@ -42,12 +44,14 @@ from catalog_render.kinds import facts, photo, text
 from catalog_render.kinds.base import PHOTO_WORK_SCHEMA, PlanContext, Rendered, inputs_key, skipped_is_done
 from catalog_render.kinds.photo_worker import PhotoKind
 
+#: Tile width and largest height (px); a group's tiles are as tall as its tallest product needs, at least MIN_TILE_H.
 TILE = (300, 400)
+MIN_TILE_H = 200
 FILL = 0.85
 HEADER_W, GAP, MARGIN, FONT, SWATCH = 170, 16, 24, 21, 20
 #: Lines a value may take (the title 3, other rows 2) before it is shortened with an ellipsis.
 MAX_LINES = {"title": 3}
-METHOD = "comparison-v1"
+METHOD = "comparison-v2"
 
 
 def _content(row: dict) -> dict:
@@ -217,7 +221,8 @@ class ComparisonKind(PhotoKind):
     # ------------------------------------------------------------------------- in the actor
 
     def picture(self, member: dict, state: dict):
-        """(tile image, note or None) of one member: its photo on white, or the generator's render."""
+        """A :class:`catalog_render.kinds.tiles.CutOut` of one member: its photo's product, or the
+        generator's render (shown whole)."""
         from catalog_render.kinds import tiles
 
         if "render" in member:
@@ -230,22 +235,21 @@ class ComparisonKind(PhotoKind):
                 gens[r["model_uri"]] = registry.load_generator(r["model_uri"])
             cond = Conditioning(title=member["title"], category=member["category"], attributes=member["attributes"])
             image = gens[r["model_uri"]].generate([cond], [r["seed"]], GenerationParams(**r["params"]))[0]
-            return tiles.fit_whole(image, TILE), f"{member['product_id']}: rendered (no usable photo)"
+            return tiles.CutOut(image.convert("RGB"), note="rendered (no usable photo)")
         image = photo.load_source(member["source_uri"], member["source_sha256"])
-        tile, note = tiles.product_tile(image, state["masker"], state["spec"], member["category"], member["title"], TILE, FILL)
-        return tile, f"{member['product_id']}: {note}" if note else None
+        return tiles.cut_out(image, state["masker"], state["spec"], member["category"], member["title"])
 
     def render(self, item: dict, state: dict) -> Rendered:
         from catalog_render.quality.provenance import ProvenanceMetadata
 
         inputs = json.loads(item["inputs"])
         members = inputs["members"]
-        notes = []
-        pictures = []
-        for m in members:
-            tile, note = self.picture(m, state)
-            pictures.append(tile)
-            notes += [note] if note else []
+        cuts = [self.picture(m, state) for m in members]
+        notes = [f"{m['product_id']}: {c.note}" for m, c in zip(members, cuts) if c.note]
+        # One tile size for the group: as tall as its tallest product needs at the tile width (flat
+        # products such as shoes get shorter tiles, not bands of white), within MIN_TILE_H..TILE[1].
+        height = int(np.clip(round(max(c.aspect for c in cuts) * TILE[0]), MIN_TILE_H, TILE[1]))
+        pictures = [c.place((TILE[0], height), FILL) for c in cuts]
         image, text_notes = compose(pictures, members, inputs["attributes"], inputs["language"], inputs["currency"])
         fields = {"method": METHOD, "mask_model": inputs["mask_model"], "members": json.dumps([m["product_id"] for m in members]),
                   "never_main": True, "plan_reason": "; ".join([item["plan_reason"], *notes, *text_notes])}
@@ -256,7 +260,7 @@ class ComparisonKind(PhotoKind):
 
 def compose(pictures: list, members: list[dict], attributes: list[str], language: str, currency: str):
     """(RGB PIL image, notes): the tiles side by side and one row per attribute beneath (module
-    doc). ``pictures``: one :data:`TILE` image per member, in order."""
+    doc). ``pictures``: one tile per member, in order, all :data:`TILE` wide and equally tall."""
     from PIL import Image, ImageDraw
 
     n = len(pictures)
@@ -288,12 +292,13 @@ def compose(pictures: list, members: list[dict], attributes: list[str], language
             rows.append((facts.header(key, language), cells))
     line_h = round(FONT * 1.25)
     heights = [max(1, *(len(c[0]) for c in cells)) * line_h + 18 for _, cells in rows]
-    height = MARGIN + TILE[1] + 12 + sum(heights) + MARGIN
+    tile_h = pictures[0].height
+    height = MARGIN + tile_h + 12 + sum(heights) + MARGIN
     im = Image.new("RGB", (width, height), (255, 255, 255))
     for x, tile in zip(col_x, pictures):
         im.paste(tile, (x, MARGIN))
     draw = ImageDraw.Draw(im)
-    y = MARGIN + TILE[1] + 12
+    y = MARGIN + tile_h + 12
     for (head, cells), h in zip(rows, heights):
         draw.line([(MARGIN, y), (width - MARGIN, y)], fill=(220, 222, 226), width=1)
         hl, _ = text.wrap(head, HEADER_W - 12, "bold", FONT - 2, 1)
