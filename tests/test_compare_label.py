@@ -143,6 +143,36 @@ def test_explicit_groups_quarantine_what_cannot_be_laid_out(tmp_path, fashion):
     assert why["comparison:ghost"].endswith("not in the catalog or quarantined: 99999")
 
 
+def test_members_without_a_photo_are_rendered_at_the_groups_shared_seed(tmp_path, fashion, tiny_gan):
+    from catalog_render.generators import registry
+    from catalog_render.generators.base import Conditioning
+    from catalog_render.kinds import tiles
+    from catalog_render.kinds.base import generation_params
+    from catalog_render.kinds.comparison import ComparisonKind
+
+    uri = _catalog(tmp_path, fashion, {"1563": {}, "1595": {"photo": None}, "1645": {"photo": None}})  # three Tshirts of the model's catalog
+    spec = JobSpec().with_overrides(kind="comparison", **{"comparison.min_size": 3})
+    ctx = _ctx(tmp_path)
+    ctx.model_uri = str(tiny_gan)
+    kind = ComparisonKind()
+    [item] = kind.plan(catalog.read_catalog(uri), spec, ctx).work.to_pylist()
+    members = json.loads(item["inputs"])["members"]
+    assert "source_sha256" in members[0] and members[1]["render"]["seed"] == members[2]["render"]["seed"] == item["seed"]
+    rendered = kind.render(item, kind.setup(spec, 1))
+    assert "1595: rendered (no usable photo)" in rendered.fields["plan_reason"] and json.loads(rendered.fields["members"]) == ["1563", "1595", "1645"]
+    # the 1645 tile is the generator's image at the group's seed, fitted on white (checked against a fresh generator)
+    gen = registry.load_generator(str(tiny_gan))
+    r = members[2]
+    image = gen.generate([Conditioning(title=r["title"], category=r["category"], attributes=r["attributes"])], [item["seed"]], generation_params(spec))[0]
+    height = 400  # 1563 is a T-shirt on a model: the tallest product sets the group's tiles
+    want = np.asarray(tiles.fit_whole(image.convert("RGB"), (300, height)), np.int16)
+    x = 24 + 170 + 2 * (300 + 16)
+    got = np.asarray(rendered.image.convert("RGB"), np.int16)[24:24 + height, x:x + 300]
+    assert np.abs(got - want).max() == 0
+    spec2 = spec.with_overrides(**{"comparison.seed": 7})
+    assert kind.plan(catalog.read_catalog(uri), spec2, ctx).work.to_pylist()[0]["render_key"] != item["render_key"]
+
+
 def test_label_quarantines_a_product_with_nothing_to_tell(tmp_path, fashion):
     from catalog_render.kinds.label import LabelKind
 
