@@ -81,7 +81,7 @@ class LabelKind(PhotoKind):
         found = facts.label_facts(row, inputs["label_attributes"], inputs["language"], inputs["currency"])
         out, notes = compose(pic, inputs["title"], found, s, inputs["category"])
         fields = {"source_uri": inputs["source_uri"], "source_sha256": inputs["source_sha256"], "method": METHOD, "mask_model": inputs["mask_model"],
-                  "never_main": True, "target_colour": facts.attribute(row, "attributes.color"),
+                  "never_main": True,
                   "plan_reason": "; ".join([item["plan_reason"], *([note] if note else []), *notes])}
         meta = ProvenanceMetadata(model_id=inputs["mask_model"], render_key=item["render_key"], family=self.name, product_id=item["product_id"],
                                   digital_source_type=photo.COMPOSITE_WITH_TRAINED, source_uri=inputs["source_uri"], source_sha256=inputs["source_sha256"])
