@@ -11,6 +11,8 @@
     python benchmarks/compare_label.py summary runs/cl/comparison runs/cl/label runs/cl/ikea-label
         per run: rows by status, CPU-free timings per image (render_seconds of the manifest:
         median, p90, max), groups and members.
+    python benchmarks/compare_label.py cost comparison runs/cl/fashion-300.parquet --n 8   (and: cost label ... --n 10)
+        CPU seconds per image, in-process, one thread (the machine is shared: wall time is not the cost).
     python benchmarks/compare_label.py sheet runs/cl/comparison runs/cl/label --out docs/figures/comparison-label-fashion.png
         two comparison images and four labels on one PNG (fashion only: IKEA photos are not to be shipped).
 """
@@ -82,11 +84,43 @@ def summary(outputs: list[str]) -> None:
                 print(f"  {r['status']}: {r['product_id']}: {r['error']}")
         members = [len(json.loads(r["members"])) for r in t if r["status"] == "ok" and r["members"]]
         if members:
-            print(f"  groups {len(members)}, members {sum(members)}, sizes {sorted(members)}")
+            from collections import Counter
+
+            print(f"  groups {len(members)}, members {sum(members)}, groups by size {dict(sorted(Counter(members).items()))}")
         for pid_record in sorted(Path(out, "runs").glob("*.json")):
             rec = json.loads(pid_record.read_text())
             print(f"  run {rec['run_id']}: planned {rec['planned']}, up to date {rec['up_to_date']}, quarantined {rec['quarantined']}, "
                   f"wall {rec.get('wall_seconds')} s, counts {rec.get('counts')}")
+
+
+def cost(kind_name: str, catalog_uri: str, n: int) -> None:
+    """CPU seconds (time.process_time, this process, 1 thread) per image for the first ``n`` work
+    items of ``kind_name`` planned on ``catalog_uri`` with benchmarks/compare_label.toml, rendered
+    in-process (no Ray); the mask model's load is excluded."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from catalog_render import catalog, manifest
+    from catalog_render.config import load_job
+    from catalog_render.kinds import get_kind
+    from catalog_render.kinds.base import PlanContext
+
+    torch.set_num_threads(1)
+    spec = load_job(Path(__file__).with_name("compare_label.toml")).with_overrides(kind=kind_name)
+    kind = get_kind(kind_name)
+    items = kind.plan(catalog.read_catalog(catalog_uri), spec, PlanContext("/nonexistent", manifest.manifest_schema().empty_table(), {}, set(),
+                                                                           limit=n)).work.to_pylist()
+    state = kind.setup(spec, 1)
+    secs, members = [], []
+    for it in items[:n]:
+        t0 = time.process_time()
+        kind.render(it, state)
+        secs.append(time.process_time() - t0)
+        members.append(len(json.loads(it["inputs"]).get("members", [1])))
+    print(f"{kind_name}: {len(secs)} images, CPU s per image: median {np.median(secs):.2f}, mean {np.mean(secs):.2f}, max {max(secs):.2f}; "
+          f"products per image: mean {np.mean(members):.2f}; CPU s per product shown: {sum(secs) / sum(members):.2f}")
 
 
 def sheet(comparison: str, label: str, out: str) -> None:
@@ -125,6 +159,10 @@ def main() -> None:
     p.add_argument("--out", default="runs/cl")
     s = sub.add_parser("summary")
     s.add_argument("outputs", nargs="+")
+    c = sub.add_parser("cost")
+    c.add_argument("kind", choices=["comparison", "label"])
+    c.add_argument("catalog")
+    c.add_argument("--n", type=int, default=8)
     f = sub.add_parser("sheet")
     f.add_argument("comparison")
     f.add_argument("label")
@@ -134,6 +172,8 @@ def main() -> None:
         prepare(Path(a.data), Path(a.out))
     elif a.cmd == "summary":
         summary(a.outputs)
+    elif a.cmd == "cost":
+        cost(a.kind, a.catalog, a.n)
     else:
         sheet(a.comparison, a.label, a.out)
 
