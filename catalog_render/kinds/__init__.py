@@ -11,6 +11,8 @@ pulling in torch).
 | ``render`` | a product's catalog fields, by a trained generator (``--model``) | ``render.py`` |
 | ``main-image`` | the product's own photo: masked, on pure white, centred, scaled, upscaled | ``main_image.py`` |
 | ``variant`` | a photographed sibling's photo, recoloured to the product's catalog colour | ``variant.py`` |
+| ``comparison`` | several products' photos (or renders) side by side, an attribute row each beneath | ``comparison.py`` |
+| ``label`` | the product's photo beside a panel of its key facts (never a main image) | ``label.py`` |
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ KINDS: dict[str, str] = {
     "render": "catalog_render.kinds.render:RenderKind",
     "main-image": "catalog_render.kinds.main_image:MainImageKind",
     "variant": "catalog_render.kinds.variant:VariantKind",
+    "comparison": "catalog_render.kinds.comparison:ComparisonKind",
+    "label": "catalog_render.kinds.label:LabelKind",
 }
 DEFAULT_KIND = "render"
 

@@ -36,7 +36,7 @@ ROW_FIELDS = (
     "fill_ratio", "psnr", "ssim", "lpips", "render_seconds", "write_seconds", "reused", "worker", "plan_reason", "quality_status", "quality_failed",
     "preset", "compliance_failed", "compliance_advisories", "tries", "try_index", "try_history", "publish_uri", "renditions", "phash",
     "clipped_highlights", "clipped_shadows", "colourfulness", "colour_delta_e", "colour_match", "upscaler", "upscale_seconds", "finished_at",
-    "kind", "source_uri", "source_sha256", "source_product_id", "method", "target_colour", "mask_model",
+    "kind", "source_uri", "source_sha256", "source_product_id", "method", "target_colour", "mask_model", "members", "never_main",
     *recognisability.COLUMNS,
 )
 

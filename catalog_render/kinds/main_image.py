@@ -31,7 +31,7 @@ import pyarrow as pa
 from catalog_render import planning
 from catalog_render.config import JobSpec
 from catalog_render.kinds import photo
-from catalog_render.kinds.base import PlanContext, Rendered, inputs_key, skipped_is_done
+from catalog_render.kinds.base import PlanContext, Rendered
 from catalog_render.kinds.photo_worker import PhotoKind
 
 #: Share of the canvas a product spans under presets without a fill rule (Google, eBay, Shopify, Walmart).
@@ -100,32 +100,10 @@ class MainImageKind(PhotoKind):
         ``image_uri`` are out of scope (nothing to start from: ``--kind render`` or ``variant``);
         a bad product id, a duplicated id or an unusable photo (missing, undecodable, over the
         caps, refused path) is quarantined with its reason."""
-        from concurrent.futures import ThreadPoolExecutor
-
         params = self.params(spec)
-        rows = catalog.to_pylist()
-        quarantined, valid = self.screen(rows)
-        candidates = [(i, r) for i, r in valid if r.get("image_uri")]
-        with ThreadPoolExecutor(ctx.threads) as pool:
-            sources = list(pool.map(lambda ir: photo.source_photo(ir[1].get("image_uri")), candidates))
-        done = skipped_is_done(ctx.past)
-        work, up_to_date, in_scope = [], 0, 0
-        for (i, r), src in zip(candidates, sources):
-            pid = r["product_id"]
-            if src.problem:
-                quarantined.append((i, pid, f"source photo unusable: {src.problem}"))
-                continue
-            in_scope += 1
-            inputs = {"source_uri": src.uri, "source_sha256": src.sha256, "category": r.get("category"),
-                      "pairs": photo.is_pair_product(r.get("category"), r.get("title")), **params}
-            key = inputs_key(self.name, inputs)
-            if self.is_done(key, ctx, done):
-                up_to_date += 1
-                continue
-            work.append(self.item(r, key, inputs, src.uri, "render_key not in manifest"))
-            if ctx.limit is not None and len(work) >= ctx.limit:
-                break
-        return self.finish(work, quarantined, up_to_date, in_scope, rows)
+        return self.plan_own_photos(catalog, ctx, lambda r, src: {
+            "source_uri": src.uri, "source_sha256": src.sha256, "category": r.get("category"),
+            "pairs": photo.is_pair_product(r.get("category"), r.get("title")), **params})
 
     # ------------------------------------------------------------------------- in the actor
 

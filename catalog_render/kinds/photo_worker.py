@@ -111,6 +111,46 @@ class PhotoKind:
         return PhotoWorker, dict(kind=self.name, spec=spec.model_dump(mode="json"), output_uri=ctx.output_uri, run_id=ctx.run_id,
                                  threads=ctx.threads, worker_name=ctx.worker_name)
 
+    def setup(self, spec: JobSpec, threads: int) -> dict:
+        """Per actor, once: the product mask model (U²-Net-p) and the job spec."""
+        from catalog_render.pretrained.mask import ProductMasker
+
+        return {"masker": ProductMasker(threads=threads), "spec": spec}
+
+    def plan_own_photos(self, catalog: pa.Table, ctx: PlanContext, inputs_for) -> planning.Plan:
+        """The plan of a kind made from each product's own photo: one work item per product with a
+        usable photo whose key is not done. Rows without ``image_uri`` are out of scope; a bad or
+        duplicated product id and an unusable photo (missing, undecodable, over the caps, refused
+        path) are quarantined with the reason. ``inputs_for(row, source)`` (source:
+        :class:`catalog_render.kinds.photo.SourcePhoto`) returns the item's inputs (hashed into its
+        render_key), or a string: the reason to quarantine the product instead."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from catalog_render.kinds import photo
+        from catalog_render.kinds.base import inputs_key, skipped_is_done
+
+        rows = catalog.to_pylist()
+        quarantined, valid = self.screen(rows)
+        candidates = [(i, r) for i, r in valid if r.get("image_uri")]
+        with ThreadPoolExecutor(ctx.threads) as pool:
+            sources = list(pool.map(lambda ir: photo.source_photo(ir[1].get("image_uri")), candidates))
+        done = skipped_is_done(ctx.past)
+        work, up_to_date, in_scope = [], 0, 0
+        for (i, r), src in zip(candidates, sources):
+            inputs = f"source photo unusable: {src.problem}" if src.problem else inputs_for(r, src)
+            if isinstance(inputs, str):
+                quarantined.append((i, r["product_id"], inputs))
+                continue
+            in_scope += 1
+            key = inputs_key(self.name, inputs)
+            if self.is_done(key, ctx, done):
+                up_to_date += 1
+                continue
+            work.append(self.item(r, key, inputs, src.uri, "render_key not in manifest"))
+            if ctx.limit is not None and len(work) >= ctx.limit:
+                break
+        return self.finish(work, quarantined, up_to_date, in_scope, rows)
+
     @staticmethod
     def screen(rows: list[dict]) -> tuple[list[tuple[int, str | None, str]], list[tuple[int, dict]]]:
         """``(quarantined, valid)``: rows with a product id :func:`catalog.product_id_problem`

@@ -114,11 +114,6 @@ class VariantKind(PhotoKind):
 
     # ------------------------------------------------------------------------- in the actor
 
-    def setup(self, spec: JobSpec, threads: int) -> dict:
-        from catalog_render.pretrained.mask import ProductMasker
-
-        return {"masker": ProductMasker(threads=threads), "spec": spec}
-
     def render(self, item: dict, state: dict) -> Rendered:
         from PIL import Image
 
