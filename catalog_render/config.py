@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from catalog_render.errors import ConfigError
 from catalog_render.kinds import DEFAULT_KIND, unknown_kind
+from catalog_render.kinds.design_spec import DesignSpec
 from catalog_render.quality.gate import QualityThresholds
 
 
@@ -241,6 +242,7 @@ class JobSpec(_Section):
     quality: QualitySpec = QualitySpec()
     evaluate: EvaluateSpec = EvaluateSpec()
     photos: PhotoSpec = PhotoSpec()
+    design: DesignSpec = DesignSpec()
 
     @field_validator("kind")
     @classmethod

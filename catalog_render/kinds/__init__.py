@@ -11,6 +11,7 @@ pulling in torch).
 | ``render`` | a product's catalog fields, by a trained generator (``--model``) | ``render.py`` |
 | ``main-image`` | the product's own photo: masked, on pure white, centred, scaled, upscaled | ``main_image.py`` |
 | ``variant`` | a photographed sibling's photo, recoloured to the product's catalog colour | ``variant.py`` |
+| ``design`` | a product's catalog fields with one field swept or the latent walked, by a trained generator | ``design.py`` |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ KINDS: dict[str, str] = {
     "render": "catalog_render.kinds.render:RenderKind",
     "main-image": "catalog_render.kinds.main_image:MainImageKind",
     "variant": "catalog_render.kinds.variant:VariantKind",
+    "design": "catalog_render.kinds.design:DesignKind",
 }
 DEFAULT_KIND = "render"
 
