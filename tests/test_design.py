@@ -152,9 +152,11 @@ def test_design_run_writes_variations_and_sheets_is_idempotent_and_exports_appro
     assert row["title"] == (src["title"].replace(own, "White") if own in src["title"] else f"{src['title']} (White)")
     assert row["category"] == src["category"] and row["description"].endswith("approved by ana: go")
 
-    # a changed title re-renders exactly that product's variations and sheet
+    # a changed title re-renders exactly that product's variations and sheet (planned as run_job plans, from the output's manifest)
     changed = table.to_pylist()
     changed[0]["title"] = changed[0]["title"] + " v2"
-    storage.write_parquet(pa.Table.from_pylist(changed, schema=table.schema), uri)
-    third = run_job(spec, uri, str(tiny_gan), out, num_cpus=2)
-    assert third.planned == 3 and third.up_to_date == 3
+    past = manifest.read_manifest(out)
+    ctx = PlanContext(output_uri=out, past=past, done_keys=manifest.ok_render_keys(past), existing_images=set(storage.list_uris(storage.join(out, "images"))),
+                      model_uri=str(tiny_gan), info=registry.describe(str(tiny_gan)))
+    third = DesignKind().plan(pa.Table.from_pylist(changed, schema=table.schema), spec, ctx)
+    assert third.work.num_rows == 3 and third.up_to_date == 3 and set(third.work.column("product_id").to_pylist()) == {changed[0]["product_id"]}
