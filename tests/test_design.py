@@ -160,3 +160,31 @@ def test_design_run_writes_variations_and_sheets_is_idempotent_and_exports_appro
                       model_uri=str(tiny_gan), info=registry.describe(str(tiny_gan)))
     third = DesignKind().plan(pa.Table.from_pylist(changed, schema=table.schema), spec, ctx)
     assert third.work.num_rows == 3 and third.up_to_date == 3 and set(third.work.column("product_id").to_pylist()) == {changed[0]["product_id"]}
+
+
+def test_category_neighbours_are_the_nearest_learnt_embeddings(tiny_gan, small_catalog):
+    from safetensors.numpy import load_file
+
+    from catalog_render.kinds.design import category_neighbours
+
+    info = registry.describe(str(tiny_gan))
+    names = list(dict(info.conditions)["category"])
+    w = load_file(str(tiny_gan / "model.safetensors"))["cond.tables.0.weight"].astype(np.float64)  # category is the first condition
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    table = catalog.read_catalog(str(small_catalog)).slice(0, 1)
+    own = table.column("category")[0].as_py()
+    i = names.index(own)
+    expected = [names[j] for j in sorted((j for j in range(1, len(names)) if j != i), key=lambda j: (-float(w[i] @ w[j]), j))]
+    assert category_neighbours(str(tiny_gan), info)[own] == expected
+    work = plan(table, design_spec(sweep_field="category", variations=2), tiny_gan).work.to_pylist()
+    assert [json.loads(r["conditioning"])["category"] for r in work[:2]] == expected[:2]
+
+
+def test_design_export_without_approvals_exits_2_naming_what_to_do(tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    result = CliRunner().invoke(app, ["design", "export", "--output", str(tmp_path / "out"), "--out", str(tmp_path / "p.parquet")])
+    assert result.exit_code == 2 and "no approved design variation" in result.output and "approve variations" in result.output
+    assert not (tmp_path / "p.parquet").exists()
