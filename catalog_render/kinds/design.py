@@ -168,10 +168,9 @@ class DesignKind(PhotoKind):
             todo = []
             for inputs, c in items:
                 key = inputs_key(self.name, inputs)
-                if self.is_done(key, ctx, done):
-                    up_to_date += 1
-                else:
+                if not self.is_done(key, ctx, done):
                     todo.append(self.design_item(pid, key, inputs, c))
+            up_to_date += not todo  # products, as in_scope counts them: every one of its N + 1 images is done
             if todo:
                 products += 1
                 work.extend(todo)
