@@ -297,7 +297,7 @@ def run(
     output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
     model: Annotated[Optional[str], typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://). Needed by --kind render.")] = None,
     job: JobOpt = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo), comparison (products side by side with attribute rows), label (photo + panel of key facts; never a main image). Overrides the job's kind.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo), comparison (products side by side with attribute rows), label (photo + panel of key facts; never a main image), design (variations of a product by a generator, job's [design]). Overrides the job's kind.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="backfill (missing/unreadable photos) or refresh (no current render).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Render at most N products this run.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Number of Ray actors (each loads the model once).")] = None,
@@ -445,6 +445,25 @@ def feedback_import(
     if result.ignored_columns:
         console.print(f"ignored column(s): {', '.join(result.ignored_columns)}", highlight=False)
     console.print(f"current view: {storage.display(current.write_current_view(output))}", highlight=False)
+
+
+design_app = typer.Typer(help="Design variations (run --kind design): export the approved ones as proposed catalog rows.", no_args_is_help=True)
+app.add_typer(design_app, name="design")
+
+
+@design_app.command("export")
+@domain_errors
+def design_export(
+    output: Annotated[str, typer.Option("--output", help="Output root of a --kind design run (local or s3://).")],
+    out: Annotated[str, typer.Option("--out", help="Catalog Parquet to write: one proposed product per approved variation.")],
+) -> None:
+    """Write each design variation a reviewer approved as a new catalog row (a proposed SKU with its attributes and image), as Parquet that run and validate read."""
+    from catalog_render import storage
+    from catalog_render.kinds.design_export import export_approved
+
+    r = export_approved(output, out)
+    console.print(f"wrote {r.rows} proposed products to {storage.display(r.uri)} ({r.sheets_skipped} approved sheets left out, "
+                  f"{len(r.missing)} approved images missing)", highlight=False)
 
 
 @app.command("review")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from catalog_render.errors import ConfigError
 from catalog_render.kinds import DEFAULT_KIND, unknown_kind
+from catalog_render.kinds.design_spec import DesignSpec
 from catalog_render.quality.gate import QualityThresholds
 
 
@@ -275,6 +276,7 @@ class JobSpec(_Section):
     photos: PhotoSpec = PhotoSpec()
     comparison: ComparisonSpec = ComparisonSpec()
     label: LabelSpec = LabelSpec()
+    design: DesignSpec = DesignSpec()
 
     @field_validator("kind")
     @classmethod

@@ -18,6 +18,11 @@ from catalog_render.schemas import load_schema
 
 #: Object name of the current view under an output.
 CURRENT_VIEW = "current.parquet"
+#: Kinds whose images are never a product's published image: design variations are proposals for
+#: new products (a red variation of a blue shirt is not a photo of the blue shirt); comparison and
+#: label images carry text or several products, which Amazon's main-image rules forbid
+#: (manifest column ``never_main``), so they never become a product's current main image.
+UNPUBLISHED_KINDS = ("design", "comparison", "label")
 
 
 def current_schema() -> pa.Schema:
@@ -40,16 +45,17 @@ def current_view(manifest: pa.Table, feedback: pa.Table | None = None, existing_
     parameter changes (the planner does not re-render such a product), but not once the product
     changed and was rendered again (a newer render with another conditioning). A product without a
     candidate (only rejected, failed or vanished renders) has no row: a rejected render is never
-    published. ``publish_uri`` is the row's publish_uri, or its image_uri when null; ``verdict`` and
+    published, nor one of :data:`UNPUBLISHED_KINDS`. ``publish_uri`` is the row's publish_uri, or its image_uri when null; ``verdict`` and
     ``reviewer`` are set only for an approved render."""
     verdicts: dict[tuple[str, str], tuple[str, str]] = {}
     if feedback is not None:
         for r in feedback.select(["product_id", "render_key", "verdict", "reviewer"]).to_pylist():
             verdicts[(r["product_id"], r["render_key"])] = (r["verdict"], r["reviewer"])
     cols = ["product_id", "render_key", "status", "image_uri", "publish_uri", "run_id", "finished_at", "quality_status", "conditioning"]
+    kinds = manifest.column("kind").to_pylist() if "kind" in manifest.column_names else [None] * manifest.num_rows
     candidates: dict[str, list[tuple[int, dict]]] = {}
     for i, r in enumerate(manifest.select(cols).to_pylist()):
-        if r["status"] != "ok" or not r["render_key"] or not r["image_uri"]:
+        if r["status"] != "ok" or not r["render_key"] or not r["image_uri"] or kinds[i] in UNPUBLISHED_KINDS:
             continue
         if existing_images is not None and r["image_uri"] not in existing_images:
             continue

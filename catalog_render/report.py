@@ -381,7 +381,8 @@ def _sheet(rows: pa.Table, max_sheet: int, verdicts: dict) -> dict:
                       "reference": thumbs[r["reference_uri"]] if r["reference_uri"] else None,
                       "category": category, "colour": colour, "quality_status": r["quality_status"],
                       "scores": [(SCORE_LABELS[s], r[s]) for s in SCORES if r[s] is not None],
-                      "verdict": verdicts.get((r["product_id"], r["render_key"]))})
+                      "verdict": verdicts.get((r["product_id"], r["render_key"])),
+                      "method": r["method"] if r.get("kind") == "design" else None})  # the variation: a swept value, a walk's t, the sheet
     key = "ssim" if any(r["ssim"] is not None for r in shown) else "sharpness"
     return {"total": ranked.num_rows, "tiles": tiles, "key": key, "thumb_height": THUMB_BOX[1]}
 

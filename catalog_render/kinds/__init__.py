@@ -13,6 +13,7 @@ pulling in torch).
 | ``variant`` | a photographed sibling's photo, recoloured to the product's catalog colour | ``variant.py`` |
 | ``comparison`` | several products' photos (or renders) side by side, an attribute row each beneath | ``comparison.py`` |
 | ``label`` | the product's photo beside a panel of its key facts (never a main image) | ``label.py`` |
+| ``design`` | a product's catalog fields with one field swept or the latent walked, by a trained generator | ``design.py`` |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ KINDS: dict[str, str] = {
     "variant": "catalog_render.kinds.variant:VariantKind",
     "comparison": "catalog_render.kinds.comparison:ComparisonKind",
     "label": "catalog_render.kinds.label:LabelKind",
+    "design": "catalog_render.kinds.design:DesignKind",
 }
 DEFAULT_KIND = "render"
 

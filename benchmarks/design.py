@@ -1,0 +1,49 @@
+"""Per-image timings of a ``run --kind design`` output, and how much each variation differs from
+the product's own render (mean absolute difference per pixel and channel, 0-255).
+
+    .venv/bin/python benchmarks/design.py OUTPUT MODEL [JOB_SEED]
+
+Reads OUTPUT's manifest (docs/design.md, "Measured on the fashion catalog"); the product's own
+render is made again with MODEL and the product's seed (planning.product_seed(JOB_SEED, id)).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics as st
+import sys
+
+import numpy as np
+from PIL import Image
+
+from catalog_render import manifest, planning
+from catalog_render.generators import registry
+from catalog_render.generators.base import Conditioning, GenerationParams
+
+
+def main(out: str, model: str, job_seed: int = 1234) -> None:
+    rows = [r for r in manifest.read_manifest(out).to_pylist() if r["kind"] == "design"]
+    for run in sorted({r["run_id"] for r in rows}):
+        mine = [r for r in rows if r["run_id"] == run and r["status"] == "ok"]
+        for what, keep in (("variation", lambda r: r["method"] != "design-sheet"), ("sheet", lambda r: r["method"] == "design-sheet")):
+            rs = [r for r in mine if keep(r)]
+            if rs:
+                rend, wr = [r["render_seconds"] for r in rs], [r["write_seconds"] for r in rs]
+                print(f"run {run} {what}s: {len(rs)}; render s median {st.median(rend):.3f} mean {st.mean(rend):.3f} max {max(rend):.3f}; "
+                      f"write s median {st.median(wr):.3f} mean {st.mean(wr):.3f}")
+    gen = registry.load_generator(model)
+    diffs: dict[str, list[float]] = {}
+    for r in rows:
+        if r["status"] != "ok" or r["method"] == "design-sheet":
+            continue
+        p = json.loads(r["generation_params"])["product"]
+        own = gen.generate([Conditioning(title=p["title"], category=p["category"], attributes=p["attributes"])],
+                           [planning.product_seed(job_seed, r["product_id"])], GenerationParams())[0]
+        d = np.abs(np.asarray(Image.open(r["image_uri"]).convert("RGB"), dtype=np.float64) - np.asarray(own, dtype=np.float64)).mean()
+        diffs.setdefault(r["method"].split(" ")[0], []).append(float(d))
+    for method, ds in diffs.items():
+        print(f"{method}: {len(ds)} images, mean |difference| to the product's own render {st.mean(ds):.2f} (min {min(ds):.2f}, max {max(ds):.2f})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1234)
