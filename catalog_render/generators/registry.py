@@ -129,6 +129,11 @@ def _inspect(model_uri: str, device: str = "cpu", dtype=None):
             model = module.load_dir(model_uri, config, raw, device=device, dtype=dtype or torch.float32)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"{model_uri}/config.json: invalid {family} config ({type(exc).__name__}: {exc})") from None
+        from catalog_render.generators.super_resolution import CascadeModel, read_stage
+
+        stage = read_stage(model_uri, device=device, dtype=dtype or torch.float32)
+        if stage is not None:
+            model = CascadeModel(model, stage)
         conditions = tuple((c["field"], tuple(c["values"])) for c in config.get("conditions", []))
         w, h = model.native_size
         return ModelInfo(model_uri, family, model.model_id, int(w), int(h), conditions, tuple(module.PARAMS_USED)), model

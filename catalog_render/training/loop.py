@@ -290,7 +290,7 @@ def save_checkpoint(out_uri: str, trainer: Trainer, meta: dict) -> None:
 
 
 #: TrainSpec fields a resumed run may change: budgets and bookkeeping, not what is learnt.
-RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_cpu_minutes", "sample_every", "checkpoint_every", "threads")
+RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_cpu_minutes", "sample_every", "checkpoint_every", "threads", "sr")
 
 
 def _learning_spec(spec: TrainSpec) -> dict:
@@ -385,6 +385,9 @@ def train(
     if resume:
         meta = load_checkpoint(out_uri, trainer)
         theirs, ours = meta.get("train_spec") or {}, _learning_spec(spec)
+        # a section added to TrainSpec after the checkpoint was written counts as its default
+        defaults = _learning_spec(TrainSpec())
+        theirs = {**{k: defaults[k] for k in set(ours) - set(theirs) if k in defaults}, **theirs}
         changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         if changed:
             raise ConfigError(f"--resume: the job changes {', '.join('train.' + k for k in changed)} since the checkpoint; "
