@@ -1,7 +1,7 @@
 """Transfer learning, measured: the same family and CPU budget with and without the pretrained parts.
 
-    python benchmarks/transfer.py train      # GAN with a scratch vs a projected (frozen AlexNet) discriminator,
-                                             # then the x4 super-resolution stage with L1 vs L1 + LPIPS-AlexNet
+    python benchmarks/transfer.py train      # the GAN with a scratch, projected or vision-aided discriminator (frozen
+                                             # AlexNet), the x4 super-resolution stage with L1 vs L1 + LPIPS-AlexNet
     python benchmarks/transfer.py sr-eval    # the two stages on held-out real photos (64x48 -> 256x192) vs bicubic
     python benchmarks/transfer.py evaluate   # catalog-render evaluate for every model, one judge
     python benchmarks/transfer.py report     # the tables of docs/FAMILIES.md ("Transfer learning") + sample grids
@@ -23,9 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CMP = ROOT / "runs" / "cmp"  # benchmarks/families.py prepare
 WORK = ROOT / "runs" / "transfer"
 CR = str(Path(sys.executable).parent / "catalog-render")
-JOBS = {"gan-scratch": ROOT / "jobs" / "compare.toml", "gan-projected": ROOT / "jobs" / "transfer.toml"}
-#: Cascades: (name, base GAN, train.sr.perceptual_weight).
-CASCADES = (("cascade-l1", "gan-projected", 0.0), ("cascade-lpips", "gan-projected", 1.0))
+COMPARE = ROOT / "jobs" / "compare.toml"
+#: GANs: name -> train.gan.discriminator (jobs/compare.toml otherwise: 64x48, batch 16, one thread).
+GANS = {"gan-scratch": "scratch", "gan-projected": "projected", "gan-vision-aided": "vision-aided"}
+#: Super-resolution stages: (name, train.sr.perceptual_weight). A stage learns from photos only, so
+#: each is trained in a directory holding a copy of the scratch GAN and later joined to any base.
+STAGES = (("sr-l1", 0.0), ("sr-lpips", 1.0))
+#: Cascades evaluated: (name, base GAN, stage).
+CASCADES = (("cascade-vision-aided", "gan-vision-aided", "sr-lpips"),)
 GAN_CPU_MINUTES = "10"
 SR_CPU_MINUTES = "10"
 
@@ -36,38 +41,45 @@ def sh(*args: str, log: Path | None = None) -> None:
         subprocess.run(args, check=True, stdout=f if log else None, stderr=subprocess.STDOUT if log else None)
 
 
-def _sr_job(weight: float) -> Path:
-    job = WORK / f"sr-{weight:g}.toml"
-    job.write_text(JOBS["gan-projected"].read_text() + f"\n[train.sr]\nperceptual_weight = {weight}\nthreads = 1\n")
+def _job(name: str, extra: str) -> Path:
+    job = WORK / f"{name}.toml"
+    job.write_text(COMPARE.read_text() + "\n" + extra)
     return job
 
 
-def train() -> None:
-    """The two GANs in parallel (one thread each), then the two stages in parallel."""
-    (WORK / "models").mkdir(parents=True, exist_ok=True)
-    procs = []
-    for name, job in JOBS.items():
-        out = WORK / "models" / name
-        if not (out / "config.json").exists():
-            procs.append(subprocess.Popen([CR, "train", "--family", "gan", "--catalog", str(CMP / "fashion-train.parquet"), "--out", str(out),
-                                           "--job", str(job), "--max-cpu-minutes", GAN_CPU_MINUTES],
-                                          stdout=open(WORK / f"train-{name}.log", "w"), stderr=subprocess.STDOUT))
+def _wait(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.wait():
-            raise SystemExit(f"training failed: {p.args}")
+            raise SystemExit(f"failed: {' '.join(p.args)}")
+
+
+def train() -> None:
+    """The GANs two at a time (one thread each), then the stages, then the cascades (a copy of the
+    base GAN with the stage's sr/ directory)."""
+    (WORK / "models").mkdir(parents=True, exist_ok=True)
+    todo = [n for n in GANS if not (WORK / "models" / n / "config.json").exists()]
+    for pair in (todo[i : i + 2] for i in range(0, len(todo), 2)):
+        _wait([subprocess.Popen([CR, "train", "--family", "gan", "--catalog", str(CMP / "fashion-train.parquet"), "--out", str(WORK / "models" / n),
+                                 "--job", str(_job(n, f'[train.gan]\ndiscriminator = "{GANS[n]}"\n')), "--max-cpu-minutes", GAN_CPU_MINUTES],
+                                stdout=open(WORK / f"train-{n}.log", "w"), stderr=subprocess.STDOUT) for n in pair])
     procs = []
-    for name, base, weight in CASCADES:
+    for name, weight in STAGES:
         out = WORK / "models" / name
         if (out / "sr" / "config.json").exists():
             continue
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(WORK / "models" / base, out, ignore=shutil.ignore_patterns("checkpoint", "samples", "judge"))
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy(WORK / "models" / "gan-scratch" / f, out / f)
         procs.append(subprocess.Popen([CR, "train-sr", "--model", str(out), "--catalog", str(CMP / "fashion-train.parquet"),
-                                       "--job", str(_sr_job(weight)), "--max-cpu-minutes", SR_CPU_MINUTES],
+                                       "--job", str(_job(name, f"[train.sr]\nperceptual_weight = {weight}\nthreads = 1\n")), "--max-cpu-minutes", SR_CPU_MINUTES],
                                       stdout=open(WORK / f"train-{name}.log", "w"), stderr=subprocess.STDOUT))
-    for p in procs:
-        if p.wait():
-            raise SystemExit(f"training failed: {p.args}")
+    _wait(procs)
+    for name, base, stage in CASCADES:
+        out = WORK / "models" / name
+        if not (out / "sr" / "config.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(WORK / "models" / base, out, ignore=shutil.ignore_patterns("checkpoint", "samples", "training"))
+            shutil.copytree(WORK / "models" / stage / "sr", out / "sr")
 
 
 def sr_eval() -> None:
@@ -88,7 +100,7 @@ def sr_eval() -> None:
     smalls = [Image.fromarray(r).resize((48, 64), Image.Resampling.BICUBIC) for r in refs]
     methods = {"bicubic": lambda ims: [im.resize((192, 256), Image.Resampling.BICUBIC) for im in ims],
                "lanczos": lambda ims: [im.resize((192, 256), Image.Resampling.LANCZOS) for im in ims]}
-    for name, _, _ in CASCADES:
+    for name, _ in STAGES:
         stage = sr.read_stage(str(WORK / "models" / name))
         if stage is not None:
             methods[name] = stage.upscale
@@ -109,7 +121,7 @@ def sr_eval() -> None:
 
 
 def _models() -> list[str]:
-    return list(JOBS) + [n for n, _, _ in CASCADES]
+    return list(GANS) + [n for n, _, _ in CASCADES]
 
 
 def evaluate() -> None:
@@ -117,8 +129,8 @@ def evaluate() -> None:
         model, out = WORK / "models" / name, WORK / "eval" / name
         if not (model / "config.json").exists() or (out / "evaluation.json").exists():
             continue
-        sh(CR, "evaluate", "--model", str(model), "--catalog", str(CMP / "fashion.parquet"), "--out", str(out), "--job", str(JOBS["gan-scratch"]),
-           "--judge", str(WORK / "judge-fashion"), log=WORK / f"eval-{name}.log")
+        sh(CR, "evaluate", "--model", str(model), "--catalog", str(CMP / "fashion.parquet"), "--out", str(out), "--job", str(COMPARE),
+           "--judge", str(WORK / ("judge-fashion-256" if name.startswith("cascade") else "judge-fashion")), log=WORK / f"eval-{name}.log")
 
 
 def _fmt(v, spec=".2f"):
@@ -169,7 +181,7 @@ def report() -> None:
     held = catalog.read_catalog(str(CMP / "fashion-holdout.parquet"))
     conds = conditionings_from_table(held)
     out = ROOT / "docs" / "families"
-    for name in ("gan-scratch", "gan-projected", "cascade-lpips"):
+    for name in ("gan-scratch", "gan-vision-aided", "cascade-vision-aided"):
         if not (WORK / "models" / name / "config.json").exists():
             continue
         model = registry.load_generator(str(WORK / "models" / name))

@@ -118,7 +118,9 @@ class SrSpec(_Section):
     crops of the full-size photos, pixels, multiples of ``scale``; ``perceptual_weight``: weight of
     LPIPS-AlexNet beside L1 (0 = no pretrained part); ``blur_sigma_max`` (pixels of the
     low-resolution input) and ``noise_std_max`` ([0, 1] pixel units): conditioning augmentation
-    (Ho et al. 2021). ``max_cpu_minutes``: process CPU time."""
+    (Ho et al. 2021); ``input_blur_sigma``: the blur (pixels, at most ``blur_sigma_max``) applied to
+    every input when rendering, a fixed augmentation level that smooths a generator's upsampling
+    artefacts (catalog_render.generators.super_resolution). ``max_cpu_minutes``: process CPU time."""
 
     scale: int = Field(4, ge=2, le=8)
     channels: int = Field(48, ge=8, le=256)
@@ -130,6 +132,7 @@ class SrSpec(_Section):
     perceptual_weight: float = Field(1.0, ge=0)
     blur_sigma_max: float = Field(1.0, ge=0, le=5)
     noise_std_max: float = Field(0.03, ge=0, le=0.5)
+    input_blur_sigma: float = Field(0.8, ge=0, le=5)
     max_steps: int = Field(100000, ge=1)
     max_cpu_minutes: float = Field(20.0, gt=0)
     seed: int = Field(0, ge=0, lt=2**31)

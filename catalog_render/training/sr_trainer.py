@@ -81,7 +81,8 @@ def train_stage(model_uri: str, photos: torch.Tensor, spec: SrSpec, *, max_cpu_m
     if ch % spec.scale or cw % spec.scale:
         raise ConfigError(f"train.sr.crop_height/crop_width must be multiples of train.sr.scale ({spec.scale}), got {ch}x{cw}")
     cfg = {"family": sr.FAMILY, "scale": spec.scale, "channels": spec.channels, "blocks": spec.blocks,
-           "output_height": H, "output_width": W}
+           "output_height": H, "output_width": W,
+           "input_blur_sigma": min(spec.input_blur_sigma, spec.blur_sigma_max)}
     torch.manual_seed(spec.seed)
     net = sr.SRNet(cfg)
     lpips_net = None
