@@ -210,7 +210,10 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
         from catalog_render.training.sr_trainer import copy_stage
 
         if copy_stage(base.uri, out):
-            console.print("kept the base's super-resolution stage (sr/): `catalog-render train-sr` retrains it")
+            from catalog_render.generators import registry
+
+            console.print(f"kept the base's super-resolution stage (sr/): the cascade is model {registry.describe(out).model_id}; "
+                          "`catalog-render train-sr` retrains the stage")
     _write_judge(out, catalog_uri, data)
 
 
@@ -296,8 +299,11 @@ def train_sr(
 
     spec = load_job(job).train.sr
     result, n = train_from_catalog(model, catalog_uri, spec, max_cpu_minutes=max_cpu_minutes)
+    from catalog_render.generators import registry
+
     console.print(f"saved super-resolution stage {result.stage_id} (x{spec.scale}) to {model.rstrip('/')}/sr: "
-                  f"{result.steps} steps on {n} photos, {result.cpu_seconds:.0f} s CPU (stopped by {result.stopped_by})")
+                  f"{result.steps} steps on {n} photos, {result.cpu_seconds:.0f} s CPU (stopped by {result.stopped_by}); "
+                  f"the cascade is model {registry.describe(model).model_id}")
 
 
 @app.command()

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from catalog_render.errors import ConfigError
 from catalog_render.kinds import DEFAULT_KIND, unknown_kind
@@ -129,7 +129,7 @@ class SrSpec(_Section):
     crop_height: int = Field(128, ge=8)
     crop_width: int = Field(96, ge=8)
     lr: float = Field(2e-4, gt=0)
-    perceptual_weight: float = Field(1.0, ge=0)
+    perceptual_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     blur_sigma_max: float = Field(1.0, ge=0, le=5)
     noise_std_max: float = Field(0.03, ge=0, le=0.5)
     input_blur_sigma: float = Field(0.8, ge=0, le=5)
@@ -144,6 +144,14 @@ class SrSpec(_Section):
         if v & (v - 1):
             raise ValueError(f"must be 2, 4 or 8, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _blur_in_trained_range(self):
+        # the default (0.8) is lowered to blur_sigma_max by the trainer; a value asked for must fit
+        if "input_blur_sigma" in self.model_fields_set and self.input_blur_sigma > self.blur_sigma_max:
+            raise ValueError(f"input_blur_sigma ({self.input_blur_sigma}) must be at most blur_sigma_max ({self.blur_sigma_max}): "
+                             "the stage only learns inputs blurred within that range")
+        return self
 
 
 class DiffusionSpec(_Section):

@@ -170,3 +170,40 @@ def test_finetune_of_a_cascade_keeps_its_stage_and_run_renders_through_it(cascad
         if r["image_uri"]:
             assert imaging.decode_rgb(storage.read_bytes(r["image_uri"])).size == (128, 128) == (r["width"], r["height"])
         assert r["model_id"] == registry.describe(str(cascade)).model_id
+
+
+def test_a_diverging_stage_training_writes_nothing_and_names_the_settings(cascade, small_catalog, tmp_path):
+    from catalog_render.errors import TrainingDiverged
+
+    model = shutil.copytree(cascade, tmp_path / "m")
+    before = (model / "sr" / "model.safetensors").read_bytes()
+    big = load_image_set(catalog.read_catalog(str(small_catalog)), 128, 128)
+    with pytest.raises(TrainingDiverged, match=r"train\.sr\.lr .* train\.sr\.perceptual_weight"):
+        train_stage(str(model), big.images, TINY_SR.model_copy(update={"lr": 1e30, "max_steps": 6}))
+    assert (model / "sr" / "model.safetensors").read_bytes() == before
+    assert registry.describe(str(model)).model_id == registry.describe(str(cascade)).model_id
+
+
+def test_stage_settings_are_checked_when_the_job_is_read():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="input_blur_sigma"):
+        SrSpec(input_blur_sigma=2.0, blur_sigma_max=1.0)
+    with pytest.raises(ValidationError, match="perceptual_weight"):
+        SrSpec(perceptual_weight=float("inf"))
+
+
+def test_a_stage_directory_without_its_config_is_refused_not_ignored(cascade, tmp_path):
+    half = shutil.copytree(cascade, tmp_path / "half")
+    (half / "sr" / "config.json").unlink()
+    with pytest.raises(ModelError, match="has no config.json"):
+        registry.describe(str(half))
+    empty = shutil.copytree(cascade, tmp_path / "empty", ignore=shutil.ignore_patterns("sr"))
+    (empty / "sr").mkdir()
+    with pytest.raises(ModelError, match="has no config.json"):
+        registry.load_generator(str(empty))
+    wrong = shutil.copytree(cascade, tmp_path / "wrong")
+    cfg = json.loads((wrong / "sr" / "config.json").read_text())
+    (wrong / "sr" / "config.json").write_text(json.dumps({**cfg, "channels": 16}))
+    with pytest.raises(ModelError, match=r"do not match sr/config.json \(channels, blocks, scale\): size mismatch"):
+        registry.load_generator(str(wrong))

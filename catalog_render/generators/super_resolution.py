@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,7 @@ class SRNet(nn.Module):
         super().__init__()
         scale, c = int(cfg["scale"]), int(cfg["channels"])
         if scale < 2 or scale > 8 or scale & (scale - 1):
-            raise ModelError(f"sr/config.json: scale must be 2, 4 or 8, got {scale}")
+            raise ModelError(f"scale must be 2, 4 or 8, got {scale}")
         self.scale = scale
         self.head = nn.Conv2d(3, c, 3, padding=1)
         self.body = nn.Sequential(*[_Residual(c) for _ in range(int(cfg["blocks"]))], nn.Conv2d(c, c, 3, padding=1))
@@ -101,10 +102,14 @@ class SuperResolutionStage:
         try:
             self.net = SRNet(cfg)
             self.net.load_state_dict(state, strict=True)
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: invalid sr config ({type(exc).__name__}: {exc})") from None
         except RuntimeError as exc:
-            raise ModelError(f"{source}: weights do not match sr/config.json ({str(exc).splitlines()[0]})") from None
+            detail = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+            raise ModelError(f"{source}: weights do not match sr/config.json (channels, blocks, scale): "
+                             f"{detail[0] if detail else str(exc).splitlines()[0]}") from None
         self.net = self.net.to(device, dtype).eval()
         self.cfg = cfg
         self.device, self.dtype = device, dtype
@@ -147,6 +152,10 @@ def read_stage(model_uri: str, device: str = "cpu", dtype=torch.float32) -> Supe
     try:
         raw = storage.read_bytes(cfg_uri)
     except storage.ObjectNotFound:
+        stage_dir = storage.join(model_uri, STAGE_DIR)
+        if (not storage.is_s3(stage_dir) and os.path.isdir(stage_dir)) or storage.list_uris(stage_dir):
+            raise ModelError(f"{stage_dir} exists but has no config.json: a damaged or half-written super-resolution stage "
+                             "(retrain it with `catalog-render train-sr`, or remove sr/ to render at the base's size)") from None
         return None
     try:
         cfg = json.loads(raw)

@@ -33,7 +33,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from catalog_render import storage
 from catalog_render.config import SrSpec
-from catalog_render.errors import ConfigError
+from catalog_render.errors import ConfigError, TrainingDiverged
 from catalog_render.generators import super_resolution as sr
 
 
@@ -116,6 +116,9 @@ def train_stage(model_uri: str, photos: torch.Tensor, spec: SrSpec, *, max_cpu_m
             lp = lpips_net(out, hr).mean()
             loss = loss + spec.perceptual_weight * lp
             acc["lpips"] += lp.item()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"train-sr diverged at step {step + 1}: loss = {loss.item()} (not finite); nothing was written and "
+                                   f"the model's sr/ stage is unchanged: lower train.sr.lr ({spec.lr}) or train.sr.perceptual_weight ({spec.perceptual_weight})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -127,6 +130,10 @@ def train_stage(model_uri: str, photos: torch.Tensor, spec: SrSpec, *, max_cpu_m
         if progress and step % 25 == 0:
             progress(step, spec.max_steps, {"l1": l1.item()})
     cpu, wall = time.process_time() - c0, time.monotonic() - t0
+    bad = [k for k, v in net.state_dict().items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrainingDiverged(f"train-sr diverged: tensor {bad[0]!r} holds non-finite values after {step} steps; nothing was written and "
+                               f"the model's sr/ stage is unchanged: lower train.sr.lr ({spec.lr}) or train.sr.perceptual_weight ({spec.perceptual_weight})")
     config_bytes = json.dumps(cfg, indent=2).encode()
     weights = save_safetensors_bytes({k: v.detach().contiguous() for k, v in net.state_dict().items()})
     stage_dir = storage.join(model_uri, sr.STAGE_DIR)
