@@ -103,6 +103,7 @@ def sr_eval() -> None:
     for name, _ in STAGES:
         stage = sr.read_stage(str(WORK / "models" / name))
         if stage is not None:
+            stage.cfg = {**stage.cfg, "input_blur_sigma": 0.0}  # clean downscaled photos: no render-time blur
             methods[name] = stage.upscale
     ref_energy = [metrics.resolution_energy(r) for r in refs]
     rows = {}

@@ -132,7 +132,7 @@ class SrSpec(_Section):
     perceptual_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     blur_sigma_max: float = Field(1.0, ge=0, le=5)
     noise_std_max: float = Field(0.03, ge=0, le=0.5)
-    input_blur_sigma: float = Field(0.8, ge=0, le=5)
+    input_blur_sigma: float = Field(0.5, ge=0, le=5)
     max_steps: int = Field(100000, ge=1)
     max_cpu_minutes: float = Field(20.0, gt=0)
     seed: int = Field(0, ge=0, lt=2**31)
@@ -147,7 +147,7 @@ class SrSpec(_Section):
 
     @model_validator(mode="after")
     def _blur_in_trained_range(self):
-        # the default (0.8) is lowered to blur_sigma_max by the trainer; a value asked for must fit
+        # the default (0.5) is lowered to blur_sigma_max by the trainer; a value asked for must fit
         if "input_blur_sigma" in self.model_fields_set and self.input_blur_sigma > self.blur_sigma_max:
             raise ValueError(f"input_blur_sigma ({self.input_blur_sigma}) must be at most blur_sigma_max ({self.blur_sigma_max}): "
                              "the stage only learns inputs blurred within that range")
