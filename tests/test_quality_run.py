@@ -131,6 +131,7 @@ def test_amazon_preset_writes_compliant_renditions_with_provenance(ray_local, sm
     assert np.abs(crops[0].astype(int) - crops[1].astype(int)).mean() > 1  # and Lanczos differs
 
 
+@pytest.mark.slow  # three Real-ESRGAN upscales; the amazon renditions are checked above, a preset in the key in test_photos
 def test_changing_the_preset_renders_again_with_the_new_renditions(ray_local, small_catalog, tiny_gan, tmp_path):
     out = str(tmp_path / "out")
     amazon = JobSpec().with_overrides(**BASE, **{"quality.preset": "amazon"})
