@@ -180,6 +180,8 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
         base = registry.base_model(base_uri)
         spec = spec.with_overrides(**{"train.family": base.config["family"], "train.height": base.config["height"], "train.width": base.config["width"]})
     family = spec.train.family
+    if family != "gan" and spec.train.gan != type(spec.train.gan)():
+        console.print(f"note: [train.gan] applies to the gan family only; this {family} training ignores it", markup=False, highlight=False)
     if lora_rank is not None and family != "diffusion":
         raise ConfigError(f"--lora: LoRA adapters are for the diffusion family's UNet; fine-tune a {family} with --freeze lower|none")
     if family in ("gan", "vae") and (spec.train.height % 16 or spec.train.width % 16):

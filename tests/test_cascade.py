@@ -207,3 +207,17 @@ def test_a_stage_directory_without_its_config_is_refused_not_ignored(cascade, tm
     (wrong / "sr" / "config.json").write_text(json.dumps({**cfg, "channels": 16}))
     with pytest.raises(ModelError, match=r"do not match sr/config.json \(channels, blocks, scale\): size mismatch"):
         registry.load_generator(str(wrong))
+
+
+def test_gan_settings_in_a_vae_training_are_named_as_ignored(small_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    job = tmp_path / "job.toml"
+    job.write_text("[train]\nheight = 32\nwidth = 32\nbatch_size = 4\nmin_count = 1\nthreads = 1\n"
+                   "[train.vae]\nlatent_dim = 8\nbase_channels = 8\n[train.gan]\ndiscriminator = \"vision-aided\"\n")
+    res = CliRunner().invoke(app, ["train", "--family", "vae", "--catalog", str(small_catalog), "--out", str(tmp_path / "vae"),
+                                   "--job", str(job), "--max-steps", "1"])
+    assert res.exit_code == 0, res.output
+    assert "[train.gan] applies to the gan family only; this vae training ignores it" in res.output
