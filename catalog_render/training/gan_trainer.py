@@ -51,9 +51,10 @@ class ProjectionDiscriminator(nn.Module):
 class GanTrainer:
     """The conditional GAN's side of :class:`catalog_render.training.loop.Trainer`.
 
-    ``spec.gan.discriminator`` picks the discriminator: ``projected`` (frozen pretrained AlexNet
-    features, :mod:`catalog_render.training.projected_discriminator`) or ``scratch``
-    (:class:`ProjectionDiscriminator`).
+    ``spec.gan.discriminator`` picks the discriminator: ``projected`` (patch heads on frozen
+    pretrained AlexNet features, :mod:`catalog_render.training.projected_discriminator`),
+    ``vision-aided`` (those heads beside the from-scratch one, each output its own hinge term) or
+    ``scratch`` (:class:`ProjectionDiscriminator`).
 
     ``freeze="lower"`` freezes the generator's input projection (``fc``) and its first half of
     up-sampling blocks (coarse layout); the conditioning embeddings, upper blocks and output layer
