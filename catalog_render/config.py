@@ -105,10 +105,14 @@ class GanSpec(_Section):
     catalog_render.training.projected_discriminator); ``scratch`` is a spectrally normalised
     convolutional projection discriminator trained from random weights (Miyato & Koyama 2018).
     ``vision-aided`` trains both side by side, each with its own hinge term (Kumari et al. 2022).
-    ``head_width``: channels of each projected head."""
+    ``head_width``: channels of each projected head. ``num_upsamples``: the generator's 2x
+    up-sampling blocks; it starts from a (height / 2**n) x (width / 2**n) map of
+    ``train.base_channels`` channels and halves the channels per block (4: 64x48 px from 4x3;
+    6: 256x192 px natively from 4x3), so height and width must be multiples of 2**n pixels."""
 
     discriminator: Literal["projected", "vision-aided", "scratch"] = "scratch"
     head_width: int = Field(64, ge=8, le=1024)
+    num_upsamples: int = Field(4, ge=2, le=7)
 
 
 class SrSpec(_Section):

@@ -221,3 +221,32 @@ def test_gan_settings_in_a_vae_training_are_named_as_ignored(small_catalog, tmp_
                                    "--job", str(job), "--max-steps", "1"])
     assert res.exit_code == 0, res.output
     assert "[train.gan] applies to the gan family only; this vae training ignores it" in res.output
+
+
+def test_a_generator_with_more_upsampling_blocks_renders_its_size_natively(photos, tmp_path):
+    """train.gan.num_upsamples = 3 at 32x32 starts from a 4x4 map (the default 4 starts from 2x2):
+    3 blocks, channels halved per block, and a reload renders 32x32 px identically per seed."""
+    spec = TrainSpec(**{**PROJECTED, "max_steps": 2, "gan": GanSpec(discriminator="scratch", num_upsamples=3)})
+    train(photos, spec, str(tmp_path / "g3"), "c", "h")
+    cfg = json.loads((tmp_path / "g3" / "config.json").read_text())
+    assert cfg["num_upsamples"] == 3
+    state = load_file(str(tmp_path / "g3" / "model.safetensors"))
+    assert state["fc.weight"].shape[0] == 16 * 4 * 4  # base_channels x (32 / 2**3)^2
+    assert sum(1 for k in state if k.startswith("blocks.") and k.endswith(".conv.weight")) == 3
+    a = registry.load_generator(str(tmp_path / "g3")).generate(CONDS[:2], [5, 6], GenerationParams())
+    b = registry.load_generator(str(tmp_path / "g3")).generate(CONDS[1:2], [6], GenerationParams())
+    assert [im.size for im in a] == [(32, 32)] * 2
+    assert np.array_equal(np.asarray(a[1]), np.asarray(b[0]))
+
+
+def test_a_size_the_upsampling_blocks_cannot_reach_fails_fast_naming_the_field(small_catalog, tmp_path):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    job = tmp_path / "job.toml"
+    job.write_text("[train]\nheight = 64\nwidth = 48\nmin_count = 1\n[train.gan]\nnum_upsamples = 5\n")
+    res = CliRunner().invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "m"), "--job", str(job), "--max-steps", "1"])
+    assert res.exit_code != 0
+    assert "train.gan.num_upsamples" in res.output and "multiples of 32" in res.output, res.output
+    assert not (tmp_path / "m").exists()

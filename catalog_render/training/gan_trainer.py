@@ -79,7 +79,7 @@ class GanTrainer:
                 "z_dim": spec.z_dim,
                 "embed_dim": spec.embed_dim,
                 "base_channels": spec.base_channels,
-                "num_upsamples": 4,
+                "num_upsamples": spec.gan.num_upsamples,
                 "conditions": conditions,
             }
         vocab_sizes = [len(c["values"]) for c in conditions]
