@@ -90,10 +90,16 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info
 
-# The family comparison of docs/FAMILIES.md (needs ../shared/data; about 2 hours on 2 cores).
+# Every table and grid of docs/FAMILIES.md (needs ../shared/data; about 3 hours on 2 cores): the
+# pretrained-parts comparisons (benchmarks/transfer.py), then the reference models on both catalogs,
+# the other families, the native-256 generator and fine-tuning versus scratch (benchmarks/storefront.py,
+# which starts from models/fashion-reference).
 families: $(VENV)/.installed
 	$(BIN)/python benchmarks/families.py prepare
-	$(BIN)/python benchmarks/families.py train
-	$(BIN)/python benchmarks/families.py finetune
-	$(BIN)/python benchmarks/families.py evaluate
-	$(BIN)/python benchmarks/families.py report
+	$(BIN)/python benchmarks/transfer.py train
+	$(BIN)/python benchmarks/transfer.py sr-eval
+	$(BIN)/python benchmarks/transfer.py evaluate
+	$(BIN)/python benchmarks/transfer.py report
+	$(BIN)/python benchmarks/storefront.py train --fashion-scratch --native
+	$(BIN)/python benchmarks/storefront.py evaluate
+	$(BIN)/python benchmarks/storefront.py report
