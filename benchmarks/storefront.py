@@ -320,8 +320,10 @@ def report() -> None:
             [{"product_id": held["product_id"][i].as_py(), "category": conds[i].category, "color": conds[i].value("attributes.color")} for i in pick], indent=1))
 
 if __name__ == "__main__":
-    cmd = sys.argv[1]
-    if cmd == "evaluate":
+    known = {"train": {"--fashion-scratch", "--native"}, "evaluate": {"--wait"}, "report": set()}
+    if len(sys.argv) < 2 or sys.argv[1] not in known or set(sys.argv[2:]) - known[sys.argv[1]]:
+        raise SystemExit(__doc__)
+    if sys.argv[1] == "evaluate":
         evaluate(wait="--wait" in sys.argv)
     else:
-        {"train": train, "report": report}[cmd]()
+        {"train": train, "report": report}[sys.argv[1]]()

@@ -184,12 +184,12 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
         console.print(f"note: [train.gan] applies to the gan family only; this {family} training ignores it", markup=False, highlight=False)
     if lora_rank is not None and family != "diffusion":
         raise ConfigError(f"--lora: LoRA adapters are for the diffusion family's UNet; fine-tune a {family} with --freeze lower|none")
-    if family in ("gan", "vae") and (spec.train.height % 16 or spec.train.width % 16):
-        raise ConfigError(f"train.height/width: the {family} family needs multiples of 16 pixels, got {spec.train.height}x{spec.train.width}")
     multiple = 2**spec.train.gan.num_upsamples
     if family == "gan" and not base and (spec.train.height % multiple or spec.train.width % multiple):
         raise ConfigError(f"train.gan.num_upsamples: {spec.train.gan.num_upsamples} up-sampling blocks need height and width multiples of "
                           f"{multiple} pixels, got {spec.train.height}x{spec.train.width}")
+    if family in ("gan", "vae") and (spec.train.height % 16 or spec.train.width % 16):
+        raise ConfigError(f"train.height/width: the {family} family needs multiples of 16 pixels, got {spec.train.height}x{spec.train.width}")
     table = catalog.read_catalog(catalog_uri)
     data = load_image_set(table, spec.train.width, spec.train.height)
     what = f"fine-tuning {family} model {base.model_id}" if base else f"training {family}"

@@ -245,8 +245,11 @@ def test_a_size_the_upsampling_blocks_cannot_reach_fails_fast_naming_the_field(s
     from catalog_render.cli import app
 
     job = tmp_path / "job.toml"
-    job.write_text("[train]\nheight = 64\nwidth = 48\nmin_count = 1\n[train.gan]\nnum_upsamples = 5\n")
-    res = CliRunner().invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "m"), "--job", str(job), "--max-steps", "1"])
-    assert res.exit_code != 0
-    assert "train.gan.num_upsamples" in res.output and "multiples of 32" in res.output, res.output
-    assert not (tmp_path / "m").exists()
+    # 64 is no multiple of 2**5 = 32 in width 48; 100 is no multiple of 2**4 = 16 (the default blocks)
+    for text, multiple in (("height = 64\nwidth = 48\nmin_count = 1\n[train.gan]\nnum_upsamples = 5\n", 32),
+                           ("height = 100\nwidth = 48\nmin_count = 1\n[train.gan]\nnum_upsamples = 4\n", 16)):
+        job.write_text("[train]\n" + text)
+        res = CliRunner().invoke(app, ["train", "--catalog", str(small_catalog), "--out", str(tmp_path / "m"), "--job", str(job), "--max-steps", "1"])
+        assert res.exit_code != 0
+        assert "train.gan.num_upsamples" in res.output and f"multiples of {multiple}" in res.output, res.output
+        assert not (tmp_path / "m").exists()
