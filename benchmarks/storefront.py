@@ -304,16 +304,16 @@ def report() -> None:
             continue
         held = catalog.read_catalog(str(CMP / f"{cat}-holdout.parquet"))
         conds = conditionings_from_table(held)
-        first = registry.load_generator(str(_dirs(names[0])[0]))
-        pick = [i for i, c in enumerate(conds) if first.conditioning_problem(c) is None][::5][:12]
-        for name in names:
-            model = registry.load_generator(str(_dirs(name)[0]))
+        models = {name: registry.load_generator(str(_dirs(name)[0])) for name in names}
+        pick = [i for i, c in enumerate(conds) if models[names[0]].conditioning_problem(c) is None][::5][:12]
+        for name, model in models.items():
             ok = [i for i in pick if model.conditioning_problem(conds[i]) is None]
             g = grid(model.generate([conds[i] for i in ok], [1000 + i for i in ok], GenerationParams()), 6)
-            g.save(out / f"storefront-{name}.png", optimize=True)
-            if (out / f"storefront-{name}.png").stat().st_size > 500_000:  # the docs' PNG limit: 256-colour palette
-                g.quantize(256, method=Image.Quantize.MEDIANCUT).save(out / f"storefront-{name}.png", optimize=True)
-            print(name, g.size, (out / f"storefront-{name}.png").stat().st_size // 1024, "KB")
+            path = out / f"storefront-{name}.png"
+            g.save(path, optimize=True)
+            if path.stat().st_size > 500_000:  # the docs' PNG limit: a 256-colour palette instead
+                g.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+            print(name, g.size, path.stat().st_size // 1024, "KB")
         if cat == "fashion":
             photos = load_image_set(held.take(pick), 192, 256)
             g = grid([Image.fromarray(np.ascontiguousarray(photos.images[k].permute(1, 2, 0).numpy())) for k in range(len(pick))], 6)
