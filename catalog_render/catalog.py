@@ -129,6 +129,9 @@ class IngestResult:
     repaired_lines: list[int]
     rejected: list[tuple[int, str]]
     missing_images: int
+    #: (CSV line, product_id, why) of each row without a photo, in CSV order: the image column is
+    #: empty, or the file it names (or ``<product_id>.*``) is not under ``--images``.
+    without_photo: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def _index_images(images: str) -> dict[str, str]:
@@ -157,7 +160,7 @@ def ingest(
     ``image_uri`` comes from the mapped column, looked up under ``images`` by relative path, file
     name, or stem; without an ``image_uri`` mapping a photo named ``<product_id>.<jpg|jpeg|png|webp>``
     is used. A product whose photo is not found gets a null image_uri (counted in
-    ``missing_images``). Raises CatalogError for an unknown column in the mapping, duplicate
+    ``missing_images``, and listed with the reason in ``without_photo``). Raises CatalogError for an unknown column in the mapping, duplicate
     product ids (listing them), or no usable rows; StorageError when the CSV cannot be read.
     """
     try:
@@ -186,6 +189,7 @@ def ingest(
     cols: dict[str, list] = {k: [] for k in ("product_id", "title", "description", "category", "attributes", "image_uri", "updated_at")}
     rejected = list(parsed.rejected)
     missing = 0
+    without: list[tuple[int, str, str]] = []
     for row, line in zip(parsed.rows, parsed.line_numbers):
         pid = row[mapping["product_id"]].strip()
         if not pid:
@@ -204,7 +208,13 @@ def ingest(
                 uri = index.get(key) or index.get(posixpath.basename(key)) or (None if image_col else index.get(pid))
         elif image_col:
             uri = cell(row, image_col)
-        missing += uri is None
+        if uri is None:
+            missing += 1
+            if images and key:
+                why = f"{key!r} is not under --images" if image_col else f"no {pid}.jpg/.jpeg/.png/.webp under --images"
+            else:
+                why = f"column {image_col!r} is empty" if image_col else "no image column mapped and no --images"
+            without.append((line, pid, why))
         cols["image_uri"].append(uri)
         cols["updated_at"].append(cell(row, mapping["updated_at"]) if "updated_at" in mapping else None)
     if not cols["product_id"]:
@@ -226,7 +236,7 @@ def ingest(
         },
         schema=catalog_schema().arrow,
     )
-    return IngestResult(table, len(parsed.rows) + len(parsed.rejected), parsed.repaired, rejected, missing)
+    return IngestResult(table, len(parsed.rows) + len(parsed.rejected), parsed.repaired, rejected, missing, without)
 
 
 def _parse_timestamps(arr: pa.Array) -> pa.Array:

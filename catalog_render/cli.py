@@ -52,15 +52,41 @@ def domain_errors(fn):
     return wrapper
 
 
+#: Seconds between plain-text progress lines when stderr is not a terminal (a log file, cron, CI).
+LOG_PROGRESS_EVERY_S = 30.0
+
+
+class _LogLines:
+    """Progress as plain lines on a non-terminal stderr: the first call, then at most one line per
+    :data:`LOG_PROGRESS_EVERY_S` seconds (wall), and the last call when ``done == total``."""
+
+    def __init__(self, what: str) -> None:
+        import time
+
+        self.what, self.clock, self.t0, self.last, self.shown = what, time.monotonic, time.monotonic(), None, None
+
+    def __call__(self, done: int, total: int, tail: str = "") -> None:
+        now = self.clock()
+        due = self.last is None or now - self.last >= LOG_PROGRESS_EVERY_S or done >= total
+        if due and (done, total) != self.shown:
+            self.last, self.shown = now, (done, total)
+            console.print(f"{self.what} {done}/{total}{' ' + tail if tail else ''} ({now - self.t0:.0f} s)", markup=False, highlight=False)
+
+
 class _RenderBar:
-    """A progress bar with ETA, shown only once rendering starts (not for runs that fail early)."""
+    """A progress bar with ETA, shown only once rendering starts (not for runs that fail early);
+    plain lines (:class:`_LogLines`) when stderr is not a terminal."""
 
     def __init__(self) -> None:
         self.progress = None
+        self.lines = None if console.is_terminal else _LogLines("render")
 
     def __call__(self, done: int, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+        if self.lines is not None:
+            self.lines(done, total, "images")
+            return
         if self.progress is None:
             self.progress = Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(),
                                      TextColumn("ETA"), TimeRemainingColumn(), console=console)
@@ -98,6 +124,11 @@ def ingest(
     )
     for line, reason in result.rejected[:20]:
         console.print(f"  rejected line {line}: {reason}", highlight=False)
+    shown = 10
+    for line, pid, why in result.without_photo[:shown]:
+        console.print(f"  no photo: line {line}, product_id {pid}: {why}", markup=False, highlight=False)
+    if len(result.without_photo) > shown:
+        console.print(f"  … and {len(result.without_photo) - shown} more without a photo (a backfill renders them)", highlight=False)
 
 
 @app.command()
@@ -194,12 +225,18 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
     data = load_image_set(table, spec.train.width, spec.train.height)
     what = f"fine-tuning {family} model {base.model_id}" if base else f"training {family}"
     console.print(f"{what} on {data.images.shape[0]} photos ({len(data.skipped)} rows skipped) at {spec.train.height}x{spec.train.width} px (height x width)")
-    with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+    with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal) as bar:
         task = bar.add_task("train", total=spec.train.max_steps, losses="")
+
+        lines = None if console.is_terminal else _LogLines("train step")
 
         def progress(step: int, total: int, losses: dict) -> None:
             shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items() if k not in ("step", "seconds"))
-            bar.update(task, completed=step, total=total, losses=shown)
+            if lines is not None:
+                lines(step, total, shown)
+            else:
+                bar.update(task, completed=step, total=total, losses=shown)
 
         result = train_loop(data, spec.train, out, storage.absolute(catalog_uri), sha256_of(catalog_uri), base=base, freeze=freeze, lora_rank=lora_rank, resume=resume, progress=progress)
     for note in result.notes:
@@ -332,7 +369,7 @@ def run(
     output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
     model: Annotated[Optional[str], typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://). Needed by --kind render.")] = None,
     job: JobOpt = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo), comparison (products side by side with attribute rows), label (photo + panel of key facts; never a main image), design (variations of a product by a generator, job's [design]). Overrides the job's kind.")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo), comparison (products side by side with attribute rows), label (photo + panel of key facts; never a main image), design (variations of a product by a generator, job's \\[design] table). Overrides the job's kind.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="backfill (missing/unreadable photos) or refresh (no current render).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Render at most N products this run.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Number of Ray actors (each loads the model once).")] = None,

@@ -393,8 +393,9 @@ def train(
             raise ConfigError(f"--resume: the job changes {', '.join('train.' + k for k in changed)} since the checkpoint; "
                               f"only {', '.join(RESUMABLE_CHANGES)} may change on resume (train into a new --out instead)")
         step, curve = meta["step"], meta["loss_curve"]
-        if step >= spec.max_steps:
-            raise ConfigError(f"--resume: the checkpoint is at step {step}, train.max_steps is {spec.max_steps}: nothing to train (raise --max-steps)")
+        if step > spec.max_steps:
+            raise ConfigError(f"--resume: the checkpoint is at step {step}, past train.max_steps {spec.max_steps} (raise --max-steps, or train into a new --out)")
+        # step == max_steps: no step to take; the model, samples and card are written from the checkpoint
         prior_wall, prior_cpu = meta["wall_seconds"], meta["cpu_seconds"]
 
     def elapsed() -> tuple[float, float]:
@@ -464,7 +465,7 @@ def train(
             checkpoint()
             last_checkpoint = step
     wall, cpu = elapsed()
-    if step == start_step:
+    if step == start_step and not resume:
         raise ConfigError(f"the {stopped_by.replace('_', '-')} budget ended before the first training step ({wall:.1f} s wall, {cpu:.1f} s CPU "
                           "went to loading photos and building the model): nothing was saved; raise it")
     if acc_n:  # the steps since the last point (a budget stopped training between two points)
