@@ -122,6 +122,21 @@ def test_a_cascade_renders_at_four_times_the_base_deterministically_and_independ
     assert model.generate(CONDS[:1], [5], GenerationParams(width=64, height=48))[0].size == (64, 48)
 
 
+def test_a_design_walk_on_a_cascade_goes_through_its_stage(cascade):
+    """Design walks decode latents themselves: with a cascade they must end in its stage, so the
+    walk at t = 0 is the product's own 128x128 render, not the base's render enlarged."""
+    from catalog_render.kinds import design_sheet
+
+    model = registry.load_generator(str(cascade))
+    params = GenerationParams()
+    start, far = design_sheet.render_variations(model, CONDS[0], [{"mode": "walk", "t": 0.0, "end_seed": 99},
+                                                                  {"mode": "walk", "t": 1.0, "end_seed": 99}], 5, params)
+    own = model.generate(CONDS[:1], [5], params)[0]
+    assert start.size == own.size == (128, 128)
+    assert np.array_equal(np.asarray(start), np.asarray(own))
+    assert np.abs(np.asarray(far, dtype=int) - np.asarray(model.generate(CONDS[:1], [99], params)[0], dtype=int)).max() <= 2
+
+
 def test_the_stage_is_reproducible_and_its_identity_follows_its_weights(cascade, small_catalog, tmp_path):
     big = load_image_set(catalog.read_catalog(str(small_catalog)), 128, 128)
     for name, seed in (("same", 0), ("other", 1)):

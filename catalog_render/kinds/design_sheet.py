@@ -70,8 +70,8 @@ def render_variations(generator, base: Conditioning, variations: list[dict], see
     """One RGB image per variation, in order (see the module doc). Sweeps and the base go through
     ``generator.generate`` with the product's seed for every image, so they share its latent
     exactly; walks decode ``slerp`` latents through the network the family's ``generate`` uses
-    (the GAN's generator, the VAE's decoder), one image at a time as ``generate`` does, so a walk
-    at t=0 is the product's render bit for bit. Raises ModelError for a walk on another family."""
+    (the GAN's generator, the VAE's decoder), one image at a time as ``generate`` does, then a
+    cascade's super-resolution stage, so a walk at t=0 is the product's render bit for bit. Raises ModelError for a walk on another family."""
     import torch
 
     from catalog_render.generators.conditioning import condition_indices, latents, to_pil
@@ -92,6 +92,9 @@ def render_variations(generator, base: Conditioning, variations: list[dict], see
         net = generator.net if generator.family == "gan" else generator.net.decode
         with torch.inference_mode():
             images = to_pil(generator._one_by_one(net, z, idx))
+        stage = getattr(generator, "stage", None)  # a cascade: its super-resolution stage, as its generate() does
+        if stage is not None:
+            images = stage.upscale(images)
         size = tuple(generator.params_used(params)[k] for k in ("width", "height"))
         for i, im in zip(walks, images):
             out[i] = im if im.size == size else im.resize(size, Image.Resampling.LANCZOS)
