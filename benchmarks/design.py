@@ -1,10 +1,14 @@
-"""Per-image timings of a ``run --kind design`` output, and how much each variation differs from
-the product's own render (mean absolute difference per pixel and channel, 0-255).
+"""The products of docs/design.md's measurement, and per-image timings of a ``run --kind design``
+output with how much each variation differs from the product's own render (mean absolute
+difference per pixel and channel, 0-255).
 
-    .venv/bin/python benchmarks/design.py OUTPUT MODEL [JOB_SEED]
+    .venv/bin/python benchmarks/design.py prepare CATALOG OUT.parquet [N]
+    .venv/bin/python benchmarks/design.py measure OUTPUT MODEL [JOB_SEED]
 
-Reads OUTPUT's manifest (docs/design.md, "Measured on the fashion catalog"); the product's own
-render is made again with MODEL and the product's seed (planning.product_seed(JOB_SEED, id)).
+``prepare``: the first photographed product (by numeric id) with id >= 2000 of each of the N (20)
+most frequent categories of CATALOG. ``measure`` reads OUTPUT's manifest (docs/design.md, "Measured
+on the fashion catalog"); the product's own render is made again with MODEL and the product's seed
+(planning.product_seed(JOB_SEED, id)).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import statistics as st
 import sys
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from catalog_render import manifest, planning
@@ -21,7 +26,28 @@ from catalog_render.generators import registry
 from catalog_render.generators.base import Conditioning, GenerationParams
 
 
-def main(out: str, model: str, job_seed: int = 1234) -> None:
+def prepare(catalog_uri: str, out: str, n: int = 20) -> None:
+    import collections
+
+    import pyarrow.compute as pc
+
+    from catalog_render import catalog, storage
+
+    table = catalog.read_catalog(catalog_uri)
+    table = table.filter(pc.is_valid(table.column("image_uri")))
+    rows = sorted(table.select(["product_id", "category"]).to_pylist(), key=lambda r: int(r["product_id"]))
+    top = [c for c, _ in collections.Counter(r["category"] for r in rows if r["category"]).most_common(n)]
+    first = {}
+    for r in rows:
+        if int(r["product_id"]) >= 2000 and r["category"] in top:
+            first.setdefault(r["category"], r["product_id"])
+    ids = [first[c] for c in top if c in first]
+    chosen = table.filter(pc.is_in(table.column("product_id"), value_set=pa.array(ids, pa.string())))
+    storage.write_parquet(chosen, out)
+    print(f"wrote {chosen.num_rows} products ({', '.join(top)}) to {out}")
+
+
+def measure(out: str, model: str, job_seed: int = 1234) -> None:
     rows = [r for r in manifest.read_manifest(out).to_pylist() if r["kind"] == "design"]
     for run in sorted({r["run_id"] for r in rows}):
         mine = [r for r in rows if r["run_id"] == run and r["status"] == "ok"]
@@ -46,4 +72,10 @@ def main(out: str, model: str, job_seed: int = 1234) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1234)
+    args = sys.argv[1:]
+    if len(args) in (3, 4) and args[0] == "prepare":
+        prepare(args[1], args[2], int(args[3]) if len(args) > 3 else 20)
+    elif len(args) in (3, 4) and args[0] == "measure":
+        measure(args[1], args[2], int(args[3]) if len(args) > 3 else 1234)
+    else:
+        sys.exit(__doc__)
