@@ -215,6 +215,12 @@ class TrainSpec(_Section):
     lr: float = Field(2e-4, gt=0)
     ema_decay: float = Field(0.999, gt=0, lt=1)
     condition_dropout: float = Field(0.1, ge=0, lt=1)
+    #: Category-balanced sampling of training photos: a photo of a category with n photos is drawn
+    #: with probability proportional to n ** -class_balance, so categories are seen in proportion
+    #: to n ** (1 - class_balance). 0 = the catalog's own frequencies, 0.5 = square-root sampling
+    #: (Mahajan et al. 2018, "Exploring the limits of weakly supervised pretraining"), 1 = every
+    #: category equally often. Uses the ``category`` condition (the first condition without one).
+    class_balance: float = Field(0.0, ge=0, le=1)
     seed: int = Field(0, ge=0, lt=2**31)
     sample_every: int = Field(500, ge=1)
     checkpoint_every: int = Field(500, ge=1)

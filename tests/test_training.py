@@ -464,3 +464,28 @@ def test_models_with_non_finite_weights_are_refused_naming_the_tensor(photos, tm
             registry.describe(str(out))
         with pytest.raises(ModelError, match="non-finite"):
             registry.load_generator(str(out))
+
+
+def test_class_balance_draws_categories_in_proportion_to_a_power_of_their_size(photos, tmp_path):
+    """train.class_balance = a: a category of n photos is drawn in proportion to n ** (1 - a)."""
+    from collections import Counter
+
+    from catalog_render.training.loop import class_balance_weights
+
+    cats = [c.category for c in photos.conditionings]
+    sizes = Counter(cats)
+    # condition indices as the loop builds them: any integer coding of the categories will do
+    code = {c: i + 1 for i, c in enumerate(sorted(sizes))}
+    idx = torch.tensor([[code[c], 0] for c in cats])
+    assert class_balance_weights(idx, ["category", "attributes.color"], 0.0) is None
+    for a in (0.5, 1.0):
+        w = class_balance_weights(idx, ["category", "attributes.color"], a)
+        share = {c: float(sum(wi for wi, ci in zip(w.tolist(), cats) if ci == c) / w.sum()) for c in sizes}
+        expected = {c: n ** (1 - a) / sum(m ** (1 - a) for m in sizes.values()) for c, n in sizes.items()}
+        assert share == pytest.approx(expected, rel=1e-9)
+    assert len(set(sizes.values())) > 1  # the sample's categories differ in size, so a changes the draw
+    balanced = train(photos, tiny_spec("gan", max_steps=2, min_count=1, class_balance=1.0), str(tmp_path / "b"), "c", "h")
+    plain = train(photos, tiny_spec("gan", max_steps=2, min_count=1), str(tmp_path / "p"), "c", "h")
+    assert balanced.model_id != plain.model_id
+    card = json.loads((tmp_path / "b" / "model_card.json").read_text())
+    assert card["train_spec"]["class_balance"] == 1.0

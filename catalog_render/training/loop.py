@@ -293,6 +293,18 @@ def save_checkpoint(out_uri: str, trainer: Trainer, meta: dict) -> None:
 RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_cpu_minutes", "sample_every", "checkpoint_every", "threads", "sr")
 
 
+def class_balance_weights(idx: torch.Tensor, fields: list[str], balance: float) -> torch.Tensor | None:
+    """Sampling weights (N,) float64 of the training photos for ``train.class_balance``: photo i of
+    a category with n photos weighs n ** -balance (``idx`` (N, F) int64 condition indices, the
+    category column being ``fields``' ``category``, else the first). None when ``balance`` is 0
+    (uniform draws, ``torch.randint``, as without the option)."""
+    if not balance:
+        return None
+    col = idx[:, fields.index("category") if "category" in fields else 0]
+    counts = torch.bincount(col).to(torch.float64)
+    return counts[col] ** -balance
+
+
 def _learning_spec(spec: TrainSpec) -> dict:
     return {k: v for k, v in spec.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
 
@@ -376,6 +388,7 @@ def train(
     idx_all = condition_indices(trainer.config, data.conditionings)
     real_all = data.images
     n = real_all.shape[0]
+    draw_weights = class_balance_weights(idx_all, [c["field"] for c in conditions], spec.class_balance)
     bs = min(spec.batch_size, n)
     n_samples = min(32, n)
     sample_idx = idx_all[torch.randperm(n, generator=torch.Generator().manual_seed(1))[:n_samples]]
@@ -433,7 +446,7 @@ def train(
             stopped_by = "max_cpu_minutes"
             break
         torch.manual_seed(step_seed(spec.seed, step))
-        sel = torch.randint(0, n, (bs,))
+        sel = torch.randint(0, n, (bs,)) if draw_weights is None else torch.multinomial(draw_weights, bs, replacement=True)
         real = real_all[sel].float() / 127.5 - 1.0
         idx = idx_all[sel]
         if spec.condition_dropout > 0:
