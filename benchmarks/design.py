@@ -69,6 +69,26 @@ def measure(out: str, model: str, job_seed: int = 1234) -> None:
         diffs.setdefault(r["method"].split(" ")[0], []).append(float(d))
     for method, ds in diffs.items():
         print(f"{method}: {len(ds)} images, mean |difference| to the product's own render {st.mean(ds):.2f} (min {min(ds):.2f}, max {max(ds):.2f})")
+    _colour_of_sweeps([r for r in rows if r["status"] == "ok" and r["method"].startswith("design-sweep attributes.color=")])
+
+
+def _colour_of_sweeps(rows: list[dict]) -> None:
+    """Per swept colour: how many variations' product region (U²-Net-p >= 0.5) has the swept colour
+    by the evaluation's check (quality.checks.colour_match: CIEDE2000 <= 25 to the colour's sRGB)."""
+    if not rows:
+        return
+    from catalog_render.evaluation_fidelity import MASK_LEVEL
+    from catalog_render.pretrained.mask import ProductMasker
+    from catalog_render.quality import checks
+
+    masker, tally = ProductMasker(threads=1), {}
+    for r in rows:
+        im = np.asarray(Image.open(r["image_uri"]).convert("RGB"))
+        verdict = checks.colour_match(im, r["target_colour"], mask=masker.mask(im) >= MASK_LEVEL)
+        hit, n = tally.get(r["target_colour"], (0, 0))
+        tally[r["target_colour"]] = (hit + bool(verdict is not None and verdict.match), n + 1)
+    print("swept colour, variations whose product region has it (CIEDE2000 <= 25): "
+          + ", ".join(f"{c} {h}/{n}" for c, (h, n) in tally.items()))
 
 
 if __name__ == "__main__":
