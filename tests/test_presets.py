@@ -177,6 +177,17 @@ def test_postprocess_with_real_esrgan_keeps_geometry_and_white_and_adds_detail(f
     assert presets.evaluate(esr, "amazon").verdict
     # and it holds real detail where Lanczos only smooths
     assert resolution_energy(esr) > 2 * resolution_energy(lanczos)
+    # a 192x256 render (the reference cascade's size): one x4 pass and a Lanczos stretch of at most
+    # 1.5x, not a second pass over the first one's 768x1024 output
+    big = Image.open(fashion / "images" / "10082.jpg").convert("RGB").resize((192, 256), Image.Resampling.BICUBIC)
+    rows = np.flatnonzero((np.asarray(big) < presets.WHITE_TOLERANCE_LEVEL).any(axis=(1, 2)))
+    cols = np.flatnonzero((np.asarray(big) < presets.WHITE_TOLERANCE_LEVEL).any(axis=(0, 2)))
+    scale = 0.92 / max((cols[-1] - cols[0] + 1) / 1000, (rows[-1] - rows[0] + 1) / 1000)
+    assert 4 < scale <= 6  # so x4 then Lanczos <= 1.5x
+    main = presets.postprocess(big, "amazon", upscaler=up)
+    assert up.last_passes == ["realesr-animevideov3-x4"] and main.size == (1000, 1000)
+    assert presets.evaluate(main, "amazon").verdict
+    assert resolution_energy(main) > 2 * resolution_energy(presets.postprocess(big, "amazon"))
     # no enlargement needed: no pass runs
     up.last_passes = []
     assert presets.postprocess(np.full((600, 600, 3), 255, np.uint8), "ebay", upscaler=up).size == (500, 500) and up.last_passes == []

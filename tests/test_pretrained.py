@@ -265,6 +265,9 @@ def test_upscaler_passes_and_exact_sizes():
 
     up = Upscaler("realesr-animevideov3-x2+realesr-animevideov3-x3", max_passes=3)
     assert up.passes_for(1.0) == [] and up.passes_for(2) == ["realesr-animevideov3-x2"]
+    # Lanczos does a last stretch of at most 1.5x: no pass for 1.4, and x2 alone covers 3.0 (not 2 + 3)
+    assert up.passes_for(1.4) == [] and up.passes_for(3.0) == ["realesr-animevideov3-x2"]
+    assert up.passes_for(3.1) == ["realesr-animevideov3-x2", "realesr-animevideov3-x3"]
     assert up.passes_for(5) == ["realesr-animevideov3-x2", "realesr-animevideov3-x3"]
     assert up.passes_for(100) == ["realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x3"]
     im = Image.new("RGB", (20, 15), (200, 30, 30))

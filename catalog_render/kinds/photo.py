@@ -162,7 +162,7 @@ def place_on_canvas(image: Image.Image, alpha: np.ndarray, box: tuple[int, int, 
     most :data:`MAX_SPAN`, pasted centred on a pure-white RGB canvas. Returns (canvas image, scale).
 
     With ``upscaler`` (Real-ESRGAN, :class:`catalog_render.pretrained.upscale.Upscaler`) and a
-    scale above 1, the product composited on white is enlarged by one Real-ESRGAN pass of factor k
+    scale above LANCZOS_MAX_STRETCH (1.5; below it Lanczos alone), the product composited on white is enlarged by one Real-ESRGAN pass of factor k
     (when the scale exceeds k, Lanczos first enlarges it to the final size / k: two full passes
     cost 4.2-7.5 CPU s per 225x300 fashion photo against 1.13 s for a whole main image with one;
     ``benchmarks/photos.py cost``),
@@ -190,8 +190,8 @@ def place_on_canvas(image: Image.Image, alpha: np.ndarray, box: tuple[int, int, 
         scale = fill / span
     new = (max(1, min(canvas[0], round(bw * scale))), max(1, min(canvas[1], round(bh * scale))))
     product = Image.fromarray(composite)
-    if upscaler is not None and scale > 1:
-        k = upscaler.passes_for(scale) and MODELS[upscaler.model_for_pass(0)]
+    if upscaler is not None and scale > 1 and upscaler.passes_for(scale):  # none up to LANCZOS_MAX_STRETCH: Lanczos alone
+        k = MODELS[upscaler.model_for_pass(0)]
         if scale > k:  # one pass at the end, not two (see the docstring)
             product = product.resize((max(1, round(new[0] / k)), max(1, round(new[1] / k))), Image.Resampling.LANCZOS)
         product = upscaler.upscale(product, min(scale, k)).convert("RGB")

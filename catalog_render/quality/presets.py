@@ -387,10 +387,10 @@ def postprocess(image, preset: str | Preset, size: tuple[int, int] | None = None
 
     ``upscaler``: None = every resize is Lanczos (a 64x48 render enlarged to 1,000 px passes size
     rules without gaining detail). Otherwise an object with ``upscale(image, scale) -> image``
-    enlarging by a whole factor >= ``scale`` where it can (e.g.
-    :class:`catalog_render.pretrained.upscale.Upscaler`): when the render must grow, the whole
-    render is upscaled by it first (the product box scaled with it), then Lanczos makes the exact
-    size. Raises what the upscaler raises.
+    enlarging by a whole factor (e.g. :class:`catalog_render.pretrained.upscale.Upscaler`, whose
+    passes leave Lanczos at most a 1.5x stretch): when the render must grow, the product box with
+    :data:`BOX_CONTEXT_PX` pixels around it (the whole render when there is no box) is upscaled by
+    it first, then Lanczos makes the exact size. Raises what the upscaler raises.
     """
     p = get_preset(preset)
     im = to_rgb(image) if isinstance(image, Image.Image) else Image.fromarray(checks.as_rgb_array(image))
@@ -404,13 +404,21 @@ def postprocess(image, preset: str | Preset, size: tuple[int, int] | None = None
             bw, bh = right - left, bottom - top
             scale = p.fill / max(bw / canvas[0], bh / canvas[1])
             new = (max(1, min(canvas[0], round(bw * scale))), max(1, min(canvas[1], round(bh * scale))))
-            src, k = _enlarged(im, scale, upscaler)
-            product = src.crop((left * k, top * k, right * k, bottom * k)).resize(new, Image.Resampling.LANCZOS)
+            # only the product box (and a few pixels of white around it, for the upscaler's context) is enlarged
+            pl, pt, pr, pb = max(0, left - BOX_CONTEXT_PX), max(0, top - BOX_CONTEXT_PX), min(im.width, right + BOX_CONTEXT_PX), min(im.height, bottom + BOX_CONTEXT_PX)
+            src, k = _enlarged(im.crop((pl, pt, pr, pb)), scale, upscaler)
+            inner = ((left - pl) * k, (top - pt) * k, (right - pl) * k, (bottom - pt) * k)
+            product = src.crop(inner).resize(new, Image.Resampling.LANCZOS)
             out = Image.new("RGB", canvas, WHITE)
             out.paste(product, ((canvas[0] - new[0]) // 2, (canvas[1] - new[1]) // 2))
             return out
     src, _ = _enlarged(im, min(canvas[0] / im.width, canvas[1] / im.height), upscaler)
     return ImageOps.pad(src, canvas, method=Image.Resampling.LANCZOS, color=WHITE, centering=(0.5, 0.5))
+
+
+#: Pixels of the render kept around the product box when only the box is upscaled (the upscaler's
+#: convolutions see the white margin, so the box's border pixels come out as in the whole render).
+BOX_CONTEXT_PX = 4
 
 
 def _enlarged(im: Image.Image, scale: float, upscaler) -> tuple[Image.Image, int]:
