@@ -85,7 +85,8 @@ class _RenderBar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         if self.lines is not None:
-            self.lines(done, total, "images")
+            if total:  # the first call may come before the total is known
+                self.lines(done, total, "images")
             return
         if self.progress is None:
             self.progress = Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(),
@@ -100,6 +101,10 @@ class _RenderBar:
 
 
 JobOpt = Annotated[Optional[Path], typer.Option("--job", help="Job spec (TOML), e.g. jobs/fashion.toml. Defaults apply when omitted.")]
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 @app.command()
@@ -120,7 +125,7 @@ def ingest(
     console.print(
         f"wrote {result.table.num_rows} products to {storage.display(out)} "
         f"({result.table.num_rows - result.missing_images} with a photo, {result.missing_images} without; "
-        f"{len(result.repaired_lines)} rows with unquoted commas repaired; {len(result.rejected)} rows rejected)"
+        f"{_rows(len(result.repaired_lines))} with unquoted commas repaired; {_rows(len(result.rejected))} rejected)"
     )
     for line, reason in result.rejected[:20]:
         console.print(f"  rejected line {line}: {reason}", highlight=False)
@@ -367,7 +372,7 @@ def judge(
 def run(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog Parquet (local path or s3:// URI).")],
     output: Annotated[str, typer.Option("--output", help="Output root: images/, manifest/, runs/, report.html (local or s3://).")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://). Needed by --kind render.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model directory: catalog-render model or diffusers pipeline (local or s3://). Needed by --kind render and design; optional for comparison (renders members without a photo).")] = None,
     job: JobOpt = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="What to make: render (a generator's image, the default), main-image (a compliant main image from the product's own photo), variant (a missing colour variant from a sibling's photo), comparison (products side by side with attribute rows), label (photo + panel of key facts; never a main image), design (variations of a product by a generator, job's \\[design] table). Overrides the job's kind.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="backfill (missing/unreadable photos) or refresh (no current render).")] = None,
@@ -383,7 +388,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only and print what the run would do (counts by plan reason, quarantines by reason, sample ids): no Ray, no lease, nothing written.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan summary as one JSON object.")] = False,
 ) -> None:
-    """Make the images a catalog needs (--kind render|main-image|variant|comparison|label); write images, manifest rows, scores and a report."""
+    """Make the images a catalog needs (--kind render|main-image|variant|comparison|label|design); write images, manifest rows, scores and a report."""
     from catalog_render import storage
     from catalog_render.config import load_job
     from catalog_render.execution import run_job
@@ -409,6 +414,9 @@ def run(
         console.print(f"{summary.quarantined} quarantined, {summary.quarantined_already_recorded} of them recorded in the manifest by an earlier run (not written again)")
     if summary.planned == 0:
         console.print(f"nothing to render: {summary.up_to_date} of {summary.in_scope} products in scope are up to date ({summary.quarantined} quarantined)")
+        if summary.in_scope == 0 and spec.kind == "render" and spec.mode == "backfill" and not hide_images:
+            console.print("note: a backfill renders the products without a usable photo, and every product here has one; "
+                          "--mode refresh renders every product, --hide-images scores renders against the photos", highlight=False)
     else:
         rate = f", {summary.images_per_second:.2f} images/s" if summary.images_per_second else ""
         first = f", first image after {summary.first_image_seconds:.1f}s" if summary.first_image_seconds else ""

@@ -270,7 +270,7 @@ def _quality_failures(rows: pa.Table, verdicts: dict) -> dict | None:
     tiles = []
     for r in shown:
         uri = r["publish_uri"] or r["image_uri"]
-        kind = "published" if r["publish_uri"] else "render"
+        kind = "preset-size" if r["publish_uri"] else "render"  # made at the preset's size; failing the gate, it is not published
         tries = (r["try_index"] + 1, r["tries"]) if (r["tries"] or 0) > 1 and r["try_index"] is not None else None
         tiles.append({"thumb": thumbs.get(uri, (None, "no image")) if uri else (None, "no image"), "alt": f"{kind} image of {r['product_id']}",
                       "kind": kind, "product_id": r["product_id"], "verdict": verdicts.get((r["product_id"], r["render_key"])),

@@ -279,3 +279,15 @@ def test_split_fraction_outside_0_1_is_a_usage_error(small_catalog, tmp_path):
                                 "--holdout-out", str(tmp_path / "h.parquet"), "--fraction", bad])
         assert r.exit_code == 2 and "Invalid value for '--fraction'" in r.stderr and "open interval (0, 1)" in r.stderr, r.stderr
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_a_backfill_of_a_catalog_whose_photos_all_exist_says_why_nothing_is_rendered(tiny_gan, small_catalog, tmp_path):
+    from catalog_render import catalog
+
+    table = catalog.read_catalog(str(small_catalog))
+    assert table.column("image_uri").null_count == 0  # every product has a photo (the probe below decides whether it is usable)
+    r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(tmp_path / "out"), "--no-report"])
+    assert r.exit_code == 0, r.stderr
+    assert "nothing to render: 0 of 0 products in scope" in r.stderr
+    assert "note: a backfill renders the products without a usable photo" in r.stderr and "--hide-images" in r.stderr
+    assert not (tmp_path / "out" / "images").exists()

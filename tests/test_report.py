@@ -349,7 +349,7 @@ def test_quality_sections(qoutput):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in xss_tile
     assert re.findall(r"<li><code>([^<]+)</code></li>", xss_tile) == ["amazon.white_background", "amazon.fill_85"]
     assert re.findall(r"<li><code>([^<]+)</code></li>", q2_tile) == ["min_sharpness", "amazon.white_background"]
-    assert "published" in q2_tile and "try 3 of 3" in q2_tile
+    assert 'class="img preset-size"' in q2_tile and "published" not in q2_tile and "try 3 of 3" in q2_tile
     assert 'class="img render"' in xss_tile  # no publish_uri: the render itself
     assert qf.count('src="data:image/jpeg;base64,') == 2
     assert '<div class="verdict reject"' in q2_tile and "rejected \u00b7 ann" in q2_tile

@@ -108,10 +108,15 @@ def test_resume_refuses_a_missing_or_foreign_checkpoint(photos, tmp_path):
 def test_resume_at_the_checkpoints_step_saves_the_model_from_it_and_refuses_a_smaller_max_steps(photos, tmp_path):
     """A run killed after its last checkpoint is finished with --resume --max-steps <that step>:
     no step is taken and the model written is the checkpoint's weights."""
-    first = train(photos, tiny_spec("gan", max_steps=2), str(tmp_path / "m"), "c", "h")
+    calls = []
+    first = train(photos, tiny_spec("gan", max_steps=2), str(tmp_path / "m"), "c", "h", progress=lambda *a: calls.append(a))
+    # progress after every step (with that step's losses) and once at the end
+    assert [c[0] for c in calls] == [1, 2, 2] and all(set(c[2]) == {"d_loss", "g_loss"} for c in calls[:2])
     weights = _weights(tmp_path / "m", "gan")
     (tmp_path / "m" / "model.safetensors").unlink()  # as if killed between the checkpoint and the export
-    again = train(photos, tiny_spec("gan", max_steps=2), str(tmp_path / "m"), "c", "h", resume=True)
+    calls.clear()
+    again = train(photos, tiny_spec("gan", max_steps=2), str(tmp_path / "m"), "c", "h", resume=True, progress=lambda *a: calls.append(a))
+    assert calls == [(2, 2, {})]  # no step taken: no losses shown (the checkpoint's are old)
     assert again.steps == 2 and again.model_id == first.model_id
     assert _weights(tmp_path / "m", "gan") == weights
     assert json.loads((tmp_path / "m" / "model_card.json").read_text())["resumed_from_step"] == 2

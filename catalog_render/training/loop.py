@@ -370,8 +370,8 @@ def train(
     ``base``: fine-tune from this model (its family wins over ``spec.family``); new conditioning
     values of ``data`` are appended to its vocabulary. ``freeze``: ``"lower"`` freezes the family's
     lower layers (listed in the model card), ``"none"`` trains everything. ``lora_rank``: train LoRA
-    adapters (peft) instead. ``progress(step, estimated_total_steps, losses)`` is called every 25
-    steps. Raises ConfigError for options the family cannot do, ModelError for a bad checkpoint.
+    adapters (peft) instead. ``progress(step, estimated_total_steps, losses)`` is called after
+    every step (that step's losses) and at the end. Raises ConfigError for options the family cannot do, ModelError for a bad checkpoint.
     """
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -464,12 +464,12 @@ def train(
         acc_n += 1
         if step % CURVE_EVERY == 0 or step == 1 or step == spec.max_steps:
             add_curve_point()
+        if progress:  # every step: a caller printing to a log throttles by time (cli._LogLines)
             wall, cpu = elapsed()
-            if progress:
-                per_step = wall / max(step - start_step, 1)
-                left = [spec.max_minutes * 60 - wall] + ([spec.max_cpu_minutes * 60 - cpu] if spec.max_cpu_minutes else [])
-                estimate = min(spec.max_steps, step + max(0, int(min(left) / max(per_step, 1e-9))))
-                progress(step, estimate, curve[-1])
+            per_step = wall / max(step - start_step, 1)
+            left = [spec.max_minutes * 60 - wall] + ([spec.max_cpu_minutes * 60 - cpu] if spec.max_cpu_minutes else [])
+            estimate = min(spec.max_steps, step + max(0, int(min(left) / max(per_step, 1e-9))))
+            progress(step, estimate, {k: float(v) for k, v in losses.items()})
         if step % spec.sample_every == 0:
             storage.write_bytes(storage.join(out_uri, "samples", f"step-{step:06d}.png"), samples_png())
             if curve:
@@ -483,8 +483,8 @@ def train(
                           "went to loading photos and building the model): nothing was saved; raise it")
     if acc_n:  # the steps since the last point (a budget stopped training between two points)
         add_curve_point()
-    if progress:
-        progress(step, step, curve[-1] if curve else {})
+    if progress:  # a resume that took no step shows no losses (the checkpoint's last curve point is old)
+        progress(step, step, curve[-1] if curve and step > start_step else {})
     checkpoint()
     files = trainer.export()
     for name, blob in files.items():
