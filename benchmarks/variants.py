@@ -23,7 +23,10 @@ with ``--model``, ``generator`` (that model's render of the hidden product from 
 fields, seed = planning.product_seed(0, id), enlarged with Lanczos). The product region of the
 sibling baseline is the sibling's own; of the generator's render, checks.foreground_mask.
 
-    python benchmarks/variants.py --data ../shared/data [--max-pairs 120] [--model DIR] [--sheet docs/figures/variants-fashion.png]
+    python benchmarks/variants.py --data ../shared/data [--max-pairs 120] [--model DIR] [--holdout PARQUET] [--sheet docs/figures/variants-fashion.png]
+
+``--holdout``: a catalog of the products ``--model`` never trained on (e.g. runs/cmp/fashion-holdout.parquet
+for models/fashion-reference): the table gets rows for the pairs whose hidden product is one of them.
 
 Prints a markdown table (benchmarks/RESULTS.md, docs/photos.md) and writes --out/variants.json.
 """
@@ -78,7 +81,8 @@ def region_colour(rgb, masker, colour):
     return checks.dominant_colour(rgb, region) if region.sum() >= 40 else None, region
 
 
-def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, generator=None, sheet_rows: list | None = None) -> dict:
+def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, generator=None, sheet_rows: list | None = None,
+            holdout: set | None = None) -> dict:
     from catalog_render import imaging
     from catalog_render.generators.base import Conditioning, GenerationParams
     from catalog_render.kinds.variant import make_variant
@@ -88,7 +92,7 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
     items, total, plan = pairs_of(catalog, spec, max_pairs)
     unknown = sum(1 for _, why in plan.quarantined if why.startswith("target colour"))
     rows = {r["product_id"]: r for r in catalog.to_pylist()}
-    results = {m: {"lpips": [], "ssim": [], "colour_de": [], "colour_match": []} for m in ("lab-transfer", "sibling", "generator")}
+    results = {m: {"lpips": [], "ssim": [], "colour_de": [], "colour_match": [], "ids": []} for m in ("lab-transfer", "sibling", "generator")}
     skipped, cpu0 = [], time.process_time()
     for it, inputs in items:
         real = np.asarray(imaging.decode_rgb(open(rows[it["product_id"]]["image_uri"], "rb").read()))
@@ -111,6 +115,7 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
             images["generator"] = (g, checks.foreground_mask(g))
         for method, (img, reg) in images.items():
             r = results[method]
+            r["ids"].append(it["product_id"])
             r["lpips"].append(lpips([real], [img])[0])
             r["ssim"].append(metrics.ssim(real, img))
             dom = checks.dominant_colour(img, reg) if reg.sum() >= 40 else None
@@ -121,14 +126,27 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
             sheet_rows.append((src, out, real, f"{inputs['source_colour']} -> {inputs['target_colour']}"))
     summary = {"catalog": catalog_name, "pairs_total": total, "pairs_measured": len(items) - len(skipped), "pairs_sampled": len(items),
                "unknown_target_colour": unknown, "skipped": skipped, "cpu_s": round(time.process_time() - cpu0, 1), "methods": {}}
-    for method, r in results.items():
-        if not r["lpips"]:
-            continue
-        des = [d for d in r["colour_de"] if d is not None]
-        summary["methods"][method] = {"lpips": float(np.mean(r["lpips"])), "ssim": float(np.mean(r["ssim"])),
-                                      "colour_de": float(np.median(des)) if des else None, "colour_match": float(np.mean(r["colour_match"])),
-                                      "n": len(r["lpips"])}
+    summary["methods"] = _by_method(results)
+    if holdout is not None:
+        summary["holdout"] = {"ids": len(holdout), "methods": _by_method(results, holdout)}
+    summary["pairs"] = {m: {k: [None if v is None else float(v) if not isinstance(v, str) else v for v in vals] for k, vals in r.items()}
+                        for m, r in results.items() if r["ids"]}
     return summary
+
+
+def _by_method(results: dict, keep: set | None = None) -> dict:
+    """Mean LPIPS and SSIM, median ΔE00, colour-match share per method, over the pairs whose hidden
+    product id is in ``keep`` (all when None)."""
+    out = {}
+    for method, r in results.items():
+        sel = [i for i, pid in enumerate(r["ids"]) if keep is None or pid in keep]
+        if not sel:
+            continue
+        des = [r["colour_de"][i] for i in sel if r["colour_de"][i] is not None]
+        out[method] = {"lpips": float(np.mean([r["lpips"][i] for i in sel])), "ssim": float(np.mean([r["ssim"][i] for i in sel])),
+                       "colour_de": float(np.median(des)) if des else None, "colour_match": float(np.mean([r["colour_match"][i] for i in sel])),
+                       "n": len(sel)}
+    return out
 
 
 def recolour_region(rgb, masker, colour):
@@ -164,6 +182,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="generator model directory for the generator baseline")
     ap.add_argument("--sheet", default=None, help="PNG sheet of fashion pairs (sibling | render | hidden photo)")
     ap.add_argument("--out", default="runs/variants")
+    ap.add_argument("--holdout", default=None, help="catalog Parquet of products the --model never trained on: also report the pairs whose hidden product is one")
     args = ap.parse_args()
 
     import torch
@@ -186,7 +205,12 @@ def main() -> None:
         folder = Path(args.data) / name
         table = catalog_mod.ingest(str(folder / "metadata.csv"), str(folder), catalog_mod.parse_mapping(MAPS[name])).table
         sheet_rows = [] if (args.sheet and name == "fashion") else None
-        out[name] = measure(name, table, spec, masker, lpips, args.max_pairs, generator if name == "fashion" else None, sheet_rows)
+        holdout = None
+        if args.holdout and name == "fashion":
+            import pyarrow.parquet as pq
+
+            holdout = set(pq.read_table(args.holdout, columns=["product_id"]).column("product_id").to_pylist())
+        out[name] = measure(name, table, spec, masker, lpips, args.max_pairs, generator if name == "fashion" else None, sheet_rows, holdout)
         if sheet_rows is not None:
             write_sheet(sheet_rows, Path(args.sheet))
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -197,6 +221,9 @@ def main() -> None:
         for method, m in s["methods"].items():
             de = f"{m['colour_de']:.1f}" if m["colour_de"] is not None else "-"
             print(f"| {name} | {s['pairs_measured']} / {s['pairs_sampled']} / {s['pairs_total']} | {method} | {m['lpips']:.4f} | {m['ssim']:.4f} | {de} | {m['colour_match']:.0%} |")
+        for method, m in s.get("holdout", {}).get("methods", {}).items():
+            de = f"{m['colour_de']:.1f}" if m["colour_de"] is not None else "-"
+            print(f"| {name}, hidden product held out of --model's training | {m['n']} | {method} | {m['lpips']:.4f} | {m['ssim']:.4f} | {de} | {m['colour_match']:.0%} |")
         print(f"<!-- {name}: {s['unknown_target_colour']} products with a colour the method does not know; skipped {len(s['skipped'])}; {s['cpu_s']} CPU s -->")
 
 
