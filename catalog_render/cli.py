@@ -413,7 +413,10 @@ def run(
     if summary.quarantined_already_recorded:
         console.print(f"{summary.quarantined} quarantined, {summary.quarantined_already_recorded} of them recorded in the manifest by an earlier run (not written again)")
     if summary.planned == 0:
-        console.print(f"nothing to render: {summary.up_to_date} of {summary.in_scope} products in scope are up to date ({summary.quarantined} quarantined)")
+        if summary.in_scope:
+            console.print(f"nothing to render: {summary.up_to_date} of {summary.in_scope} products in scope are up to date ({summary.quarantined} quarantined)")
+        else:
+            console.print(f"nothing to render: no product of the catalog is in scope for {spec.mode} ({summary.quarantined} quarantined)")
         if summary.in_scope == 0 and spec.kind == "render" and spec.mode == "backfill" and not hide_images:
             console.print("note: a backfill renders the products without a usable photo, and every product here has one; "
                           "--mode refresh renders every product, --hide-images scores renders against the photos", highlight=False)

@@ -288,6 +288,6 @@ def test_a_backfill_of_a_catalog_whose_photos_all_exist_says_why_nothing_is_rend
     assert table.column("image_uri").null_count == 0  # every product has a photo (the probe below decides whether it is usable)
     r = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--model", str(tiny_gan), "--output", str(tmp_path / "out"), "--no-report"])
     assert r.exit_code == 0, r.stderr
-    assert "nothing to render: 0 of 0 products in scope" in r.stderr
+    assert "nothing to render: no product of the catalog is in scope for backfill (0 quarantined)" in r.stderr
     assert "note: a backfill renders the products without a usable photo" in r.stderr and "--hide-images" in r.stderr
     assert not (tmp_path / "out" / "images").exists()
