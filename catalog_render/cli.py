@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -61,12 +62,10 @@ class _LogLines:
     :data:`LOG_PROGRESS_EVERY_S` seconds (wall), and the last call when ``done == total``."""
 
     def __init__(self, what: str) -> None:
-        import time
-
-        self.what, self.clock, self.t0, self.last, self.shown = what, time.monotonic, time.monotonic(), None, None
+        self.what, self.t0, self.last, self.shown = what, time.monotonic(), None, None
 
     def __call__(self, done: int, total: int, tail: str = "") -> None:
-        now = self.clock()
+        now = time.monotonic()
         due = self.last is None or now - self.last >= LOG_PROGRESS_EVERY_S or done >= total
         if due and (done, total) != self.shown:
             self.last, self.shown = now, (done, total)
@@ -417,9 +416,9 @@ def run(
             console.print(f"nothing to render: {summary.up_to_date} of {summary.in_scope} products in scope are up to date ({summary.quarantined} quarantined)")
         else:
             console.print(f"nothing to render: no product of the catalog is in scope for {spec.mode} ({summary.quarantined} quarantined)")
-        if summary.in_scope == 0 and spec.kind == "render" and spec.mode == "backfill" and not hide_images:
-            console.print("note: a backfill renders the products without a usable photo, and every product here has one; "
-                          "--mode refresh renders every product, --hide-images scores renders against the photos", highlight=False)
+            if spec.kind == "render" and spec.mode == "backfill" and not hide_images:
+                console.print("note: a backfill renders the products without a usable photo, and every product here has one; "
+                              "--mode refresh renders every product, --hide-images scores renders against the photos", highlight=False)
     else:
         rate = f", {summary.images_per_second:.2f} images/s" if summary.images_per_second else ""
         first = f", first image after {summary.first_image_seconds:.1f}s" if summary.first_image_seconds else ""

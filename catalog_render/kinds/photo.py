@@ -190,7 +190,7 @@ def place_on_canvas(image: Image.Image, alpha: np.ndarray, box: tuple[int, int, 
         scale = fill / span
     new = (max(1, min(canvas[0], round(bw * scale))), max(1, min(canvas[1], round(bh * scale))))
     product = Image.fromarray(composite)
-    if upscaler is not None and scale > 1 and upscaler.passes_for(scale):  # none up to LANCZOS_MAX_STRETCH: Lanczos alone
+    if upscaler is not None and upscaler.passes_for(scale):  # none up to LANCZOS_MAX_STRETCH: Lanczos alone
         k = MODELS[upscaler.model_for_pass(0)]
         if scale > k:  # one pass at the end, not two (see the docstring)
             product = product.resize((max(1, round(new[0] / k)), max(1, round(new[1] / k))), Image.Resampling.LANCZOS)
