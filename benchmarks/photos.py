@@ -8,7 +8,7 @@ channel for 99.5 % of its pixels). The reference is catalog_render.kinds.photo.t
 darker than the background. Reports IoU (mean, median, 10th percentile, min) and CPU seconds per mask.
 
 ``passes OUTPUT``: the amazon rules (catalog_render.quality.presets, with the apparel rules for
-garments worn on a model: kinds.main_image.is_worn) on each source photo ("before") and on the
+garments worn on a model: quality.presets.is_worn) on each source photo ("before") and on the
 main-image run's output ("after": the compliance the actor recorded in the manifest, the written
 image checked again for garments worn on a model, whose rule is the apparel one, unless
 ``--recorded``; the source photo when the product was left alone or failed), per rule, over the products the run has a row for; plus the
@@ -89,7 +89,7 @@ def _before_after(output: str):
 
 
 def cmd_passes(args) -> None:
-    from catalog_render.kinds.main_image import is_worn
+    from catalog_render.quality.presets import is_worn
     from catalog_render.quality import presets
 
     if args.before_only:
@@ -208,11 +208,11 @@ def cmd_upscale(args) -> None:
     ``white kept``: of the reference's white pixels (every channel >= 250) inside the product's box,
     the share still white (a white collar, sole or print edge that turns grey lowers it). Photos:
     the first ``--n`` 225x300 fashion photos by sha256 of their id among garments worn on a model
-    (kinds.main_image.is_worn: faces and skin in frame) and ``--n`` among the others. CPU s per image:
+    (quality.presets.is_worn: faces and skin in frame) and ``--n`` among the others. CPU s per image:
     one x4 pass on the full-size composite (the main-image kind's pass, about 225x300 -> 900x1200),
     on the first ``--cost-n`` photos of each group."""
     from catalog_render.kinds import photo
-    from catalog_render.kinds.main_image import is_worn
+    from catalog_render.quality.presets import is_worn
     from catalog_render.pretrained.mask import ProductMasker
     from catalog_render.pretrained.upscale import Upscaler
     from catalog_render.quality import metrics

@@ -54,3 +54,29 @@ def test_the_apparel_rule_applies_to_apparel_only(fashion):
     assert "amazon.white_background" not in worn.failed and "amazon.white_background_apparel" not in worn.failed
     grey = Image.fromarray(_rgb(fashion, "1584"))
     assert "amazon.white_background_apparel" in presets.evaluate(grey, "amazon", apparel=True).failed
+
+
+def test_render_kind_judges_worn_garments_by_the_apparel_rule(fashion, tiny_gan):
+    """A render of a worn category gets the apparel rule, like --kind main-image, whatever the job's
+    ``quality.apparel``; other categories keep the non-apparel rule unless the job sets it."""
+    from catalog_render.generators import registry
+    from catalog_render.kinds.render import RenderWorker
+
+    model_id = registry.load_generator(str(tiny_gan)).model_id
+
+    def worker(**quality):
+        return RenderWorker(str(tiny_gan), model_id, "/nonexistent", {}, "png", "r", 250, 0.01, 1, False,
+                            quality={"preset": "amazon", "upscaler": "lanczos", **quality})
+
+    photo = Image.open(fashion / "images" / "1563.jpg").convert("RGB")  # T-shirt on a model cut at the bottom
+    # independent of the kind: the photo fails the non-apparel white-background rule, passes the apparel one
+    assert "amazon.white_background" in presets.evaluate(photo, "amazon").failed
+    assert "amazon.white_background_apparel" not in presets.evaluate(photo, "amazon", apparel=True).failed
+    default, everything = worker(), worker(apparel=True)
+
+    def failed(w, category):
+        return w._assess(photo, None, "White", category)["compliance"].failed
+
+    assert failed(default, "Tshirts") == [] and failed(everything, "Tshirts") == []
+    assert failed(default, "Watches") == ["amazon.white_background"]  # not worn: the model's cut legs are not background
+    assert failed(everything, "Watches") == []

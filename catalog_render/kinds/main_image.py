@@ -33,6 +33,7 @@ from catalog_render.config import JobSpec
 from catalog_render.kinds import photo
 from catalog_render.kinds.base import PlanContext, Rendered
 from catalog_render.kinds.photo_worker import PhotoKind
+from catalog_render.quality.presets import LOWER_WORN, UPPER_WORN, is_worn
 
 #: Share of the canvas a product spans under presets without a fill rule (Google, eBay, Shopify, Walmart).
 DEFAULT_FILL = 0.85
@@ -43,28 +44,14 @@ METHOD = "u2netp-mask+white+centre+realesrgan"
 #: collars, soles and print edges white, and does not paint faces flat, at about 25 times the CPU
 #: of one pass (``python benchmarks/photos.py upscale``, docs/photos.md).
 PHOTO_UPSCALER = "realesrgan-x4plus"
-#: Categories worn on the upper / lower body: a model cut at the bottom / top edge is not the garment cut.
-UPPER_WORN = ("shirt", "tshirt", "t-shirt", "top", "kurta", "kurti", "tunic", "jacket", "blazer", "sweater", "sweatshirt", "vest",
-              "camisole", "bra", "innerwear")
-LOWER_WORN = ("short", "trouser", "jean", "track pant", "legging", "capri", "skirt", "brief", "trunk", "boxer")
-
-
 def main_preset(spec: JobSpec) -> str:
     """The preset main images are made for: the job's, or ``amazon`` when it is ``none``."""
     return "amazon" if spec.quality.preset == "none" else spec.quality.preset
 
 
-def is_worn(category: str | None) -> bool:
-    """True when ``category`` is a garment worn on the upper or lower body (:data:`UPPER_WORN`,
-    :data:`LOWER_WORN`): its main image is judged by the presets' apparel rules (Amazon's clothing
-    guidelines: shot on a model, the model may be cut by the frame)."""
-    c = (category or "").lower()
-    return any(re.search(rf"\b{w}", c) for w in UPPER_WORN + LOWER_WORN)
-
-
 def anchor_edge(category: str | None, edges: dict[str, float], limit: float) -> str | None:
     """``"bottom"`` / ``"top"`` when the mask is cut only at that edge and ``category`` is worn on the
-    upper / lower body (:data:`UPPER_WORN`, :data:`LOWER_WORN`), else None."""
+    upper / lower body (:data:`catalog_render.quality.presets.UPPER_WORN`, ``LOWER_WORN``), else None."""
     cut = {e for e, share in edges.items() if share > limit}
     c = (category or "").lower()
     if cut == {"bottom"} and any(re.search(rf"\b{w}", c) for w in UPPER_WORN):

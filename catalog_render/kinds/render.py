@@ -150,7 +150,7 @@ class RenderWorker:
             published = None
         else:
             published, m = image, presets.measure(image, colour)
-        compliance = presets.evaluate(published, preset, colour, apparel=self.quality.apparel, measurements=m) if preset != "none" else None
+        compliance = presets.evaluate(published, preset, colour, apparel=self._apparel(category), measurements=m) if preset != "none" else None
         values = {**scores, **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match", "colour_delta_e",
                                                        "edge_whiteness", "frame_fill")}}
         passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
@@ -167,7 +167,15 @@ class RenderWorker:
             self._lpips = metrics.load_lpips()
         return self._lpips([reference], [rgb])[0]
 
-    def _publish(self, image, kept: dict, colour: str | None) -> tuple[dict, float | None]:
+    def _apparel(self, category: str | None) -> bool:
+        """Whether a render of ``category`` is judged by the presets' apparel rules: every product
+        with ``quality.apparel``, else worn garments (:func:`catalog_render.quality.presets.is_worn`),
+        the rule ``--kind main-image`` applies to photos."""
+        from catalog_render.quality.presets import is_worn
+
+        return self.quality.apparel or is_worn(category)
+
+    def _publish(self, image, kept: dict, colour: str | None, category: str | None = None) -> tuple[dict, float | None]:
         """The kept try's published image made with Real-ESRGAN (when the job uses it) and judged
         again on it: tries are compared on their Lanczos post-processing (the same geometry, at a
         fraction of the cost), the image that is published is judged itself. Returns (kept, upscaler,
@@ -184,7 +192,7 @@ class RenderWorker:
         seconds = self.upscaler.seconds - before
         name = "+".join(self.upscaler.last_passes) or LANCZOS
         m = presets.measure(published, colour)
-        compliance = presets.evaluate(published, self.quality.preset, colour, apparel=self.quality.apparel, measurements=m)
+        compliance = presets.evaluate(published, self.quality.preset, colour, apparel=self._apparel(category), measurements=m)
         values = {**kept["values"], **{k: m.get(k) for k in ("clipped_highlights", "clipped_shadows", "colourfulness", "colour_match",
                                                             "colour_delta_e", "edge_whiteness", "frame_fill")}}
         passed, failed = gate.judge(values, compliance, self.quality, self.min_recognisability)
@@ -256,7 +264,7 @@ class RenderWorker:
                 row.update(seed=seed, reused=False, try_index=best, render_seconds=sum(t[2] for t in tries[i]))
             row.update(tries=len(history), try_history=json.dumps(history, default=float))
             try:
-                kept, upscaler, upscale_s = self._publish(image, kept, colours[i])
+                kept, upscaler, upscale_s = self._publish(image, kept, colours[i], cats[i])
                 row.update(upscaler=upscaler, upscale_seconds=upscale_s)
             except Exception as exc:  # one product's upscaling failure fails that product only
                 row.update(status="failed", error=f"upscaling failed: {type(exc).__name__}: {exc}"[:500], upscaler=self.upscaler_name)

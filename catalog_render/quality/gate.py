@@ -38,7 +38,8 @@ class QualityThresholds(BaseModel):
         "Most Real-ESRGAN passes per render (each multiplies pixels, and time, by the model's scale squared); Lanczos does the rest."))
     upscaler_gpuid: int = Field(-1, ge=-1, description=(
         "-1 = Real-ESRGAN on the CPU; k >= 0 = the k-th Vulkan GPU (ncnn; needs the GPU's Vulkan driver)."))
-    apparel: bool = Field(False, description="Apply apparel-only preset rules (Google: 250 x 250 px).")
+    apparel: bool = Field(False, description="Apply apparel-only preset rules (Google: 250 x 250 px; Amazon: the model may be cut by the "
+                          "frame) to every product; without it they apply to worn garments only (quality.presets.is_worn).")
     max_tries: int = Field(1, ge=1, le=16, description=(
         "Renders per product (each with its own seed); the best passing one is kept (pick_best). 1 = no retry."))
     min_sharpness: float | None = Field(None, ge=0, description=(

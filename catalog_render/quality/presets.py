@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import io
 import operator
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Literal
@@ -243,6 +244,24 @@ PRESETS: dict[str, Preset] = {
     ),
     "none": Preset(name="none", title="No marketplace", rules=(), size=None, fill=None, format="PNG", thumbnails=()),
 }
+
+
+#: Categories worn on the upper / lower body: a model cut at the bottom / top edge is not the garment cut.
+UPPER_WORN = ("shirt", "tshirt", "t-shirt", "top", "kurta", "kurti", "tunic", "jacket", "blazer", "sweater", "sweatshirt", "vest",
+              "camisole", "bra", "innerwear")
+LOWER_WORN = ("short", "trouser", "jean", "track pant", "legging", "capri", "skirt", "brief", "trunk", "boxer")
+
+
+
+def is_worn(category: str | None) -> bool:
+    """True when ``category`` (a catalog category such as ``"Tshirts"``) is a garment worn on the
+    upper or lower body (:data:`UPPER_WORN`, :data:`LOWER_WORN`, matched at a word start, case
+    ignored). Such a product's images are judged by the presets' apparel rules (Amazon Seller
+    Central, "Image guidelines for clothing": shot on a model, who may be cut by the frame), by
+    every kind that judges a product image; ``quality.apparel = true`` applies them to every
+    product of a job."""
+    c = (category or "").lower()
+    return any(re.search(rf"\b{w}", c) for w in UPPER_WORN + LOWER_WORN)
 
 
 def get_preset(preset: str | Preset) -> Preset:
