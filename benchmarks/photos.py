@@ -55,26 +55,55 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-def cmd_masks(args) -> None:
+def _mask_sets(data: Path, sets: str):
+    """The hand-checkable mask sets: (name, list of (uint8 (H, W, 3) image, bool (H, W) reference))."""
     from catalog_render.kinds import photo
+
+    if "fashion" in sets:
+        folder, items = data / "fashion", []
+        for r in csv.DictReader(open(folder / "metadata.csv", encoding="utf-8")):
+            if r["articleType"] not in CATEGORIES or r["baseColour"] not in DARK:
+                continue
+            rgb = np.asarray(Image.open(folder / r["image_file"]).convert("RGB"))
+            if white_background(rgb):
+                items.append((rgb, photo.threshold_mask(rgb)))
+        yield "fashion: dark products on white", items
+    if "ikea" in sets:
+        import torch
+
+        from catalog_render.training import matting_trainer as mt
+
+        folder = data / "ikea"
+        uris = [str(folder / r["image_file"]) for r in csv.DictReader(open(folder / "metadata.csv", encoding="utf-8"))
+                if r["image_file"] and mt.is_holdout(r["id"])]
+        photos, masks, _ = mt.load_cutouts(uris, 320)
+        for kind, name in enumerate(mt.BACKGROUNDS):
+            x, alpha = mt.composite(photos, masks, torch.Generator().manual_seed(1000 + kind), kind)
+            imgs = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            yield f"IKEA held-out cut-outs on {name}", [(im, a[0] >= 0.5) for im, a in zip(imgs, alpha.numpy())]
+
+
+def cmd_masks(args) -> None:
+    import torch
+
+    from catalog_render.matting import MattingMasker
     from catalog_render.pretrained.mask import ProductMasker
 
-    folder = Path(args.data) / "fashion"
-    masker = ProductMasker(threads=1)
-    ious, cpu = [], 0.0
-    for r in csv.DictReader(open(folder / "metadata.csv", encoding="utf-8")):
-        if r["articleType"] not in CATEGORIES or r["baseColour"] not in DARK:
-            continue
-        rgb = np.asarray(Image.open(folder / r["image_file"]).convert("RGB"))
-        if not white_background(rgb):
-            continue
-        t = time.process_time()
-        m = masker.mask(rgb) >= 0.5
-        cpu += time.process_time() - t
-        ious.append(iou(m, photo.threshold_mask(rgb)))
-    a = np.asarray(ious)
-    print(f"U2-Net-p vs threshold mask on {len(a)} white-background dark-product fashion photos: IoU mean {a.mean():.3f}, "
-          f"median {np.median(a):.3f}, p10 {np.percentile(a, 10):.3f}, min {a.min():.3f}; {cpu / len(a):.2f} CPU s per mask")
+    torch.set_num_threads(1)
+    maskers = {"U2-Net-p": ProductMasker(threads=1), **{f"matting {Path(m).name}": MattingMasker(m, threads=1) for m in args.matting}}
+    print("| set | photos | mask | IoU mean | median | 10th percentile | min | CPU s per mask |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, items in _mask_sets(Path(args.data), args.sets):
+        for label, masker in maskers.items():
+            ious, cpu = [], 0.0
+            for rgb, ref in items:
+                t = time.process_time()
+                m = masker.mask(rgb) >= 0.5
+                cpu += time.process_time() - t
+                ious.append(iou(m, ref))
+            a = np.asarray(ious)
+            print(f"| {name} | {len(a)} | {label} | {a.mean():.3f} | {np.median(a):.3f} | {np.percentile(a, 10):.3f} | {a.min():.3f} | "
+                  f"{cpu / len(a):.2f} |", flush=True)
 
 
 def _before_after(output: str):
@@ -288,6 +317,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("masks")
     m.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    m.add_argument("--matting", action="append", default=[], help="a matting model directory to measure beside U2-Net-p (repeatable)")
+    m.add_argument("--sets", default="fashion,ikea", help="fashion, ikea or both (comma-separated)")
     p = sub.add_parser("passes")
     p.add_argument("output", nargs="?")
     p.add_argument("--before-only", default=None)

@@ -277,8 +277,10 @@ class QualitySpec(QualityThresholds):
 class PhotoSpec(_Section):
     """``[photos]``: the kinds that start from a photo (main-image, variant; catalog_render.kinds).
 
-    ``mask_threshold``: a pixel is product when U²-Net-p's saliency is >= this (0.5: the network's
-    output is a sigmoid probability). ``min_mask_share`` / ``max_mask_share``: a mask covering less
+    ``mask_model``: ``"u2netp"`` (U²-Net-p, the default; catalog_render.pretrained.mask) or the local
+    path of a matting model directory the project trained (``catalog-render train-matting``;
+    catalog_render.matting), on every node of a cluster. ``mask_threshold``: a pixel is product
+    when the mask model's probability is >= this (0.5: both output a sigmoid probability). ``min_mask_share`` / ``max_mask_share``: a mask covering less
     / more of the photo is "no salient product" / "covers everything". ``min_component_share``: a
     connected component of the mask counts as a separate product when its area is at least this
     share of the largest one. ``max_edge_touch``: the product is cut by the frame at an edge when
@@ -288,6 +290,7 @@ class PhotoSpec(_Section):
     equal once colour words are removed). ``variant_method``: ``lab-transfer`` (shift a*/b* and the
     mean L* of the product region to the target colour's CIELAB, keeping the luminance texture)."""
 
+    mask_model: str = Field("u2netp", min_length=1)
     mask_threshold: float = Field(0.5, gt=0, lt=1)
     min_mask_share: float = Field(0.01, ge=0, lt=1)
     max_mask_share: float = Field(0.97, gt=0, le=1)

@@ -107,9 +107,7 @@ class ComparisonKind(PhotoKind):
     groups_found: int | None = None
 
     def preflight(self, spec: JobSpec) -> None:
-        from catalog_render.pretrained.mask import ProductMasker
-
-        ProductMasker()
+        photo.load_masker(spec.photos.mask_model)
         text.check_fonts()
         if spec.comparison.groups_csv:
             read_groups_csv(spec.comparison.groups_csv)
@@ -178,7 +176,7 @@ class ComparisonKind(PhotoKind):
                      "params": json.loads(json.dumps(generation_params(spec).__dict__, default=str))}
         cs = spec.comparison
         common = {"layout": {"tile": list(TILE), "fill": FILL, "header_w": HEADER_W, "font": FONT, "max_lines": MAX_LINES},
-                  "attributes": cs.attributes, "language": cs.language, "currency": cs.currency, "mask_model": photo.mask_model_id(),
+                  "attributes": cs.attributes, "language": cs.language, "currency": cs.currency, "mask_model": photo.mask_model_id(spec.photos.mask_model),
                   "fonts": text.fonts_id(), "engine": text.engine(), "method": METHOD,
                   "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
         done = skipped_is_done(ctx.past)

@@ -46,15 +46,13 @@ class LabelKind(PhotoKind):
     name = "label"
 
     def preflight(self, spec: JobSpec) -> None:
-        from catalog_render.pretrained.mask import ProductMasker
-
-        ProductMasker()
+        photo.load_masker(spec.photos.mask_model)
         text.check_fonts()
 
     def plan(self, catalog: pa.Table, spec: JobSpec, ctx: PlanContext) -> planning.Plan:
         ls = spec.label
         params = {"size": ls.size, "label_attributes": ls.attributes, "language": ls.language, "currency": ls.currency, "fonts": text.fonts_id(),
-                  "engine": text.engine(), "mask_model": photo.mask_model_id(), "method": METHOD,
+                  "engine": text.engine(), "mask_model": photo.mask_model_id(spec.photos.mask_model), "method": METHOD,
                   "layout": {"title": TITLE_PX, "head": HEAD_PX, "value": VALUE_PX, "pad": PAD, "max_lines": MAX_LINES},
                   "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
 

