@@ -494,3 +494,42 @@ def test_class_balance_draws_categories_in_proportion_to_a_power_of_their_size(p
     assert balanced.model_id != plain.model_id
     card = json.loads((tmp_path / "b" / "model_card.json").read_text())
     assert card["train_spec"]["class_balance"] == 1.0
+
+
+def test_resume_that_trains_no_step_keeps_the_models_judge(fashion, tmp_path):
+    """`train --resume` at the checkpoint's step leaves the weights as they were, so the judge trained
+    for them is kept; a resume that trains on makes a new model, whose judge is trained again."""
+    from typer.testing import CliRunner
+
+    from catalog_render import catalog, storage
+    from catalog_render.cli import app
+    from catalog_render.quality import category_judge
+
+    lines = (fashion / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    col = lines[0].split(",").index("articleType")
+    picked, per = [], {"Tshirts": 0, "Watches": 0}
+    for line in lines[1:]:
+        cat = line.split(",")[col]
+        if cat in per and per[cat] < 12:
+            per[cat] += 1
+            picked.append(line)
+    (tmp_path / "metadata.csv").write_text("\n".join([lines[0], *picked]) + "\n", encoding="utf-8")
+    result = catalog.ingest(str(tmp_path / "metadata.csv"), str(fashion / "images"),
+                            catalog.parse_mapping("product_id=id,title=productDisplayName,category=articleType,image_uri=image_file"))
+    storage.write_parquet(result.table, str(tmp_path / "c.parquet"))
+    job = tmp_path / "tiny.toml"
+    job.write_text(TINY_JOB)
+    model = tmp_path / "m"
+    runner = CliRunner()
+    base = ["train", "--catalog", str(tmp_path / "c.parquet"), "--out", str(model), "--job", str(job)]
+    r = runner.invoke(app, [*base, "--max-steps", "2"])
+    assert r.exit_code == 0 and "category judge: 2 categories" in r.stderr, r.stderr
+    first = category_judge.read_config(str(model / "judge"))
+    assert first["model_id"] == registry.describe(str(model)).model_id
+    r = runner.invoke(app, [*base, "--resume", "--max-steps", "2"])
+    assert r.exit_code == 0 and f"kept the category judge {first['judge_id']}" in r.stderr, r.stderr
+    assert category_judge.read_config(str(model / "judge"))["judge_id"] == first["judge_id"]
+    r = runner.invoke(app, [*base, "--resume", "--max-steps", "3"])
+    assert r.exit_code == 0 and "kept the category judge" not in r.stderr and "category judge: 2 categories" in r.stderr, r.stderr
+    again = category_judge.read_config(str(model / "judge"))
+    assert again["model_id"] == registry.describe(str(model)).model_id != first["model_id"]
