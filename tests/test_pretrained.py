@@ -275,3 +275,17 @@ def test_upscaler_passes_and_exact_sizes():
     assert up.resize(im, (101, 77)).size == (101, 77)
     with pytest.raises(ValueError, match="unknown Real-ESRGAN model"):
         Upscaler("realesrgan-x8")
+
+
+def test_cpu_tiles_bound_memory_without_changing_the_picture():
+    """On the CPU the upscaler runs in CPU_TILESIZE tiles (ncnn's automatic size holds GBs there:
+    benchmarks/upscale_memory.py); the tiled output is the untiled one up to seams."""
+    from catalog_render.pretrained.upscale import CPU_TILESIZE, Upscaler
+
+    photo = _photo("10017").resize((150, 200), Image.Resampling.BICUBIC)  # larger than one tile both ways
+    tiled, whole = Upscaler("realesr-animevideov3-x4"), Upscaler("realesr-animevideov3-x4", tilesize=0)
+    assert tiled.tilesize == CPU_TILESIZE and whole.tilesize == 0
+    a = np.asarray(tiled.resize(photo, (600, 800)), float)
+    b = np.asarray(whole.resize(photo, (600, 800)), float)
+    assert a.shape == b.shape == (800, 600, 3)
+    assert np.abs(a - b).mean() < 1.0 and (np.abs(a - b) > 8).mean() < 0.01

@@ -97,22 +97,34 @@ def _extension():
 LANCZOS_MAX_STRETCH = 1.5
 
 
+#: ncnn tile size (pixels) on the CPU. ncnn's automatic choice (tilesize 0) sizes tiles for a GPU's
+#: heap: on the CPU, realesrgan-x4plus then holds 6.2-7.3 GB resident for a 225x300 photo and more
+#: for a second pass on a 4x image (a main-image actor reached 15 GB over 11 photos); 64 px tiles
+#: hold 1.4 GB, flat over photos of different sizes, at the same CPU time, and differ from the
+#: untiled output by 0.44 levels on average (3 % of values by more than 2 of 255: tile seams).
+#: ``python benchmarks/upscale_memory.py`` measures it.
+CPU_TILESIZE = 64
+
+
 class Upscaler:
     """Real-ESRGAN upscaler: loads the spec's models once, then upscales PIL images.
 
     ``spec``: a model name of :data:`MODELS` or a ``+`` chain; ``gpuid``: -1 = CPU, k >= 0 = the
     k-th Vulkan GPU; ``max_passes``: the most passes :meth:`upscale` makes (each multiplies the
     pixel count, and the time, by the model's scale squared); ``tilesize``: ncnn tile size in pixels
-    (0 = automatic, else >= 32). ``seconds`` accumulates the wall time spent in ncnn.
+    (0 = automatic, else >= 32; None = :data:`CPU_TILESIZE` on the CPU, automatic on a GPU).
+    ``seconds`` accumulates the wall time spent in ncnn.
 
     Raises ValueError (unknown model), DependencyMissing (package or Debian library missing).
     """
 
-    def __init__(self, spec: str = "realesr-animevideov3-x4", gpuid: int = -1, max_passes: int = 2, tilesize: int = 0):
+    def __init__(self, spec: str = "realesr-animevideov3-x4", gpuid: int = -1, max_passes: int = 2, tilesize: int | None = None):
         self.models = parse_spec(spec)
         self.spec = "+".join(self.models)
         if gpuid < -1:
             raise ValueError(f"gpuid must be -1 (CPU) or a GPU index >= 0, got {gpuid}")
+        if tilesize is None:
+            tilesize = CPU_TILESIZE if gpuid == -1 else 0
         if tilesize and tilesize < 32:
             raise ValueError(f"tilesize must be 0 (automatic) or >= 32, got {tilesize}")
         if max_passes < 1:
