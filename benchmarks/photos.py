@@ -5,7 +5,11 @@ on the fashion photos where one exists: dark products (Black, Navy Blue, Red, Br
 bags, watches, wallets, backpacks) on white backgrounds (the outer 3 % band >= 250 in every
 channel for 99.5 % of its pixels). The reference is catalog_render.kinds.photo.threshold_mask ("any channel
 < 235", enclosed holes under 1 % of the image filled): on such photos every product pixel is
-darker than the background. Reports IoU (mean, median, 10th percentile, min) and CPU seconds per mask.
+darker than the background. Also (``--sets ikea``) the IKEA products the matting model never trained
+on (training.matting_trainer.is_holdout), cut-outs laid over each background kind in turn
+(white, flat colour, studio sweep, smooth noise; fixed seeds), the reference being the composited
+alpha. ``--matting DIR`` (repeatable) adds a model of ``catalog-render train-matting`` beside
+U²-Net-p. Reports IoU (mean, median, 10th percentile, min) and CPU seconds per mask (1 thread).
 
 ``passes OUTPUT``: the amazon rules (catalog_render.quality.presets, with the apparel rules for
 garments worn on a model: quality.presets.is_worn) on each source photo ("before") and on the
@@ -18,7 +22,7 @@ left-alone reasons. ``--before-only CATALOG`` counts "before" for a whole catalo
 sheet is the same on every machine), for docs/ (fashion only: the IKEA photos are for
 non-commercial use).
 
-    python benchmarks/photos.py masks --data ../shared/data
+    python benchmarks/photos.py masks --data ../shared/data [--matting models/ikea-matting] [--sets fashion,ikea]
     python benchmarks/photos.py passes runs/main-image [--before-only catalog.parquet]
     python benchmarks/photos.py sheet runs/main-image --out docs/figures/main-image-fashion.png
     python benchmarks/photos.py cost --n 12
@@ -90,7 +94,8 @@ def cmd_masks(args) -> None:
     from catalog_render.pretrained.mask import ProductMasker
 
     torch.set_num_threads(1)
-    maskers = {"U2-Net-p": ProductMasker(threads=1), **{f"matting {Path(m).name}": MattingMasker(m, threads=1) for m in args.matting}}
+    maskers = {} if args.no_u2netp else {"U2-Net-p": ProductMasker(threads=1)}
+    maskers.update({f"matting {Path(m).name}": MattingMasker(m, threads=1) for m in args.matting})
     print("| set | photos | mask | IoU mean | median | 10th percentile | min | CPU s per mask |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, items in _mask_sets(Path(args.data), args.sets):
@@ -319,6 +324,7 @@ def main() -> None:
     m.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     m.add_argument("--matting", action="append", default=[], help="a matting model directory to measure beside U2-Net-p (repeatable)")
     m.add_argument("--sets", default="fashion,ikea", help="fashion, ikea or both (comma-separated)")
+    m.add_argument("--no-u2netp", action="store_true", help="measure only the --matting models")
     p = sub.add_parser("passes")
     p.add_argument("output", nargs="?")
     p.add_argument("--before-only", default=None)

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 
 from catalog_render.errors import CatalogRenderError
 
@@ -43,7 +44,8 @@ def domain_errors(fn):
         except CatalogRenderError as exc:
             if _state["debug"]:
                 raise
-            console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # the message is plain text: "[photos] mask_model" must not be read as a markup tag
+            console.print(f"[red]error:[/red] {rich_escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("interrupted: nothing half-written is kept; `run` resumes from its manifest when run again, "
@@ -252,7 +254,7 @@ def _train(catalog_uri: str, out: str, spec, base_uri: str | None, freeze: str, 
         f"{result.cpu_seconds:.0f} s CPU (stopped by {result.stopped_by})"
     )
     for warning in result.warnings:  # also in model_card.json
-        console.print(f"[red]warning:[/red] {warning}", highlight=False)
+        console.print(f"[red]warning:[/red] {rich_escape(warning)}", highlight=False)
     if base:
         from catalog_render.training.sr_trainer import copy_stage
 
@@ -285,7 +287,7 @@ def _write_judge(model_uri: str, catalog_uri: str, data=None) -> None:
     try:
         judge = add_judge(model_uri, catalog_uri, data=data)
     except (CatalogError, DependencyMissing) as exc:
-        console.print(f"note: no category judge saved ({exc}): `run` skips the recognisability check for this model", highlight=False)
+        console.print(f"note: no category judge saved ({rich_escape(str(exc))}): `run` skips the recognisability check for this model", highlight=False)
         return
     console.print(summary(judge), highlight=False)
 
@@ -386,7 +388,9 @@ def train_matting(
         lines(step, max_steps, f"loss {loss:.3f}, {cpu_s / 60:.1f} CPU-min")
 
     result = train_from_catalog(catalog_uri, out, MattingSpec(side=side, max_steps=max_steps, max_cpu_minutes=max_cpu_minutes, seed=seed),
-                                progress)
+                                progress, say=lambda line: console.print(line, markup=False, highlight=False))
+    for w in result["warnings"]:
+        console.print(f"[red]warning:[/red] {rich_escape(w)}", highlight=False)
     ious = ", ".join(f"{k} {v:.3f}" for k, v in result["holdout_iou"].items()) or "no product held out"
     console.print(f"saved matting model to {out}: {result['steps']} steps on {result['cutouts']} cut-outs ({result['skipped']} photos left out), "
                   f"{result['cpu_minutes']} CPU-min; held-out IoU by background: {ious}", highlight=False)
@@ -525,7 +529,7 @@ def evaluate(
         table.add_row(*(Text(cell) for cell in row))
     Console(soft_wrap=True).print(table)
     for w in result["warnings"]:
-        console.print(f"[red]warning:[/red] {w}", highlight=False)
+        console.print(f"[red]warning:[/red] {rich_escape(w)}", highlight=False)
     console.print(f"wrote {storage.display(storage.join(out, 'evaluation.json'))} and evaluation.html", highlight=False)
 
 
@@ -604,7 +608,7 @@ def review_cmd(
     from catalog_render.review.server import make_server, urls
 
     server = make_server(output, host=host, port=port, reviewer=reviewer, allow_remote=allow_remote,
-                         warn=lambda m: console.print(f"[red]{m}[/red]", highlight=False))
+                         warn=lambda m: console.print(f"[red]{rich_escape(m)}[/red]", highlight=False))
     console.print(f"reviewing {storage.display(output)} as {server.config.app.state.reviewer}: open "
                   f"{' or '.join(urls(host, server.config.port))} (Ctrl-C stops)", highlight=False)
     server.run()

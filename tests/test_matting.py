@@ -136,3 +136,16 @@ def test_main_image_run_masks_with_the_matting_model_and_keys_it(ray_local, tiny
     u2 = run_job(JobSpec().with_overrides(kind="main-image", **{"quality.preset": "amazon", "execution.workers": 1, "quality.upscaler": "lanczos"}),
                  cat, None, out, num_cpus=2)
     assert u2.planned == 2  # another mask model: other render keys
+
+
+def test_train_matting_refuses_to_overwrite_another_model_and_errors_keep_their_brackets(tiny_gan, tmp_path, small_catalog):
+    runner = CliRunner()
+    before = {p.name: p.read_bytes() for p in tiny_gan.iterdir() if p.is_file()}
+    res = runner.invoke(app, ["train-matting", "--catalog", str(small_catalog), "--out", str(tiny_gan), "--max-steps", "1", "--side", "64"])
+    assert res.exit_code == 6 and "already holds something that is not a matting model" in res.output, res.output
+    assert {p.name: p.read_bytes() for p in tiny_gan.iterdir() if p.is_file()} == before  # nothing touched
+    job = tmp_path / "job.toml"
+    job.write_text(f'kind = "main-image"\n[photos]\nmask_model = "{tmp_path / "missing"}"\n')
+    res = runner.invoke(app, ["run", "--catalog", str(small_catalog), "--output", str(tmp_path / "out"), "--job", str(job)])
+    assert res.exit_code == 6 and "error: [photos] mask_model:" in res.output, res.output
+    assert not (tmp_path / "out").exists()  # failed before anything was written

