@@ -1,6 +1,6 @@
 """The catalogs every comparison of docs/FAMILIES.md starts from.
 
-    python benchmarks/families.py prepare   # ingest + split ../shared/data/{fashion,ikea} into runs/cmp/
+    python benchmarks/families.py prepare   # ingest + split ../shared/data/{fashion,ikea} (or $CATALOG_RENDER_DATA) into runs/cmp/
 
 `catalog-render ingest` then `catalog-render split --fraction 0.15` (the hash split that
 `evaluate --holdout 0.15` uses, so the evaluations' held-out products are the split's) for each
@@ -12,11 +12,13 @@ runs all three.
 from __future__ import annotations
 
 import subprocess
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+#: The real catalogs: ../shared/data beside the checkout, or $CATALOG_RENDER_DATA.
+DATA = Path(os.environ.get("CATALOG_RENDER_DATA") or ROOT.parent / "shared" / "data")
 WORK = ROOT / "runs" / "cmp"
 CR = str(Path(sys.executable).parent / "catalog-render")
 CATALOGS = ("fashion", "ikea")
@@ -33,6 +35,10 @@ def sh(*args: str) -> None:
 
 
 def prepare() -> None:
+    missing = [str(DATA / c / "metadata.csv") for c in CATALOGS if not (DATA / c / "metadata.csv").is_file()]
+    if missing:
+        raise SystemExit(f"the real catalogs are not at {DATA} ({', '.join(missing)} missing): run from a checkout beside "
+                         "shared/, or set CATALOG_RENDER_DATA to the folder holding fashion/ and ikea/")
     WORK.mkdir(parents=True, exist_ok=True)
     for c in CATALOGS:
         if not (WORK / f"{c}.parquet").exists():
