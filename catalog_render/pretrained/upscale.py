@@ -100,8 +100,9 @@ LANCZOS_MAX_STRETCH = 1.5
 #: ncnn tile size (pixels) on the CPU. ncnn's automatic choice (tilesize 0) sizes tiles for a GPU's
 #: heap: on the CPU, realesrgan-x4plus then holds 6.2-7.3 GB resident for a 225x300 photo and more
 #: for a second pass on a 4x image (a main-image actor reached 15 GB over 11 photos); 64 px tiles
-#: hold 1.4 GB, flat over photos of different sizes, at the same CPU time, and differ from the
-#: untiled output by 0.44 levels on average (3 % of values by more than 2 of 255: tile seams).
+#: hold 1.4 GB, flat over photos of different sizes, for up to 18 % more CPU (28.5 against 24.2 CPU s
+#: a pass), and differ from the untiled output by 0.44 levels on average (3 % of values by more
+#: than 2 of 255: tile seams).
 #: ``python benchmarks/upscale_memory.py`` measures it.
 CPU_TILESIZE = 64
 
