@@ -211,7 +211,7 @@ def ingest(
         if uri is None:
             missing += 1
             if images and key:
-                why = f"{key!r} is not under --images" if image_col else f"no {pid}.jpg/.jpeg/.png/.webp under --images"
+                why = f"no file {key!r} under --images (looked up by relative path, then by file name)" if image_col else f"no {pid}.jpg/.jpeg/.png/.webp under --images"
             else:
                 why = f"column {image_col!r} is empty" if image_col else "no image column mapped and no --images"
             without.append((line, pid, why))

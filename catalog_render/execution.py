@@ -294,7 +294,8 @@ def _run_leased(spec: JobSpec, kind, table: pa.Table, catalog_uri: str, model_ur
                 sink.write_rows([
                     {"run_id": run_id, "product_id": r["product_id"], "render_key": r["render_key"], "seed": r["seed"], "status": "failed",
                      "model_id": model_id, "kind": kind.name, "conditioning": r["conditioning"], "prompt": r["prompt"], "reference_uri": r["reference_uri"], "plan_reason": r["plan_reason"],
-                     "error": f"worker process died {tries} times while rendering this product alone (poison input); quarantined"}
+                     "error": f"worker process died {tries} times while rendering this product alone (a poison input, or the worker ran out "
+                              "of memory: see the Ray worker logs); failed, tried again on the next run"}
                     for r in poison.to_pylist()
                 ])
             sink.flush()

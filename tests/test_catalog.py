@@ -74,7 +74,7 @@ def test_ingest_non_ascii_and_image_lookup_by_stem(tmp_path):
     # with an image column: an empty cell and a file name that is not in the folder, each named
     (tmp_path / "d.csv").write_text("sku,name,img\na1,A,a1.png\nb2,B,\nc3,C,c3.jpg\n", encoding="utf-8")
     r = catalog.ingest(str(tmp_path / "d.csv"), str(img_dir), catalog.parse_mapping("product_id=sku,title=name,image_uri=img"))
-    assert r.without_photo == [(3, "b2", "column 'img' is empty"), (4, "c3", "'c3.jpg' is not under --images")]
+    assert r.without_photo == [(3, "b2", "column 'img' is empty"), (4, "c3", "no file 'c3.jpg' under --images (looked up by relative path, then by file name)")]
     assert r.table.schema.equals(catalog.catalog_schema().arrow)
 
 
