@@ -96,8 +96,9 @@ def test_amazon_preset_writes_compliant_renditions_with_provenance(ray_local, sm
         err_lanczos = np.abs(np.asarray(main, float) - np.asarray(lanczos, float)).mean()
         assert err_esr < 0.5 * err_lanczos, (err_esr, err_lanczos)  # JPEG noise only vs a different image
         # compliance recomputed independently on that published image
-        colour = (json.loads(r["conditioning"]).get("attributes") or {}).get("color")
-        c = presets.evaluate(esr, "amazon", colour)
+        cond = json.loads(r["conditioning"])
+        colour = (cond.get("attributes") or {}).get("color")
+        c = presets.evaluate(esr, "amazon", colour, apparel=presets.is_worn(cond.get("category")))  # worn garments: the apparel rules
         assert json.loads(r["compliance_failed"]) == c.failed
         assert r["quality_status"] == ("passed" if c.verdict else "failed-quality")
         # LPIPS against the hidden photo, letterboxed to the render's size as the worker does
