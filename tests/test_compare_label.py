@@ -235,3 +235,32 @@ def test_label_run_writes_never_main_labels_and_is_idempotent(ray_local, tmp_pat
         assert Image.open(r["image_uri"]).size == (800, 800)
     assert "material shortened with …" in rows["1827"]["plan_reason"] and "title shortened with …" in rows["1827"]["plan_reason"]
     assert run_job(spec, uri, None, out, num_cpus=2).planned == 0
+
+
+def test_a_line_mixing_right_to_left_and_cjk_is_ordered_by_the_bidi_algorithm_across_fonts():
+    """UAX #9 on "مرحبا 中文 hello" in a right-to-left paragraph: the Arabic word (level 1) is read
+    first, so it is drawn rightmost; the left-to-right "中文 hello" (level 2, two fonts) keeps its
+    own order to its left. In a left-to-right paragraph a number after Arabic goes to its left."""
+    mixed = "مرحبا 中文 hello"
+    runs = text._runs(mixed, "regular")
+    assert text.visual_runs(runs, rtl=True) == [("中文 ", 1, False), ("hello", 0, False), ("مرحبا ", 0, True)]
+    assert text.visual_runs(text._runs("Shirt قميص 42", "regular"), rtl=False) == [
+        ("Shirt ", 0, False), ("42", 0, False), ("قميص ", 0, True)]
+    # drawn: the left part is the left-to-right text drawn alone, the right part the Arabic drawn alone
+    size, (line,) = 24, text.wrap(mixed, 1000, "regular", 24, 1)[0]
+    assert line.rtl
+
+    def ink(lines, w):  # a box exactly the line's width: a right-to-left line starts at x = 0
+        im = Image.new("L", (round(w) + 20, 40), 0)
+        text.draw_lines(ImageDraw.Draw(im), lines, (0, 5, w), "regular", size, 255)
+        return np.asarray(im)
+
+    whole = ink([line], line.width)
+    ltr_text, arabic = "中文 hello", "مرحبا "
+    left_w = text.width(ltr_text + " ", "regular", size)
+    left = ink([text.Line(text._runs(ltr_text, "regular"), text.width(ltr_text, "regular", size), False)], line.width)
+    cut = int(left_w) - 2
+    assert whole[:, :cut].max() == 255 and np.array_equal(whole[:, :cut], left[:, :cut])
+    right = ink([text.Line(text._runs(arabic.strip(), "regular"), text.width(arabic.strip(), "regular", size), True)], line.width)
+    cols = np.flatnonzero(right.max(axis=0) > 0)
+    assert np.array_equal(whole[:, cols[0]:cols[-1] + 1], right[:, cols[0]:cols[-1] + 1])

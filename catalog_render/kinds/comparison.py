@@ -51,7 +51,7 @@ FILL = 0.85
 HEADER_W, GAP, MARGIN, FONT, SWATCH = 170, 16, 24, 21, 20
 #: Lines a value may take (the title 3, other rows 2) before it is shortened with an ellipsis.
 MAX_LINES = {"title": 3}
-METHOD = "comparison-v2"
+METHOD = "comparison-v3"
 
 
 def _content(row: dict) -> dict:

@@ -33,7 +33,7 @@ from catalog_render.kinds import facts, photo, text
 from catalog_render.kinds.base import PlanContext, Rendered
 from catalog_render.kinds.photo_worker import PhotoKind
 
-METHOD = "label-v2"
+METHOD = "label-v3"
 PANEL_BG = (244, 245, 247)
 #: Font sizes and spacing at a 1000 px label (scaled with ``[label] size``).
 TITLE_PX, HEAD_PX, VALUE_PX, PAD = 36, 22, 28, 40

@@ -8,11 +8,14 @@ first font whose character map (fontTools) holds every character of the run; a c
 holds is drawn as U+FFFD (from DejaVu Sans) and counted, so a label never shows a tofu box without
 the manifest saying so.
 
-Shaping: with libraqm (Debian libraqm0; Pillow's wheels load it at run time) Pillow lays text out
-with raqm: right-to-left runs (Arabic, Hebrew) are ordered and Arabic letters joined. Without it
-Pillow's basic layout draws characters in logical order, one glyph each: Latin and CJK look right,
-Arabic and Hebrew come out reversed and unjoined. :func:`engine` says which one is in use; it is
-part of the comparison and label render keys (the pixels depend on it).
+Order: each line is split into pieces of one font and one bidi embedding level (Unicode
+Bidirectional Algorithm, UAX #9, computed by GNU FriBidi) and the pieces are put in visual order
+(:func:`visual_runs`), so a line mixing right-to-left and CJK or Latin text reads right across
+fonts. Shaping: with libraqm (Pillow's wheels load it at run time) each right-to-left piece is
+drawn with direction ``rtl``: reversed and, for Arabic, joined. Without it Pillow's basic layout
+draws one glyph per character, so right-to-left pieces are reversed here, unjoined.
+:func:`engine` says which one is in use; it is part of the comparison and label render keys (the
+pixels depend on it).
 """
 
 from __future__ import annotations
@@ -132,6 +135,84 @@ def width(text: str, style: str, size: int) -> float:
     return sum(font(style, i, size).getlength(t) for t, i in _runs(text, style))
 
 
+#: GNU FriBidi's paragraph directions (fribidi-bidi-types.h: FRIBIDI_TYPE_LTR / _RTL, the strong
+#: letter masks 0x10 | 0x100, plus 0x1 for right-to-left).
+FRIBIDI_PAR_LTR, FRIBIDI_PAR_RTL = 0x110, 0x111
+
+
+@functools.lru_cache(maxsize=1)
+def _fribidi():
+    """libfribidi (Debian libfribidi0, the library raqm itself uses) through ctypes, or None."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("fribidi") or "libfribidi.so.0")
+    except OSError:
+        return None
+    u32p = ctypes.POINTER(ctypes.c_uint32)
+    lib.fribidi_get_bidi_types.argtypes = [u32p, ctypes.c_int, u32p]
+    lib.fribidi_get_bracket_types.argtypes = [u32p, ctypes.c_int, u32p, u32p]
+    lib.fribidi_get_par_embedding_levels_ex.argtypes = [u32p, u32p, ctypes.c_int, u32p, ctypes.POINTER(ctypes.c_int8)]
+    lib.fribidi_get_par_embedding_levels_ex.restype = ctypes.c_int8
+    return lib
+
+
+def bidi_levels(text: str, rtl: bool) -> list[int]:
+    """The embedding level of each character of one line (even = left-to-right, odd =
+    right-to-left) by the Unicode Bidirectional Algorithm (UAX #9, rules P2-I1 and L1), computed
+    by GNU FriBidi, in a paragraph of direction ``rtl``. Without libfribidi every character gets
+    the paragraph's level (the line is drawn in one direction)."""
+    import ctypes
+
+    n, lib = len(text), _fribidi()
+    if lib is None or n == 0:
+        return [int(rtl)] * n
+    chars = (ctypes.c_uint32 * n)(*map(ord, text))
+    types, brackets = (ctypes.c_uint32 * n)(), (ctypes.c_uint32 * n)()
+    lib.fribidi_get_bidi_types(chars, n, types)
+    lib.fribidi_get_bracket_types(chars, n, types, brackets)
+    base = ctypes.c_uint32(FRIBIDI_PAR_RTL if rtl else FRIBIDI_PAR_LTR)
+    levels = (ctypes.c_int8 * n)()
+    if lib.fribidi_get_par_embedding_levels_ex(types, brackets, n, ctypes.byref(base), levels) == 0:
+        return [int(rtl)] * n
+    return list(levels)
+
+
+def visual_runs(runs: list[tuple[str, int]], rtl: bool) -> list[tuple[str, int, bool]]:
+    """A line's font runs (logical order) as (text in logical order, font index, right-to-left)
+    in visual order, left to right: the runs are split where the bidi level changes
+    (:func:`bidi_levels`) and reordered by UAX #9 rule L2 (from the highest level down to the
+    lowest odd one, every maximal sequence of runs at that level or above is reversed). A
+    right-to-left run is drawn with direction ``rtl``, which reverses and shapes it (raqm)."""
+    text = "".join(t for t, _ in runs)
+    levels = bidi_levels(text, rtl)
+    pieces: list[list] = []  # [text, font, level]
+    i = 0
+    for t, font_index in runs:
+        for ch in t:
+            if pieces and pieces[-1][1] == font_index and pieces[-1][2] == levels[i]:
+                pieces[-1][0] += ch
+            else:
+                pieces.append([ch, font_index, levels[i]])
+            i += 1
+    if not pieces:
+        return []
+    odd = [p[2] for p in pieces if p[2] % 2]
+    for level in range(max(p[2] for p in pieces), (min(odd) if odd else max(p[2] for p in pieces) + 1) - 1, -1):
+        k = 0
+        while k < len(pieces):
+            if pieces[k][2] >= level:
+                j = k
+                while j < len(pieces) and pieces[j][2] >= level:
+                    j += 1
+                pieces[k:j] = pieces[k:j][::-1]
+                k = j
+            else:
+                k += 1
+    return [(t, f, lvl % 2 == 1) for t, f, lvl in pieces]
+
+
 def is_rtl(text: str) -> bool:
     for ch in text:
         d = unicodedata.bidirectional(ch)
@@ -224,12 +305,13 @@ def draw_lines(draw, lines: list[Line], box: tuple[int, int, int], style: str, s
             x = left + (w - line.width) / 2
         else:
             x = left + (w - line.width if line.rtl else 0)
-        runs = line.runs[::-1] if line.rtl and len(line.runs) > 1 else line.runs
-        for t, i in runs:
+        for t, i, rtl_run in visual_runs(line.runs, line.rtl):
             f = font(style, i, size)
-            # raqm orders and joins a right-to-left run (base direction: the paragraph's)
-            kw = {"direction": "rtl" if line.rtl else "ltr"} if engine() == "raqm" else {}
+            if engine() == "raqm":  # raqm reverses and joins a right-to-left run
+                kw = {"direction": "rtl" if rtl_run else "ltr"}
+            else:  # the basic layout draws characters in the order given: reverse them ourselves (not joined)
+                t, kw = (t[::-1] if rtl_run else t), {}
             draw.text((x, y), t, font=f, fill=fill, **kw)
-            x += f.getlength(t)
+            x += f.getlength(t, **kw)
         y += step
     return y
