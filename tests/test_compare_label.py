@@ -6,6 +6,7 @@ local Ray."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 
@@ -143,7 +144,7 @@ def test_explicit_groups_quarantine_what_cannot_be_laid_out(tmp_path, fashion):
     assert why["comparison:ghost"].endswith("not in the catalog or quarantined: 99999")
 
 
-def test_members_without_a_photo_are_rendered_at_the_groups_shared_seed(tmp_path, fashion, tiny_gan):
+def test_members_without_a_photo_are_rendered_at_the_groups_shared_seed_unless_their_conditioning_repeats(tmp_path, fashion, tiny_gan):
     from catalog_render.generators import registry
     from catalog_render.generators.base import Conditioning
     from catalog_render.kinds import tiles
@@ -157,18 +158,30 @@ def test_members_without_a_photo_are_rendered_at_the_groups_shared_seed(tmp_path
     kind = ComparisonKind()
     [item] = kind.plan(catalog.read_catalog(uri), spec, ctx).work.to_pylist()
     members = json.loads(item["inputs"])["members"]
-    assert "source_sha256" in members[0] and members[1]["render"]["seed"] == members[2]["render"]["seed"] == item["seed"]
+    # 1595 and 1645 are both Black men's Tshirts: the model conditions on nothing else, so the same seed would draw the
+    # same image; the second gets the seed derived from the group's and its repeat count
+    assert "source_sha256" in members[0] and members[1]["render"]["seed"] == item["seed"]
+    gid = json.loads(item["conditioning"])["group"]
+    assert members[2]["render"]["seed"] == int(hashlib.sha256(f"{spec.comparison.seed}:{gid}:1".encode()).hexdigest()[:8], 16) != item["seed"]
     rendered = kind.render(item, kind.setup(spec, 1))
     assert "1595: rendered (no usable photo)" in rendered.fields["plan_reason"] and json.loads(rendered.fields["members"]) == ["1563", "1595", "1645"]
     # the 1645 tile is the generator's image at the group's seed, fitted on white (checked against a fresh generator)
     gen = registry.load_generator(str(tiny_gan))
     r = members[2]
-    image = gen.generate([Conditioning(title=r["title"], category=r["category"], attributes=r["attributes"])], [item["seed"]], generation_params(spec))[0]
+    image = gen.generate([Conditioning(title=r["title"], category=r["category"], attributes=r["attributes"])], [r["render"]["seed"]],
+                         generation_params(spec))[0]
     height = 400  # 1563 is a T-shirt on a model: the tallest product sets the group's tiles
     want = np.asarray(tiles.fit_whole(image.convert("RGB"), (300, height)), np.int16)
     x = 24 + 170 + 2 * (300 + 16)
     got = np.asarray(rendered.image.convert("RGB"), np.int16)[24:24 + height, x:x + 300]
     assert np.abs(got - want).max() == 0
+    # 1595's tile, beside it: the generator's image at the group's seed, not the same picture
+    t = members[1]
+    twin_want = gen.generate([Conditioning(title=t["title"], category=t["category"], attributes=t["attributes"])], [item["seed"]],
+                             generation_params(spec))[0]
+    twin = np.asarray(rendered.image.convert("RGB"), np.int16)[24:24 + height, x - 316:x - 16]
+    assert np.abs(twin - np.asarray(tiles.fit_whole(twin_want.convert("RGB"), (300, height)), np.int16)).max() == 0
+    assert np.abs(twin - got).max() > 0
     spec2 = spec.with_overrides(**{"comparison.seed": 7})
     assert kind.plan(catalog.read_catalog(uri), spec2, ctx).work.to_pylist()[0]["render_key"] != item["render_key"]
 

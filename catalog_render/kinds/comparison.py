@@ -13,7 +13,8 @@ quarantined with the reason, and a product may sit in several groups (each image
 Each member is shown by its photo on white (catalog_render.kinds.tiles, the main-image machinery)
 or, without a usable photo and with ``--model``, by the generator's render at the group's seed
 (one seed per group, derived from ``[comparison] seed`` and the group's name: the members differ
-by their conditioning, not by a random pose); without ``--model`` such a member is left out and
+by their conditioning, not by a random pose; a member whose conditioning equals an earlier one's
+gets a seed derived from the group's, or it would be the same image); without ``--model`` such a member is left out and
 the row's ``plan_reason`` says so (a group left with fewer than two members is quarantined).
 
 The image: pictures in tiles :data:`TILE` px wide, as tall as the group's tallest product needs
@@ -57,6 +58,20 @@ METHOD = "comparison-v3"
 def _content(row: dict) -> dict:
     return {"product_id": row["product_id"], "title": row.get("title"), "description": row.get("description"), "category": row.get("category"),
             "attributes": dict(sorted((row.get("attributes") or {}).items()))}
+
+
+def _member_seed(base: int, gid: str, group_seed: int, entry: dict, cond_fields: tuple[str, ...], seen: dict[str, int]) -> int:
+    """The seed a rendered member of group ``gid`` is drawn at: the group's, unless an earlier rendered
+    member of the group has the same values of every field the model conditions on
+    (``cond_fields``; the whole content when the model has none). The same conditioning at the same
+    seed is the same image, so the k-th repeat gets a seed derived from the group's and k."""
+    from catalog_render.generators.base import Conditioning
+
+    cond = Conditioning(title=entry["title"], category=entry["category"], attributes=entry["attributes"])
+    sig = json.dumps([cond.value(f) for f in cond_fields] if cond_fields else entry, sort_keys=True, default=str, ensure_ascii=False)
+    k = seen.get(sig, 0)
+    seen[sig] = k + 1
+    return group_seed if k == 0 else int(hashlib.sha256(f"{base}:{gid}:{k}".encode()).hexdigest()[:8], 16)
 
 
 def _chunks(ids: list[str], size: int) -> list[list[str]]:
@@ -167,13 +182,15 @@ class ComparisonKind(PhotoKind):
         needed = {m["product_id"]: m for _, ms in groups for m in ms}
         with ThreadPoolExecutor(ctx.threads) as pool:
             srcs = dict(zip(needed, pool.map(lambda r: photo.source_photo(r.get("image_uri")), needed.values())))
-        model = None
+        model, cond_fields = None, ()
         if ctx.model_uri:
             from catalog_render.generators import registry
             from catalog_render.kinds.base import generation_params
 
-            model = {"model_uri": ctx.model_uri, "model_id": registry.describe(ctx.model_uri).model_id,
+            info = registry.describe(ctx.model_uri)
+            model = {"model_uri": ctx.model_uri, "model_id": info.model_id,
                      "params": json.loads(json.dumps(generation_params(spec).__dict__, default=str))}
+            cond_fields = tuple(f for f, _ in info.conditions)  # () for a pipeline: its prompt holds the title
         cs = spec.comparison
         common = {"layout": {"tile": list(TILE), "fill": FILL, "header_w": HEADER_W, "font": FONT, "max_lines": MAX_LINES},
                   "attributes": cs.attributes, "language": cs.language, "currency": cs.currency, "mask_model": photo.mask_model_id(spec.photos.mask_model),
@@ -184,13 +201,14 @@ class ComparisonKind(PhotoKind):
         for gid, members in groups:
             shown, left_out = [], []
             seed = int(hashlib.sha256(f"{cs.seed}:{gid}".encode()).hexdigest()[:8], 16)
+            seen: dict[str, int] = {}  # rendered members per conditioning the model reads
             for m in members:
                 src = srcs[m["product_id"]]
                 entry = _content(m)
                 if src.problem is None and not ctx.hide_images:
                     entry.update(source_uri=src.uri, source_sha256=src.sha256)
                 elif model:
-                    entry["render"] = {**model, "seed": seed}
+                    entry["render"] = {**model, "seed": _member_seed(cs.seed, gid, seed, entry, cond_fields, seen)}
                 else:
                     left_out.append(f"{m['product_id']} ({src.problem or 'photo hidden'}; no --model to render it)")
                     continue
