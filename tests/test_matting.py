@@ -127,7 +127,7 @@ def test_main_image_run_masks_with_the_matting_model_and_keys_it(ray_local, tiny
     got = manifest.read_manifest(out).to_pylist()
     assert s.planned == 2 and len(got) == 2
     for r in got:
-        assert r["mask_model"] == photo.mask_model_id(str(tiny_matting))
+        assert r["mask_model"] == photo.mask_model_id(str(tiny_matting)) and r["method"].startswith("matting-mask+")
         # a 3-step model masks badly: each photo is made or left alone with the rule it broke, none fails
         assert r["status"] in ("ok", "left-alone"), r
         assert r["status"] == "ok" or r["error"].startswith("left alone:")
@@ -136,6 +136,7 @@ def test_main_image_run_masks_with_the_matting_model_and_keys_it(ray_local, tiny
     u2 = run_job(JobSpec().with_overrides(kind="main-image", **{"quality.preset": "amazon", "execution.workers": 1, "quality.upscaler": "lanczos"}),
                  cat, None, out, num_cpus=2)
     assert u2.planned == 2  # another mask model: other render keys
+    assert {r["method"] for r in manifest.read_manifest(out).to_pylist() if r["run_id"] == u2.run_id} == {"u2netp-mask+white+centre+realesrgan"}
 
 
 def test_train_matting_refuses_to_overwrite_another_model_and_errors_keep_their_brackets(tiny_gan, tmp_path, small_catalog):

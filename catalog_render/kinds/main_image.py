@@ -38,6 +38,12 @@ from catalog_render.quality.presets import LOWER_WORN, UPPER_WORN, is_worn
 #: Share of the canvas a product spans under presets without a fill rule (Google, eBay, Shopify, Walmart).
 DEFAULT_FILL = 0.85
 METHOD = "u2netp-mask+white+centre+realesrgan"
+
+
+def method_of(mask_model_id: str) -> str:
+    """The manifest's ``method`` of a main image: :data:`METHOD` with the mask model's kind
+    (``u2netp``, ``matting``: the part of ``mask_model`` before the colon) in front."""
+    return METHOD.replace("u2netp", mask_model_id.split(":", 1)[0], 1)
 #: The Real-ESRGAN model ``quality.upscaler = "auto"`` means for main images made from photos:
 #: against realesr-animevideov3-x4 (the default for generator renders, an anime model) on fashion
 #: photos reduced 4x and enlarged back, it is closer to the photo by LPIPS and DISTS, keeps white
@@ -77,7 +83,8 @@ class MainImageKind(PhotoKind):
         preset = presets.get_preset(main_preset(spec))
         up = photo_upscaler(spec)
         return {"mask_model": photo.mask_model_id(spec.photos.mask_model), "preset": preset.name, "canvas": list(preset.size), "fill": preset.fill or DEFAULT_FILL,
-                "upscaler": up, "upscaler_passes": spec.quality.upscaler_passes if up else None, "method": METHOD,
+                "upscaler": up, "upscaler_passes": spec.quality.upscaler_passes if up else None,
+                "method": method_of(photo.mask_model_id(spec.photos.mask_model)),
                 "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
 
     def plan(self, catalog: pa.Table, spec: JobSpec, ctx: PlanContext) -> planning.Plan:
@@ -109,7 +116,7 @@ class MainImageKind(PhotoKind):
         prob = state["masker"].mask(image)
         verdict = photo.judge_mask(prob, threshold=ps.mask_threshold, min_share=ps.min_mask_share, max_share=ps.max_mask_share,
                                    min_component_share=ps.min_component_share, max_edge_touch=ps.max_edge_touch, pairs_allowed=inputs["pairs"])
-        fields = {"source_uri": inputs["source_uri"], "source_sha256": inputs["source_sha256"], "method": METHOD,
+        fields = {"source_uri": inputs["source_uri"], "source_sha256": inputs["source_sha256"], "method": method_of(inputs["mask_model"]),
                   "mask_model": inputs["mask_model"], "preset": inputs["preset"]}
         anchor = None
         if verdict.reason and verdict.reason.startswith("product cut") and ps.anchor_worn:
