@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import posixpath
 import re
 import unicodedata
@@ -159,7 +160,9 @@ def ingest(
     Text cells equal to one of ``na_values`` become null (attributes with such values are dropped).
     ``image_uri`` comes from the mapped column, looked up under ``images`` by relative path, file
     name, or stem; without an ``image_uri`` mapping a photo named ``<product_id>.<jpg|jpeg|png|webp>``
-    is used. A product whose photo is not found gets a null image_uri (counted in
+    is used; without ``images`` the column's values are the URIs, and a local path that names no
+    file is not found (S3 URIs are not checked here: ``validate --check-images`` does). A product
+    whose photo is not found gets a null image_uri (counted in
     ``missing_images``, and listed with the reason in ``without_photo``). Raises CatalogError for an unknown column in the mapping, duplicate
     product ids (listing them), or no usable rows; StorageError when the CSV cannot be read.
     """
@@ -200,7 +203,7 @@ def ingest(
             cols[f].append(cell(row, mapping[f]) if f in mapping else None)
         attrs = [(k, v) for k, v in ((k, cell(row, s)) for k, s in attr_cols.items()) if v is not None]
         cols["attributes"].append(attrs)
-        uri = None
+        uri, unfound = None, None
         if images:
             key = cell(row, image_col) if image_col else pid
             if key:
@@ -208,9 +211,13 @@ def ingest(
                 uri = index.get(key) or index.get(posixpath.basename(key)) or (None if image_col else index.get(pid))
         elif image_col:
             uri = cell(row, image_col)
+            if uri and not storage.is_s3(uri) and not os.path.isfile(uri):
+                unfound, uri = uri, None  # a local path that names no file: no photo (S3 objects are checked by `validate --check-images`)
         if uri is None:
             missing += 1
-            if images and key:
+            if unfound:
+                why = f"no file {unfound!r} (column {image_col!r}; without --images, local paths are read as they are written)"
+            elif images and key:
                 why = f"no file {key!r} under --images (looked up by relative path, then by file name)" if image_col else f"no {pid}.jpg/.jpeg/.png/.webp under --images"
             else:
                 why = f"column {image_col!r} is empty" if image_col else "no image column mapped and no --images"

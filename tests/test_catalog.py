@@ -76,6 +76,11 @@ def test_ingest_non_ascii_and_image_lookup_by_stem(tmp_path):
     r = catalog.ingest(str(tmp_path / "d.csv"), str(img_dir), catalog.parse_mapping("product_id=sku,title=name,image_uri=img"))
     assert r.without_photo == [(3, "b2", "column 'img' is empty"), (4, "c3", "no file 'c3.jpg' under --images (looked up by relative path, then by file name)")]
     assert r.table.schema.equals(catalog.catalog_schema().arrow)
+    # without --images the column holds the URIs: a local path that names no file is no photo; S3 is not probed here
+    (tmp_path / "e.csv").write_text(f"sku,img\na1,{img_dir / 'a1.png'}\nb2,{tmp_path / 'gone.jpg'}\nc3,s3://bucket/c3.jpg\n", encoding="utf-8")
+    r = catalog.ingest(str(tmp_path / "e.csv"), None, catalog.parse_mapping("product_id=sku,image_uri=img"))
+    assert [x["image_uri"] for x in r.table.to_pylist()] == [str(img_dir / "a1.png"), None, "s3://bucket/c3.jpg"]
+    assert r.missing_images == 1 and r.without_photo[0][:2] == (3, "b2") and str(tmp_path / "gone.jpg") in r.without_photo[0][2]
 
 
 def test_ingest_errors(tmp_path):
