@@ -144,6 +144,16 @@ def test_explicit_groups_quarantine_what_cannot_be_laid_out(tmp_path, fashion):
     assert why["comparison:ghost"].endswith("not in the catalog or quarantined: 99999")
 
 
+def _product_box(image):
+    """A render cropped to the rows and columns holding pixels that are not its border colour
+    (ΔE00 >= the foreground threshold of quality.checks), as a comparison tile shows it."""
+    from catalog_render.quality import checks
+
+    m = checks.foreground_mask(image)
+    ys, xs = np.nonzero(m)
+    return image.crop((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)) if m.any() and not m.all() else image
+
+
 def test_members_without_a_photo_are_rendered_at_the_groups_shared_seed_unless_their_conditioning_repeats(tmp_path, fashion, tiny_gan):
     from catalog_render.generators import registry
     from catalog_render.generators.base import Conditioning
@@ -164,14 +174,16 @@ def test_members_without_a_photo_are_rendered_at_the_groups_shared_seed_unless_t
     gid = json.loads(item["conditioning"])["group"]
     assert members[2]["render"]["seed"] == int(hashlib.sha256(f"{spec.comparison.seed}:{gid}:1".encode()).hexdigest()[:8], 16) != item["seed"]
     rendered = kind.render(item, kind.setup(spec, 1))
-    assert "1595: rendered (no usable photo)" in rendered.fields["plan_reason"] and json.loads(rendered.fields["members"]) == ["1563", "1595", "1645"]
+    assert f"1595: rendered at seed {item['seed']} (no usable photo)" in rendered.fields["plan_reason"]
+    assert f"1645: rendered at seed {members[2]['render']['seed']} (no usable photo)" in rendered.fields["plan_reason"]
+    assert json.loads(rendered.fields["members"]) == ["1563", "1595", "1645"] and rendered.fields["model_id"] == registry.describe(str(tiny_gan)).model_id
     # the 1645 tile is the generator's image at the group's seed, fitted on white (checked against a fresh generator)
     gen = registry.load_generator(str(tiny_gan))
     r = members[2]
     image = gen.generate([Conditioning(title=r["title"], category=r["category"], attributes=r["attributes"])], [r["render"]["seed"]],
                          generation_params(spec))[0]
     height = 400  # 1563 is a T-shirt on a model: the tallest product sets the group's tiles
-    want = np.asarray(tiles.fit_whole(image.convert("RGB"), (300, height)), np.int16)
+    want = np.asarray(tiles.fit_whole(_product_box(image.convert("RGB")), (300, height)), np.int16)
     x = 24 + 170 + 2 * (300 + 16)
     got = np.asarray(rendered.image.convert("RGB"), np.int16)[24:24 + height, x:x + 300]
     assert np.abs(got - want).max() == 0
@@ -180,7 +192,7 @@ def test_members_without_a_photo_are_rendered_at_the_groups_shared_seed_unless_t
     twin_want = gen.generate([Conditioning(title=t["title"], category=t["category"], attributes=t["attributes"])], [item["seed"]],
                              generation_params(spec))[0]
     twin = np.asarray(rendered.image.convert("RGB"), np.int16)[24:24 + height, x - 316:x - 16]
-    assert np.abs(twin - np.asarray(tiles.fit_whole(twin_want.convert("RGB"), (300, height)), np.int16)).max() == 0
+    assert np.abs(twin - np.asarray(tiles.fit_whole(_product_box(twin_want.convert("RGB")), (300, height)), np.int16)).max() == 0
     assert np.abs(twin - got).max() > 0
     spec2 = spec.with_overrides(**{"comparison.seed": 7})
     assert kind.plan(catalog.read_catalog(uri), spec2, ctx).work.to_pylist()[0]["render_key"] != item["render_key"]
@@ -198,7 +210,7 @@ def test_label_quarantines_a_product_with_nothing_to_tell(tmp_path, fashion):
 # ----------------------------------------------------------------------------- runs on Ray
 
 
-def test_comparison_run_renders_bad_input_sensibly_and_is_idempotent(ray_local, tmp_path, fashion):
+def test_comparison_run_renders_bad_input_sensibly_and_is_idempotent(ray_local, tmp_path, fashion, tiny_gan):
     from catalog_render.execution import run_job
 
     uri = _catalog(tmp_path, fashion, {
@@ -224,6 +236,14 @@ def test_comparison_run_renders_bad_input_sensibly_and_is_idempotent(ray_local, 
     assert "<th>kind</th><td>comparison</td>" in page and "seconds per image" in page and "comparison:Sports Shoes" in page
     again = run_job(spec, uri, None, out, num_cpus=2)
     assert again.planned == 0 and again.up_to_date == 2
+    from catalog_render.generators import registry
+
+    # with a model, 1645 is rendered: the row records the group's seed and the model, the member's seed in plan_reason
+    run_job(spec, uri, str(tiny_gan), str(tmp_path / "with-model"), num_cpus=2)
+    tees = {r["product_id"]: r for r in manifest.read_manifest(str(tmp_path / "with-model")).to_pylist()}["comparison:Tshirts"]
+    gid_seed = int(hashlib.sha256(f"{spec.comparison.seed}:{tees['product_id']}".encode()).hexdigest()[:8], 16)
+    assert json.loads(tees["members"]) == ["1563", "1595", "1645"] and tees["seed"] == gid_seed
+    assert tees["model_id"] == registry.describe(str(tiny_gan)).model_id and f"1645: rendered at seed {gid_seed}" in tees["plan_reason"]
 
 
 def test_label_run_writes_never_main_labels_and_is_idempotent(ray_local, tmp_path, fashion):

@@ -74,6 +74,19 @@ def _member_seed(base: int, gid: str, group_seed: int, entry: dict, cond_fields:
     return group_seed if k == 0 else int(hashlib.sha256(f"{base}:{gid}:{k}".encode()).hexdigest()[:8], 16)
 
 
+def _content_crop(image):
+    """A render (RGB PIL image on its own background) cropped to the box of its product
+    (:func:`catalog_render.quality.checks.foreground_mask`), so a flat product (a shoe) sets a
+    flat tile like its photo would; the whole render when the mask is empty or fills it."""
+    from catalog_render.quality import checks
+
+    m = checks.foreground_mask(image)
+    if not m.any() or m.all():
+        return image
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    return image.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+
+
 def _chunks(ids: list[str], size: int) -> list[list[str]]:
     n = -(-len(ids) // size)
     base, extra = divmod(len(ids), n)
@@ -250,8 +263,8 @@ class ComparisonKind(PhotoKind):
             if r["model_uri"] not in gens:
                 gens[r["model_uri"]] = registry.load_generator(r["model_uri"])
             cond = Conditioning(title=member["title"], category=member["category"], attributes=member["attributes"])
-            image = gens[r["model_uri"]].generate([cond], [r["seed"]], GenerationParams(**r["params"]))[0]
-            return tiles.CutOut(image.convert("RGB"), note="rendered (no usable photo)")
+            image = gens[r["model_uri"]].generate([cond], [r["seed"]], GenerationParams(**r["params"]))[0].convert("RGB")
+            return tiles.CutOut(_content_crop(image), note=f"rendered at seed {r['seed']} (no usable photo)")
         image = photo.load_source(member["source_uri"], member["source_sha256"])
         return tiles.cut_out(image, state["masker"], state["spec"], member["category"], member["title"])
 
@@ -267,8 +280,11 @@ class ComparisonKind(PhotoKind):
         height = int(np.clip(round(max(c.aspect for c in cuts) * TILE[0]), MIN_TILE_H, TILE[1]))
         pictures = [c.place((TILE[0], height), FILL) for c in cuts]
         image, text_notes = compose(pictures, members, inputs["attributes"], inputs["language"], inputs["currency"])
+        rendered = [m["render"] for m in members if "render" in m]
         fields = {"method": METHOD, "mask_model": inputs["mask_model"], "members": json.dumps([m["product_id"] for m in members]),
                   "never_main": True, "plan_reason": "; ".join([item["plan_reason"], *notes, *text_notes])}
+        if rendered:  # the generator that drew the photo-less members (their seeds are in plan_reason)
+            fields["model_id"] = rendered[0]["model_id"]
         meta = ProvenanceMetadata(model_id=inputs["mask_model"], render_key=item["render_key"], family=self.name, product_id=item["product_id"],
                                   digital_source_type=photo.COMPOSITE_WITH_TRAINED)
         return Rendered(image=image, provenance=meta, fields=fields, format="png")

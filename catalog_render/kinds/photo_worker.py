@@ -46,8 +46,8 @@ class PhotoWorker:
         rows = []
         for it in batch.to_pylist():
             row = {k: None for k in ROW_FIELDS}
-            row.update(product_id=it["product_id"], render_key=it["render_key"], conditioning=it["conditioning"], reference_uri=it["reference_uri"],
-                       plan_reason=it["plan_reason"], worker=self.worker, kind=self.kind.name, reused=False)
+            row.update(product_id=it["product_id"], render_key=it["render_key"], seed=it.get("seed"), conditioning=it["conditioning"],
+                       reference_uri=it["reference_uri"], plan_reason=it["plan_reason"], worker=self.worker, kind=self.kind.name, reused=False)
             t0 = time.perf_counter()
             try:
                 result = self.kind.render(it, self.state)
