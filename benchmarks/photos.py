@@ -55,10 +55,6 @@ def white_background(rgb: np.ndarray) -> bool:
     return scores.background_whiteness(rgb, 250, 0.03) > 0.995
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
-
-
 def _mask_sets(data: Path, sets: str):
     """The hand-checkable mask sets: (name, list of (uint8 (H, W, 3) image, bool (H, W) reference))."""
     from catalog_render.kinds import photo
@@ -73,24 +69,21 @@ def _mask_sets(data: Path, sets: str):
                 items.append((rgb, photo.threshold_mask(rgb)))
         yield "fashion: dark products on white", items
     if "ikea" in sets:
-        import torch
-
         from catalog_render.training import matting_trainer as mt
 
         folder = data / "ikea"
         uris = [str(folder / r["image_file"]) for r in csv.DictReader(open(folder / "metadata.csv", encoding="utf-8"))
                 if r["image_file"] and mt.is_holdout(r["id"])]
         photos, masks, _ = mt.load_cutouts(uris, 320)
-        for kind, name in enumerate(mt.BACKGROUNDS):
-            x, alpha = mt.composite(photos, masks, torch.Generator().manual_seed(1000 + kind), kind)
-            imgs = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-            yield f"IKEA held-out cut-outs on {name}", [(im, a[0] >= 0.5) for im, a in zip(imgs, alpha.numpy())]
+        for name, imgs, refs in mt.held_out_composites(photos, masks):
+            yield f"IKEA held-out cut-outs on {name}", list(zip(imgs, refs))
 
 
 def cmd_masks(args) -> None:
     import torch
 
     from catalog_render.matting import MattingMasker
+    from catalog_render.training.matting_trainer import iou
     from catalog_render.pretrained.mask import ProductMasker
 
     torch.set_num_threads(1)

@@ -81,10 +81,7 @@ def _content_crop(image):
     from catalog_render.quality import checks
 
     m = checks.foreground_mask(image)
-    if not m.any() or m.all():
-        return image
-    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-    return image.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+    return image if not m.any() or m.all() else image.crop(photo.mask_box(m, pad=0))
 
 
 def _chunks(ids: list[str], size: int) -> list[list[str]]:

@@ -82,9 +82,9 @@ class MainImageKind(PhotoKind):
 
         preset = presets.get_preset(main_preset(spec))
         up = photo_upscaler(spec)
-        return {"mask_model": photo.mask_model_id(spec.photos.mask_model), "preset": preset.name, "canvas": list(preset.size), "fill": preset.fill or DEFAULT_FILL,
-                "upscaler": up, "upscaler_passes": spec.quality.upscaler_passes if up else None,
-                "method": method_of(photo.mask_model_id(spec.photos.mask_model)),
+        mask_model = photo.mask_model_id(spec.photos.mask_model)
+        return {"mask_model": mask_model, "preset": preset.name, "canvas": list(preset.size), "fill": preset.fill or DEFAULT_FILL,
+                "upscaler": up, "upscaler_passes": spec.quality.upscaler_passes if up else None, "method": method_of(mask_model),
                 "photos": spec.photos.model_dump(exclude={"group_column", "variant_method"})}
 
     def plan(self, catalog: pa.Table, spec: JobSpec, ctx: PlanContext) -> planning.Plan:

@@ -100,12 +100,12 @@ def load_cutouts(image_uris: list[str], side: int) -> tuple[torch.Tensor, torch.
         except Exception:  # an undecodable photo is simply not a training sample
             skipped += 1
             continue
-        rgb = np.asarray(im.convert("RGB"))
-        m = cutout_mask(rgb)
+        im = im.convert("RGB")
+        m = cutout_mask(np.asarray(im))
         if m is None:
             skipped += 1
             continue
-        photos.append(np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)).transpose(2, 0, 1))
+        photos.append(np.asarray(im.resize((side, side), Image.Resampling.BILINEAR)).transpose(2, 0, 1))
         masks.append(np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((side, side), Image.Resampling.BILINEAR))[None])
     if not photos:
         return torch.empty(0, 3, side, side, dtype=torch.uint8), torch.empty(0, 1, side, side, dtype=torch.uint8), skipped
@@ -210,18 +210,28 @@ def train(photos: torch.Tensor, masks: torch.Tensor, spec: MattingSpec,
                         "cutouts": len(photos), **{f"spec_{k}": v for k, v in asdict(spec).items()}}
 
 
-def holdout_iou(masker, photos: torch.Tensor, masks: torch.Tensor, seed: int = 1000) -> dict[str, float]:
-    """Mean IoU of ``masker`` (anything with ``mask(uint8 (H, W, 3)) -> float (H, W)``, thresholded at
-    0.5) against the composited alpha (>= 0.5), the cut-outs laid over each background kind of
-    :data:`BACKGROUNDS` in turn (generator seeded ``seed + kind``): {kind name: mean IoU}."""
-    out = {}
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks of one shape (1.0 for two empty masks is not
+    claimed: 0.0 when both are empty)."""
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def held_out_composites(photos: torch.Tensor, masks: torch.Tensor, seed: int = 1000):
+    """For each background kind of :data:`BACKGROUNDS` in turn: (kind name, the cut-outs laid over
+    it as uint8 (N, H, W, 3) images, their reference masks bool (N, H, W): composited alpha >= 0.5),
+    the composite's generator seeded ``seed + kind`` (the hand-checkable sets of the model card and
+    ``benchmarks/photos.py masks``)."""
     for kind, name in enumerate(BACKGROUNDS):
         x, alpha = composite(photos, masks, torch.Generator().manual_seed(seed + kind), kind)
-        imgs = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        ious = []
-        for im, a in zip(imgs, alpha.numpy()):
-            m, ref = masker.mask(im) >= 0.5, a[0] >= 0.5
-            ious.append(float((m & ref).sum() / max(1, (m | ref).sum())))
+        yield name, (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8), alpha.numpy()[:, 0] >= 0.5
+
+
+def holdout_iou(masker, photos: torch.Tensor, masks: torch.Tensor, seed: int = 1000) -> dict[str, float]:
+    """Mean IoU of ``masker`` (anything with ``mask(uint8 (H, W, 3)) -> float (H, W)``, thresholded at
+    0.5) on :func:`held_out_composites`: {kind name: mean IoU}."""
+    out = {}
+    for name, imgs, refs in held_out_composites(photos, masks, seed):
+        ious = [iou(masker.mask(im) >= 0.5, ref) for im, ref in zip(imgs, refs)]
         out[name] = round(float(np.mean(ious)), 4) if ious else float("nan")
     return out
 
