@@ -23,6 +23,7 @@ sheet is the same on every machine), for docs/ (fashion only: the IKEA photos ar
 non-commercial use).
 
     python benchmarks/photos.py masks --data ../shared/data [--matting models/ikea-matting] [--sets fashion,ikea]
+    python benchmarks/photos.py mask-sheet --matting models/ikea-matting --out docs/figures/masks-fashion.png
     python benchmarks/photos.py passes runs/main-image [--before-only catalog.parquet]
     python benchmarks/photos.py sheet runs/main-image --out docs/figures/main-image-fashion.png
     python benchmarks/photos.py cost --n 12
@@ -102,6 +103,35 @@ def cmd_masks(args) -> None:
             a = np.asarray(ious)
             print(f"| {name} | {len(a)} | {label} | {a.mean():.3f} | {np.median(a):.3f} | {np.percentile(a, 10):.3f} | {a.min():.3f} | "
                   f"{cpu / len(a):.2f} |", flush=True)
+
+
+#: Fashion photos of the mask sheet: grey studio backdrops, white garments, people, bags, a ring.
+MASK_SHEET_IDS = ("1584", "1783", "1614", "1563", "4584", "1943", "49012", "1580")
+
+
+def cmd_mask_sheet(args) -> None:
+    """photo | U²-Net-p | matting model, the mask's outside grey (so white garments stay visible),
+    two triples a row, for docs/ (fashion photos only)."""
+    from PIL import ImageDraw
+
+    from catalog_render.matting import MattingMasker
+    from catalog_render.pretrained.mask import ProductMasker
+
+    maskers = (ProductMasker(threads=1), MattingMasker(args.matting, threads=1))
+    w, h = 150, 200
+    sheet = Image.new("RGB", (6 * w + 10, ((len(MASK_SHEET_IDS) + 1) // 2) * (h + 4) + 16), "white")
+    d = ImageDraw.Draw(sheet)
+    for k, title in enumerate(("photo", "U2-Net-p", "matting (IKEA)") * 2):
+        d.text((k * w + 4 + (10 if k >= 3 else 0), 2), title, fill=(0, 0, 0))
+    for i, pid in enumerate(MASK_SHEET_IDS):
+        rgb = np.asarray(Image.open(Path(args.data) / "fashion" / "images" / f"{pid}.jpg").convert("RGB"))
+        tiles = [Image.fromarray(rgb)] + [Image.fromarray(np.where((m.mask(rgb) >= 0.5)[..., None], rgb, 180).astype(np.uint8)) for m in maskers]
+        x0, y = (0 if i % 2 == 0 else 3 * w + 10), 16 + (i // 2) * (h + 4)
+        for k, im in enumerate(tiles):
+            im.thumbnail((w, h), Image.Resampling.LANCZOS)
+            sheet.paste(im, (x0 + k * w + (w - im.width) // 2, y))
+    sheet.save(args.out, optimize=True)
+    print(f"wrote {args.out}")
 
 
 def _before_after(output: str):
@@ -318,6 +348,10 @@ def main() -> None:
     m.add_argument("--matting", action="append", default=[], help="a matting model directory to measure beside U2-Net-p (repeatable)")
     m.add_argument("--sets", default="fashion,ikea", help="fashion, ikea or both (comma-separated)")
     m.add_argument("--no-u2netp", action="store_true", help="measure only the --matting models")
+    ms = sub.add_parser("mask-sheet")
+    ms.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ms.add_argument("--matting", required=True, help="matting model directory (catalog-render train-matting)")
+    ms.add_argument("--out", required=True)
     p = sub.add_parser("passes")
     p.add_argument("output", nargs="?")
     p.add_argument("--before-only", default=None)
@@ -336,7 +370,7 @@ def main() -> None:
     u.add_argument("--cost-n", type=int, default=2)
     u.add_argument("--out", default="runs/upscalers-photos")
     args = ap.parse_args()
-    {"masks": cmd_masks, "passes": cmd_passes, "sheet": cmd_sheet, "cost": cmd_cost, "upscale": cmd_upscale}[args.cmd](args)
+    {"masks": cmd_masks, "mask-sheet": cmd_mask_sheet, "passes": cmd_passes, "sheet": cmd_sheet, "cost": cmd_cost, "upscale": cmd_upscale}[args.cmd](args)
 
 
 if __name__ == "__main__":
