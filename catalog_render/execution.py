@@ -115,6 +115,50 @@ def _init_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
+def _no_sigterm_note(record: logging.LogRecord) -> bool:
+    return "SIGTERM handler is not set" not in record.getMessage()
+
+
+class _RayStart:
+    """Ray started (or joined) in a background thread while the run reads the catalog and plans:
+    ``ray.init`` is mostly waiting on Ray's own processes (GCS, raylet: about 3 s for a local Ray on
+    2 cores), planning is the driver's own work, so the first image comes that much sooner
+    (benchmarks/RESULTS.md). A run with nothing to do has started Ray for nothing (about 3 CPU s).
+    ``get()`` waits for it and raises what ``_init_ray`` raised (RunError); ``settle()`` only waits,
+    so a run that fails while planning does not exit while Ray is half started.
+
+    The thread never ends: Ray starts its GCS and raylet with PR_SET_PDEATHSIG, which Linux fires
+    when the *thread* that spawned them exits, so it stays parked (a daemon, gone with the process)."""
+
+    def __init__(self, address: str | None, num_cpus: int | None):
+        import threading
+
+        self._ray, self._exc = None, None
+        self._ready = threading.Event()
+        threading.Thread(target=self._start, args=(address, num_cpus), name="catalog-render-ray-start", daemon=True).start()
+
+    def _start(self, address, num_cpus) -> None:
+        import threading
+
+        # ray.init off the main thread logs that it set no SIGTERM handler: run_job installs its own
+        logging.getLogger("ray._private.worker").addFilter(_no_sigterm_note)  # once: addFilter skips a filter already there
+        try:
+            self._ray = _init_ray(address, num_cpus)
+        except BaseException as exc:  # noqa: BLE001 -- handed to the thread that needs Ray
+            self._exc = exc
+        self._ready.set()
+        threading.Event().wait()  # parked for the process's life (see the class docstring)
+
+    def settle(self) -> None:
+        self._ready.wait()
+
+    def get(self):
+        self._ready.wait()
+        if self._exc is not None:
+            raise self._exc
+        return self._ray
+
+
 def ray_worker_name() -> str:
     """The manifest's ``worker`` of a Ray actor: ``<hostname>:<node id>:<pid>``, the node id as ``ray list nodes`` shows it."""
     import ray
@@ -179,16 +223,20 @@ def run_job(
     info = registry.describe(model_uri) if kind.needs_model else None
     table = catalog_mod.read_catalog(catalog_uri)
     kind.preflight(spec)
-    run_id = manifest.new_run_id()
-    if lease:
-        held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
-    else:
-        held = lease_mod.NoLease()
-    with held:  # renewed in the background; released at the end, also on errors
-        if held.took_over:
-            _mark_abandoned(output_uri, held.took_over)
-        return _run_leased(spec, kind, table, catalog_uri, model_uri, output_uri, info, run_id, held, t_start, started_at,
-                           address=address, limit=limit, hide_images=hide_images, progress=progress, num_cpus=num_cpus)
+    ray_start = _RayStart(address, num_cpus)  # the inputs are valid: Ray starts while the run plans
+    try:
+        run_id = manifest.new_run_id()
+        if lease:
+            held = lease_mod.acquire(output_uri, lease_mod.default_owner(run_id), ttl_s=spec.execution.lease_ttl_s, wait_s=wait_lease_s)
+        else:
+            held = lease_mod.NoLease()
+        with held:  # renewed in the background; released at the end, also on errors
+            if held.took_over:
+                _mark_abandoned(output_uri, held.took_over)
+            return _run_leased(spec, kind, table, catalog_uri, model_uri, output_uri, info, run_id, held, t_start, started_at,
+                               address=address, limit=limit, hide_images=hide_images, progress=progress, ray_start=ray_start)
+    finally:
+        ray_start.settle()
 
 
 def dry_run(spec: JobSpec, catalog_uri: str, model_uri: str, output_uri: str, *, limit: int | None = None, hide_images: bool = False) -> planning.Plan:
@@ -236,7 +284,7 @@ def _mark_abandoned(output_uri: str, expired: dict) -> None:
 
 
 def _run_leased(spec: JobSpec, kind, table: pa.Table, catalog_uri: str, model_uri: str | None, output_uri: str, info, run_id: str, held,
-                t_start: float, started_at: datetime, *, address, limit, hide_images, progress, num_cpus) -> RunSummary:
+                t_start: float, started_at: datetime, *, address, limit, hide_images, progress, ray_start: _RayStart) -> RunSummary:
     probes = photos.ProbeCache.load(output_uri)  # photos unchanged since they were last probed are not read again
     if hasattr(kind, "plan_output"):
         # kinds that plan through the manifest index and the photo probe cache (plan_run: no full manifest read)
@@ -274,7 +322,7 @@ def _run_leased(spec: JobSpec, kind, table: pa.Table, catalog_uri: str, model_ur
     n_work = the_plan.work.num_rows
     try:
         if n_work:
-            ray = _init_ray(address, num_cpus)
+            ray = ray_start.get()
             previous_sigterm = _sigterm_as_interrupt()
             sink.total = n_work
             sink.progress_now()

@@ -79,9 +79,12 @@ def bucket(s3_server, request):
     return name
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def ray_local(s3_server):
-    """One real local Ray for the session (2 CPUs, loopback only, no dashboard)."""
+    """One real local Ray for the session (2 CPUs, loopback only, no dashboard), started before any
+    test: a run started in a test process starts Ray as it plans (execution._RayStart), and Ray's
+    workers keep the environment of the ray.init that started them, so a test that changes the
+    environment (monkeypatch) must not be the one that starts Ray."""
     from catalog_render.execution import _init_ray
 
     ray = _init_ray(None, 2)

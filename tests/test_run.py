@@ -203,3 +203,41 @@ def test_same_pixels_whatever_the_batch_size_and_every_actor_renders(ray_local, 
     for pid, (key, seed, pixels) in runs[1].items():
         assert runs[16][pid][:2] == (key, seed)
         assert np.array_equal(runs[16][pid][2], pixels), pid
+
+
+def test_an_actors_first_item_is_rendered_and_written_before_the_rest_of_its_first_batch(small_catalog, tiny_gan, tmp_path):
+    """RenderWorker renders its first batch as [first item] then [the rest], so the run's first image
+    is written after one render, not a whole batch: the first item's render_seconds is its own
+    generation time, the rest share their chunk's (render_seconds = chunk time / chunk size, the same
+    for every first try of a chunk). Later batches are one chunk. Pixels are those of an unchunked batch."""
+    from catalog_render import planning
+    from catalog_render.execution import RenderWorker, generation_params
+    from catalog_render.generators import registry
+
+    spec = SPEC.with_overrides(**{"quality.max_tries": 1})
+    params = generation_params(spec)
+    info = registry.describe(str(tiny_gan))
+    work = planning.plan(catalog.read_catalog(str(small_catalog)), mode="backfill", model_id=info.model_id, params_used=info.params_used(params),
+                         job_seed=spec.generation.seed, prompt_template=spec.generation.prompt_template, done_keys={}, existing_images=set(),
+                         hide_images=True, limit=10, conditioning_problem=info.conditioning_problem).work
+    assert work.num_rows == 10
+
+    def worker(out):
+        return RenderWorker(str(tiny_gan), info.model_id, str(tmp_path / out), params.__dict__, "png", "r", spec.scores.white_threshold,
+                            spec.scores.border_fraction, threads=1, use_gpu=False, quality=spec.quality.model_dump(exclude={"max_failed_share"}))
+
+    fresh = worker("fresh")
+    first = fresh(work.slice(0, 5)).to_pylist()
+    later = fresh(work.slice(5, 5)).to_pylist()
+    assert [r["product_id"] for r in first + later] == work.column("product_id").to_pylist()
+    once = [r["render_seconds"] for r in first if r["tries"] == 1]
+    assert first[0]["tries"] == 1 and len(set(once[1:])) == 1 and once[0] != once[1]  # [item 0] then [items 1-4]
+    assert len({r["render_seconds"] for r in later if r["tries"] == 1}) == 1  # one chunk
+    warmed = worker("warmed")
+    warmed(work.slice(5, 1))
+    whole = warmed(work.slice(0, 5)).to_pylist()  # not the actor's first batch: one chunk
+    assert len({r["render_seconds"] for r in whole if r["tries"] == 1}) == 1
+    for a, b in zip(first, whole):
+        assert (a["render_key"], a["seed"]) == (b["render_key"], b["seed"])
+        pixels = [imaging.to_array(imaging.decode_rgb(storage.read_bytes(r["image_uri"]))) for r in (a, b)]
+        assert np.array_equal(*pixels), a["product_id"]
