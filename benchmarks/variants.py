@@ -21,9 +21,14 @@ Per pair, against the hidden real photo (everything at the hidden photo's size, 
 Methods: ``lab-transfer`` (the variant kind), ``sibling`` (the sibling's photo unchanged) and,
 with ``--model``, ``generator`` (that model's render of the hidden product from its catalog
 fields, seed = planning.product_seed(0, id), enlarged with Lanczos). The product region of the
-sibling baseline is the sibling's own; of the generator's render, checks.foreground_mask.
+sibling baseline is the sibling's own; of the generator's render, checks.foreground_mask. With
+``--colour-table T`` (``catalog-render colour-table`` of the fashion catalog), also ``lab-transfer,
+catalog colours``: the same region moved to the table's median colour of the target name, never
+counting the hidden product's own measurement (catalog_render.kinds.catalog_colours; the name's
+reference where the table has fewer than 3 other measurements).
 
-    python benchmarks/variants.py --data ../shared/data [--max-pairs 120] [--model DIR] [--holdout PARQUET] [--sheet docs/figures/variants-fashion.png]
+    python benchmarks/variants.py --data ../shared/data [--max-pairs 120] [--model DIR] [--holdout PARQUET] [--colour-table PARQUET]
+        [--sheet docs/figures/variants-fashion.png]
 
 ``--holdout``: a catalog of the products ``--model`` never trained on (e.g. runs/cmp/fashion-holdout.parquet
 for models/fashion-reference): the table gets rows for the pairs whose hidden product is one of them.
@@ -82,7 +87,7 @@ def region_colour(rgb, masker, colour):
 
 
 def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, generator=None, sheet_rows: list | None = None,
-            holdout: set | None = None) -> dict:
+            holdout: set | None = None, colours=None) -> dict:
     from catalog_render import imaging
     from catalog_render.generators.base import Conditioning, GenerationParams
     from catalog_render.kinds.variant import make_variant
@@ -92,7 +97,8 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
     items, total, plan = pairs_of(catalog, spec, max_pairs)
     unknown = sum(1 for _, why in plan.quarantined if why.startswith("target colour"))
     rows = {r["product_id"]: r for r in catalog.to_pylist()}
-    results = {m: {"lpips": [], "ssim": [], "colour_de": [], "colour_match": [], "ids": []} for m in ("lab-transfer", "sibling", "generator")}
+    results = {m: {"lpips": [], "ssim": [], "colour_de": [], "colour_match": [], "ids": []}
+               for m in ("lab-transfer", "lab-transfer, catalog colours", "sibling", "generator")}
     skipped, cpu0 = [], time.process_time()
     for it, inputs in items:
         real = np.asarray(imaging.decode_rgb(open(rows[it["product_id"]]["image_uri"], "rb").read()))
@@ -107,6 +113,13 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
         real_dom, _ = region_colour(real, masker, inputs["target_colour"])
         sib_region = fit_mask(recolour_region(src, masker, inputs["source_colour"]))
         images = {"lab-transfer": (fit(out), fit_mask(region)), "sibling": (fit(src), sib_region)}
+        if colours is not None:
+            # the catalog's measured colour of the name, never counting the hidden product's own photo
+            lab = colours.target(inputs["target_colour"], exclude=it["product_id"])
+            from catalog_render.kinds import recolour
+
+            measured = recolour.recolour(src, region, lab) if lab is not None else out
+            images["lab-transfer, catalog colours"] = (fit(measured), fit_mask(region))
         if generator is not None:
             c = json.loads(it["conditioning"])
             g = generator.generate([Conditioning(title=c["title"], category=c["category"], attributes=c["attributes"])],
@@ -182,6 +195,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="generator model directory for the generator baseline")
     ap.add_argument("--sheet", default=None, help="PNG sheet of fashion pairs (sibling | render | hidden photo)")
     ap.add_argument("--out", default="runs/variants")
+    ap.add_argument("--colour-table", default=None, help="colour table (catalog-render colour-table) of the fashion catalog: also measure lab-transfer with its targets")
     ap.add_argument("--holdout", default=None, help="catalog Parquet of products the --model never trained on: also report the pairs whose hidden product is one")
     args = ap.parse_args()
 
@@ -210,7 +224,13 @@ def main() -> None:
             import pyarrow.parquet as pq
 
             holdout = set(pq.read_table(args.holdout, columns=["product_id"]).column("product_id").to_pylist())
-        out[name] = measure(name, table, spec, masker, lpips, args.max_pairs, generator if name == "fashion" else None, sheet_rows, holdout)
+        colours = None
+        if args.colour_table and name == "fashion":
+            from catalog_render.kinds.catalog_colours import ColourTable
+
+            colours = ColourTable.load(args.colour_table)
+        out[name] = measure(name, table, spec, masker, lpips, args.max_pairs, generator if name == "fashion" else None, sheet_rows, holdout,
+                            colours)
         if sheet_rows is not None:
             write_sheet(sheet_rows, Path(args.sheet))
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -396,6 +396,44 @@ def train_matting(
                   f"{result['cpu_minutes']} CPU-min; held-out IoU by background: {ious}", highlight=False)
 
 
+@app.command("colour-table")
+@domain_errors
+def colour_table(
+    catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog whose photographed products are measured (Parquet, local or s3://).")],
+    out: Annotated[str, typer.Option("--out", help="Parquet file to write (local or s3://); use it as [photos] colour_table.")],
+    job: JobOpt = None,
+    per_colour: Annotated[int, typer.Option("--per-colour", min=3, help="At most this many products measured per colour name (chosen by a hash of product_id).")] = 30,
+) -> None:
+    """Measure what each colour name looks like in the catalog's own photos, for `--kind variant` targets ([photos] colour_table)."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from catalog_render import catalog as catalog_mod
+    from catalog_render import storage
+    from catalog_render.config import load_job
+    from catalog_render.errors import CatalogError
+    from catalog_render.kinds import catalog_colours, photo
+
+    spec = load_job(job)
+    masker = photo.load_masker(spec.photos.mask_model, threads=max(1, os.cpu_count() or 1))
+    table = catalog_mod.read_catalog(catalog_uri)
+    lines = _LogLines("measured")
+    result, skipped = catalog_colours.build(table, masker, spec.photos.mask_threshold, per_colour=per_colour,
+                                            progress=lambda done, total: lines(done, total, "photos"))
+    if result.num_rows == 0:
+        raise CatalogError(f"no product of {catalog_uri} could be measured: none has a photo and a colour name the variant method knows")
+    sink = pa.BufferOutputStream()
+    pq.write_table(result, sink)
+    storage.write_bytes(out, sink.getvalue().to_pybytes())
+    names = sorted(set(result.column("colour_key").to_pylist()))
+    console.print(f"wrote {result.num_rows} measurements of {len(names)} colour names to {out} ({len(skipped)} photos left out); "
+                  f"identity {catalog_colours.ColourTable(result).identity}", highlight=False)
+    for pid, why in skipped[:10]:
+        console.print(f"  left out {pid}: {rich_escape(why)}", highlight=False)
+
+
 @app.command()
 @domain_errors
 def judge(

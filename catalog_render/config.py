@@ -288,7 +288,10 @@ class PhotoSpec(_Section):
     model is cut at one edge is placed flush with it (catalog_render.kinds.main_image). ``group_column``: catalog column or
     ``attributes.<name>`` whose equal values make a variant group (None: same category and titles
     equal once colour words are removed). ``variant_method``: ``lab-transfer`` (shift a*/b* and the
-    mean L* of the product region to the target colour's CIELAB, keeping the luminance texture)."""
+    mean L* of the product region to the target colour's CIELAB, keeping the luminance texture).
+    ``colour_table``: a Parquet file (local path or s3://) made by ``catalog-render colour-table``:
+    variant targets are the catalog's own measured colour of each name, where it has at least 3
+    measurements, instead of the name's reference (catalog_render.kinds.catalog_colours)."""
 
     mask_model: str = Field("u2netp", min_length=1)
     mask_threshold: float = Field(0.5, gt=0, lt=1)
@@ -299,6 +302,7 @@ class PhotoSpec(_Section):
     anchor_worn: bool = True
     group_column: str | None = None
     variant_method: Literal["lab-transfer"] = "lab-transfer"
+    colour_table: str | None = Field(None, min_length=1)
 
 
 class ComparisonSpec(_Section):

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from catalog_render import planning
 from catalog_render.config import JobSpec
-from catalog_render.kinds import photo, recolour
+from catalog_render.kinds import catalog_colours, photo, recolour
 from catalog_render.kinds.base import PlanContext, Rendered, inputs_key, skipped_is_done
 from catalog_render.kinds.photo_worker import PhotoKind
 
@@ -45,6 +45,8 @@ class VariantKind(PhotoKind):
 
     def preflight(self, spec: JobSpec) -> None:
         photo.load_masker(spec.photos.mask_model)
+        if spec.photos.colour_table:
+            catalog_colours.ColourTable.load(spec.photos.colour_table)  # ConfigError naming photos.colour_table
 
     groups_found: int | None = None  # variant groups the last plan() found
 
@@ -76,6 +78,7 @@ class VariantKind(PhotoKind):
                   "region": {"clusters": recolour.REGION_CLUSTERS, "max_delta_e": recolour.REGION_MAX_DELTA_E, "l_range": list(recolour.L_RANGE),
                              "feather": recolour.FEATHER_SIGMA},
                   "photos": spec.photos.model_dump(include={"mask_threshold", "min_mask_share", "max_mask_share"}), "format": spec.generation.image_format}
+        table = catalog_colours.ColourTable.load(spec.photos.colour_table) if spec.photos.colour_table else None
         done = skipped_is_done(ctx.past)
         work, up_to_date, in_scope = [], 0, 0
         for i, r in sorted(grouped, key=lambda ir: ir[0]):
@@ -85,7 +88,10 @@ class VariantKind(PhotoKind):
                 continue  # has its photo: nothing to make
             in_scope += 1
             target = r["attributes"].get("color")
-            lab = recolour.target_lab(target)
+            # the catalog's own measurement of the name (never this product's photo), else the name's reference
+            lab = table.target(target, exclude=pid) if table is not None else None
+            method = f"{spec.photos.variant_method}+{table.identity}" if lab is not None else spec.photos.variant_method
+            lab = recolour.target_lab(target) if lab is None else lab
             if lab is None:
                 quarantined.append((i, pid, f"target colour {target!r} unknown to {spec.photos.variant_method} (no single CIELAB reference)"))
                 continue
@@ -99,7 +105,7 @@ class VariantKind(PhotoKind):
             sib = min(usable, key=lambda s: _distance(pid, s["product_id"], order))
             src = srcs[sib["product_id"]]
             inputs = {"source_uri": src.uri, "source_sha256": src.sha256, "source_product_id": sib["product_id"],
-                      "source_colour": sib["attributes"].get("color"), "target_colour": target, "target_lab": [round(float(x), 3) for x in lab], **params}
+                      "source_colour": sib["attributes"].get("color"), "target_colour": target, "target_lab": [round(float(x), 3) for x in lab], **params, "method": method}
             key = inputs_key(self.name, inputs)
             if self.is_done(key, ctx, done):
                 up_to_date += 1
