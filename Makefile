@@ -50,7 +50,7 @@ debian-libs:
 
 # Fast suite (CI). pytest's exit code 5 ("no tests collected") is a failure, not a pass.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -m "not slow" tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests collected" >&2; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest -m "not slow" --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests collected" >&2; exit 1; fi; exit $$rc
 
 test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests collected" >&2; exit 1; fi; exit $$rc

@@ -28,7 +28,7 @@ counting the hidden product's own measurement (catalog_render.kinds.catalog_colo
 reference where the table has fewer than 3 other measurements).
 
     python benchmarks/variants.py --data ../shared/data [--max-pairs 120] [--model DIR] [--holdout PARQUET] [--colour-table PARQUET]
-        [--sheet docs/figures/variants-fashion.png]
+        [--sheet docs/figures/variants-fashion.png]  (the sheet shows the catalog-colours renders when --colour-table is given)
 
 ``--holdout``: a catalog of the products ``--model`` never trained on (e.g. runs/cmp/fashion-holdout.parquet
 for models/fashion-reference): the table gets rows for the pairs whose hidden product is one of them.
@@ -136,7 +136,8 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
             cm = checks.colour_match(img, inputs["target_colour"], mask=reg) if reg.sum() >= 40 else None
             r["colour_match"].append(bool(cm.match) if cm is not None and cm.match is not None else False)
         if sheet_rows is not None:
-            sheet_rows.append((src, out, real, f"{inputs['source_colour']} -> {inputs['target_colour']}"))
+            shown = measured if colours is not None else out  # with --colour-table the sheet shows its renders
+            sheet_rows.append((src, shown, real, f"{inputs['source_colour']} -> {inputs['target_colour']}"))
     summary = {"catalog": catalog_name, "pairs_total": total, "pairs_measured": len(items) - len(skipped), "pairs_sampled": len(items),
                "unknown_target_colour": unknown, "skipped": skipped, "cpu_s": round(time.process_time() - cpu0, 1), "methods": {}}
     summary["methods"] = _by_method(results)
@@ -166,7 +167,7 @@ def recolour_region(rgb, masker, colour):
     return region_colour(rgb, masker, colour)[1]
 
 
-def write_sheet(rows: list, path: Path, n: int = 8, tile: tuple[int, int] = (135, 180)) -> None:
+def write_sheet(rows: list, path: Path, n: int = 8, tile: tuple[int, int] = (135, 180), method: str = "lab-transfer") -> None:
     """Rows of sibling | render | hidden real photo, ``n`` rows, JPEG-compressed PNG-free sheet."""
     from PIL import ImageDraw
 
@@ -174,7 +175,7 @@ def write_sheet(rows: list, path: Path, n: int = 8, tile: tuple[int, int] = (135
     w, h = tile
     sheet = Image.new("RGB", (3 * w, len(rows) * (h + 14) + 14), "white")
     d = ImageDraw.Draw(sheet)
-    for k, title in enumerate(("sibling photo", "render (lab-transfer)", "hidden real photo")):
+    for k, title in enumerate(("sibling photo", f"render ({method})", "hidden real photo")):
         d.text((k * w + 4, 1), title, fill=(0, 0, 0))
     for i, (src, out, real, label) in enumerate(rows):
         y = 14 + i * (h + 14)
@@ -232,7 +233,7 @@ def main() -> None:
         out[name] = measure(name, table, spec, masker, lpips, args.max_pairs, generator if name == "fashion" else None, sheet_rows, holdout,
                             colours)
         if sheet_rows is not None:
-            write_sheet(sheet_rows, Path(args.sheet))
+            write_sheet(sheet_rows, Path(args.sheet), method="catalog colours" if args.colour_table else "lab-transfer")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "variants.json").write_text(json.dumps(out, indent=2))
     print("| catalog | pairs (measured / sampled / all) | method | LPIPS ↓ | SSIM ↑ | ΔE00 to the hidden photo's colour (median) ↓ | target colour matched ↑ |")
