@@ -246,6 +246,26 @@ def main() -> None:
             de = f"{m['colour_de']:.1f}" if m["colour_de"] is not None else "-"
             print(f"| {name}, hidden product held out of --model's training | {m['n']} | {method} | {m['lpips']:.4f} | {m['ssim']:.4f} | {de} | {m['colour_match']:.0%} |")
         print(f"<!-- {name}: {s['unknown_target_colour']} products with a colour the method does not know; skipped {len(s['skipped'])}; {s['cpu_s']} CPU s -->")
+        for line in paired_intervals(s["pairs"]):
+            print(f"{name}: {line}")
+
+
+def paired_intervals(pairs: dict, baseline: str = "sibling", resamples: int = 5000) -> list[str]:
+    """Per method: the mean paired difference to ``baseline`` in LPIPS and SSIM over the same pairs,
+    with a 95 % percentile bootstrap interval (``resamples`` resamples of the pairs, seed 0) and the
+    share of pairs where the method is better."""
+    if baseline not in pairs:
+        return []
+    rng, out = np.random.default_rng(0), []
+    for method, r in pairs.items():
+        if method == baseline or r["ids"] != pairs[baseline]["ids"]:
+            continue
+        for metric, sign in (("lpips", -1), ("ssim", 1)):
+            diff = np.asarray(r[metric], float) - np.asarray(pairs[baseline][metric], float)
+            boot = [diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(resamples)]
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            out.append(f"{method} - {baseline}, {metric}: {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}], better in {np.mean(sign * diff > 0):.0%} of pairs")
+    return out
 
 
 if __name__ == "__main__":
