@@ -407,9 +407,6 @@ def colour_table(
     """Measure what each colour name looks like in the catalog's own photos, for `--kind variant` targets ([photos] colour_table)."""
     import os
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from catalog_render import catalog as catalog_mod
     from catalog_render import storage
     from catalog_render.config import load_job
@@ -424,11 +421,9 @@ def colour_table(
                                             progress=lambda done, total: lines(done, total, "photos"))
     if result.num_rows == 0:
         raise CatalogError(f"no product of {catalog_uri} could be measured: none has a photo and a colour name the variant method knows")
-    sink = pa.BufferOutputStream()
-    pq.write_table(result, sink)
-    storage.write_bytes(out, sink.getvalue().to_pybytes())
+    storage.write_parquet(result, out)
     names = sorted(set(result.column("colour_key").to_pylist()))
-    console.print(f"wrote {result.num_rows} measurements of {len(names)} colour names to {out} ({len(skipped)} photos left out); "
+    console.print(f"wrote {result.num_rows} measurement{'s' if result.num_rows != 1 else ''} of {len(names)} colour name{'s' if len(names) != 1 else ''} to {out} ({len(skipped)} photos left out); "
                   f"identity {catalog_colours.ColourTable(result).identity}", highlight=False)
     for pid, why in skipped[:10]:
         console.print(f"  left out {pid}: {rich_escape(why)}", highlight=False)

@@ -119,3 +119,23 @@ def test_variant_planning_takes_its_target_from_the_table_and_keys_on_it(tmp_pat
     storage.write_parquet(_table({k: ("Grey", v[1]) for k, v in values.items()}), str(tmp_path / "grey.parquet"))
     grey = VariantKind().plan(catalog.read_catalog(uri), spec.with_overrides(**{"photos.colour_table": str(tmp_path / "grey.parquet")}), ctx)
     assert grey.work.to_pylist()[0]["render_key"] == plain["render_key"]
+
+
+def test_colour_table_command_writes_what_build_measures_and_refuses_a_catalog_without_photos(tmp_path, fashion, masker):
+    from typer.testing import CliRunner
+
+    from catalog_render.cli import app
+
+    uri = _catalog(tmp_path, fashion, {p: p for p in BLACK})
+    out = tmp_path / "colours.parquet"
+    r = CliRunner().invoke(app, ["colour-table", "--catalog", uri, "--out", str(out), "--per-colour", "3"])
+    assert r.exit_code == 0, r.output
+    written = catalog_colours.ColourTable.load(str(out))
+    expected, _ = catalog_colours.build(catalog.read_catalog(uri), masker, JobSpec().photos.mask_threshold, per_colour=3)
+    assert written.identity == catalog_colours.ColourTable(expected).identity and written.identity in r.output
+    assert "wrote 3 measurements of 1 colour name to" in r.output
+    (tmp_path / "none").mkdir()
+    none = _catalog(tmp_path / "none", fashion, {"2031": None, "2246": None})
+    r = CliRunner().invoke(app, ["colour-table", "--catalog", none, "--out", str(tmp_path / "x.parquet")])
+    assert r.exit_code == 4 and "none has a photo and a colour name the variant method knows" in r.output
+    assert not (tmp_path / "x.parquet").exists()
