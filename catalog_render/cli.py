@@ -371,7 +371,7 @@ def train_sr(
 @domain_errors
 def train_matting(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog of studio cut-outs on white (e.g. the IKEA catalog) to learn masks from.")],
-    out: Annotated[str, typer.Option("--out", help="Model directory to write (local path); use it as [photos] mask_model.")],
+    out: Annotated[str, typer.Option("--out", help="Model directory to write (local path); use it as \\[photos] mask_model.")],
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Training steps (the learning rate decays over them).")] = 900,
     max_cpu_minutes: MaxCpuOpt = None,
     side: Annotated[int, typer.Option("--side", min=64, max=512, help="Training and inference side, pixels (a multiple of 16).")] = 192,
@@ -400,11 +400,11 @@ def train_matting(
 @domain_errors
 def colour_table(
     catalog_uri: Annotated[str, typer.Option("--catalog", help="Catalog whose photographed products are measured (Parquet, local or s3://).")],
-    out: Annotated[str, typer.Option("--out", help="Parquet file to write (local or s3://); use it as [photos] colour_table.")],
+    out: Annotated[str, typer.Option("--out", help="Parquet file to write (local or s3://); use it as \\[photos] colour_table.")],
     job: JobOpt = None,
     per_colour: Annotated[int, typer.Option("--per-colour", min=3, help="At most this many products measured per colour name (chosen by a hash of product_id).")] = 30,
 ) -> None:
-    """Measure what each colour name looks like in the catalog's own photos, for `--kind variant` targets ([photos] colour_table)."""
+    """Measure what each colour name looks like in the catalog's own photos, for `--kind variant` targets (\\[photos] colour_table)."""
     import os
 
     from catalog_render import catalog as catalog_mod
@@ -425,6 +425,11 @@ def colour_table(
     names = sorted(set(result.column("colour_key").to_pylist()))
     console.print(f"wrote {result.num_rows} measurement{'s' if result.num_rows != 1 else ''} of {len(names)} colour name{'s' if len(names) != 1 else ''} to {out} ({len(skipped)} photos left out); "
                   f"identity {catalog_colours.ColourTable(result).identity}", highlight=False)
+    counts = {k: result.column("colour_key").to_pylist().count(k) for k in names}
+    thin = [f"{k} ({n})" for k, n in counts.items() if n < catalog_colours.MIN_SAMPLES]
+    if thin:
+        console.print(f"colour names with fewer than {catalog_colours.MIN_SAMPLES} measurements (their variants aim at the name's reference "
+                      f"colour instead): {', '.join(thin)}", markup=False, highlight=False)
     for pid, why in skipped[:10]:
         console.print(f"  left out {pid}: {rich_escape(why)}", highlight=False)
 

@@ -60,7 +60,8 @@ def test_the_table_measures_a_sample_per_colour_and_lists_what_it_left_out(tmp_p
     assert keys.count("brown") + sum(1 for p, _ in skipped if p in brown_ids) == 3
     assert {p for p, _ in skipped} <= {"3131"} and all("undecodable" in why for _, why in skipped)
     for r in rows:
-        rgb = _rgb(fashion, r["product_id"])
+        rgb = catalog_colours.reduced(_rgb(fashion, r["product_id"]))
+        assert max(rgb.shape[:2]) <= catalog_colours.MEASURE_SIDE
         lab, n = catalog_colours.product_colour(rgb, masker.mask(rgb), r["colour"], 0.5)
         assert r["region_pixels"] == n and np.allclose([r["l"], r["a"], r["b"]], lab)
     black = np.array([[r["l"], r["a"], r["b"]] for r in rows if r["colour_key"] == "black"])
@@ -133,9 +134,23 @@ def test_colour_table_command_writes_what_build_measures_and_refuses_a_catalog_w
     written = catalog_colours.ColourTable.load(str(out))
     expected, _ = catalog_colours.build(catalog.read_catalog(uri), masker, JobSpec().photos.mask_threshold, per_colour=3)
     assert written.identity == catalog_colours.ColourTable(expected).identity and written.identity in r.output
-    assert "wrote 3 measurements of 1 colour name to" in r.output
+    assert "wrote 3 measurements of 1 colour name to" in r.output and "fewer than" not in r.output
+    (tmp_path / "two").mkdir()
+    two = _catalog(tmp_path / "two", fashion, {"2031": "2031", "2246": "2246"})
+    r = CliRunner().invoke(app, ["colour-table", "--catalog", two, "--out", str(tmp_path / "two.parquet")])
+    assert r.exit_code == 0 and "fewer than 3 measurements (their variants aim at the name's reference colour instead): black (2)" in r.output
     (tmp_path / "none").mkdir()
     none = _catalog(tmp_path / "none", fashion, {"2031": None, "2246": None})
     r = CliRunner().invoke(app, ["colour-table", "--catalog", none, "--out", str(tmp_path / "x.parquet")])
     assert r.exit_code == 4 and "none has a photo and a colour name the variant method knows" in r.output
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_photos_are_measured_at_most_measure_side_pixels(fashion):
+    rgb = _rgb(fashion, "2246")
+    big = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] * 4, rgb.shape[0] * 4), Image.Resampling.LANCZOS))
+    small = catalog_colours.reduced(big)
+    assert max(small.shape[:2]) == catalog_colours.MEASURE_SIDE and abs(small.shape[1] / small.shape[0] - big.shape[1] / big.shape[0]) < 0.01
+    assert catalog_colours.reduced(rgb) is rgb  # 300 px: unchanged
+    # the mean colour survives the reduction: within 1 CIELAB unit
+    assert np.abs(rgb2lab(small).reshape(-1, 3).mean(0) - rgb2lab(big).reshape(-1, 3).mean(0)).max() < 1.0

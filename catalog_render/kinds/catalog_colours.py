@@ -36,6 +36,21 @@ SCHEMA = pa.schema([
 ])
 MIN_SAMPLES = 3  # fewer measurements of a name than this: the name's reference is used
 MIN_REGION_PIXELS = 40
+#: Photos are measured at most this many pixels on their long side (Lanczos): a region's mean
+#: colour does not need the full resolution, and the region's CIEDE2000 distances cost per pixel.
+MEASURE_SIDE = 512
+
+
+def reduced(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` (uint8 (H, W, 3)) scaled down (Lanczos) to at most :data:`MEASURE_SIDE` pixels on
+    its long side; unchanged when already that small."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    if max(h, w) <= MEASURE_SIDE:
+        return rgb
+    scale = MEASURE_SIDE / max(h, w)
+    return np.asarray(Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS))
 
 
 def colour_key(colour: str | None) -> str | None:
@@ -76,7 +91,8 @@ def sample(rows: list[dict], per_colour: int) -> list[dict]:
 
 
 def build(catalog: pa.Table, masker, mask_threshold: float, per_colour: int = 30, progress=None) -> tuple[pa.Table, list[tuple[str, str]]]:
-    """(table of :data:`SCHEMA`, [(product_id, why not measured)]) over :func:`sample`'s rows.
+    """(table of :data:`SCHEMA`, [(product_id, why not measured)]) over :func:`sample`'s rows,
+    each photo measured :func:`reduced`.
     A photo that is missing, undecodable or over the caps, or whose region is too small, is listed
     with its reason and left out. ``progress(done, total)`` after each photo."""
     from catalog_render import imaging
@@ -92,7 +108,7 @@ def build(catalog: pa.Table, masker, mask_threshold: float, per_colour: int = 30
         if src.problem:
             skipped.append((r["product_id"], src.problem))
         else:
-            rgb = np.asarray(imaging.decode_rgb(storage.read_bytes(src.uri, max_bytes=imaging.MAX_BYTES)))
+            rgb = reduced(np.asarray(imaging.decode_rgb(storage.read_bytes(src.uri, max_bytes=imaging.MAX_BYTES))))
             colour = r["attributes"]["color"]
             lab, n = product_colour(rgb, masker.mask(rgb), colour, mask_threshold)
             if lab is None:
