@@ -13,7 +13,9 @@ not know (no single CIELAB reference: Multi, Pine...), a group whose siblings al
 photo (each sibling's problem named: missing, undecodable, over the pixel cap...), and, in the
 actor, a mask that covers nothing or everything (``quarantined: ...`` rows, counted as done for
 the same inputs). The image: the sibling's photo at its full resolution with the product region
-recoloured to the target colour (catalog_render.kinds.recolour), the rest untouched, PNG (the
+recoloured to the target colour (catalog_render.kinds.recolour; the target is the catalog's own
+measured colour of the name with ``[photos] colour_table``, catalog_render.kinds.catalog_colours,
+else the name's reference), the rest untouched, PNG (the
 job's ``generation.image_format``), with provenance compositeWithTrainedAlgorithmicMedia and the
 source photo's URI and sha256. The manifest records the source sibling, method and target colour.
 """
