@@ -425,8 +425,10 @@ def colour_table(
     names = sorted(set(result.column("colour_key").to_pylist()))
     console.print(f"wrote {result.num_rows} measurement{'s' if result.num_rows != 1 else ''} of {len(names)} colour name{'s' if len(names) != 1 else ''} to {out} ({len(skipped)} photos left out); "
                   f"identity {catalog_colours.ColourTable(result).identity}", highlight=False)
-    counts = {k: result.column("colour_key").to_pylist().count(k) for k in names}
-    thin = [f"{k} ({n})" for k, n in counts.items() if n < catalog_colours.MIN_SAMPLES]
+    counts = {k: 0 for k in catalog_colours.known_names(table)}  # names of the catalog without a measurement count too
+    for k in result.column("colour_key").to_pylist():
+        counts[k] = counts.get(k, 0) + 1
+    thin = [f"{k} ({n})" for k, n in sorted(counts.items()) if n < catalog_colours.MIN_SAMPLES]
     if thin:
         console.print(f"colour names with fewer than {catalog_colours.MIN_SAMPLES} measurements (their variants aim at the name's reference "
                       f"colour instead): {', '.join(thin)}", markup=False, highlight=False)

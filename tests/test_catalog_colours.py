@@ -136,9 +136,9 @@ def test_colour_table_command_writes_what_build_measures_and_refuses_a_catalog_w
     assert written.identity == catalog_colours.ColourTable(expected).identity and written.identity in r.output
     assert "wrote 3 measurements of 1 colour name to" in r.output and "fewer than" not in r.output
     (tmp_path / "two").mkdir()
-    two = _catalog(tmp_path / "two", fashion, {"2031": "2031", "2246": "2246"})
+    two = _catalog(tmp_path / "two", fashion, {"2031": "2031", "2246": "2246", "3131": None})  # 3131: brown, no photo
     r = CliRunner().invoke(app, ["colour-table", "--catalog", two, "--out", str(tmp_path / "two.parquet")])
-    assert r.exit_code == 0 and "fewer than 3 measurements (their variants aim at the name's reference colour instead): black (2)" in r.output
+    assert r.exit_code == 0 and "fewer than 3 measurements (their variants aim at the name's reference colour instead): black (2), brown (0)" in r.output
     (tmp_path / "none").mkdir()
     none = _catalog(tmp_path / "none", fashion, {"2031": None, "2246": None})
     r = CliRunner().invoke(app, ["colour-table", "--catalog", none, "--out", str(tmp_path / "x.parquet")])

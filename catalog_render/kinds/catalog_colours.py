@@ -90,6 +90,17 @@ def sample(rows: list[dict], per_colour: int) -> list[dict]:
     return out
 
 
+def known_names(catalog: pa.Table) -> set[str]:
+    """:func:`colour_key` of every ``attributes.color`` of ``catalog`` the variant method knows
+    (:func:`catalog_render.kinds.recolour.reference_lab` is not None), photographed or not."""
+    from catalog_render.kinds import recolour
+
+    if "attributes" not in catalog.column_names:
+        return set()
+    colours = {dict(a or []).get("color") for a in catalog.column("attributes").to_pylist()}
+    return {colour_key(c) for c in colours if colour_key(c) and recolour.reference_lab(c) is not None}
+
+
 def build(catalog: pa.Table, masker, mask_threshold: float, per_colour: int = 30, progress=None) -> tuple[pa.Table, list[tuple[str, str]]]:
     """(table of :data:`SCHEMA`, [(product_id, why not measured)]) over :func:`sample`'s rows,
     each photo measured :func:`reduced`.
