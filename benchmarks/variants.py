@@ -90,6 +90,7 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
             holdout: set | None = None, colours=None) -> dict:
     from catalog_render import imaging
     from catalog_render.generators.base import Conditioning, GenerationParams
+    from catalog_render.kinds import recolour
     from catalog_render.kinds.variant import make_variant
     from catalog_render.planning import product_seed
     from catalog_render.quality import checks, metrics
@@ -116,8 +117,6 @@ def measure(catalog_name: str, catalog, spec, masker, lpips, max_pairs: int, gen
         if colours is not None:
             # the catalog's measured colour of the name, never counting the hidden product's own photo
             lab = colours.target(inputs["target_colour"], exclude=it["product_id"])
-            from catalog_render.kinds import recolour
-
             measured = recolour.recolour(src, region, lab) if lab is not None else out
             images["lab-transfer, catalog colours"] = (fit(measured), fit_mask(region))
         if generator is not None:

@@ -106,7 +106,6 @@ def build(catalog: pa.Table, masker, mask_threshold: float, per_colour: int = 30
     each photo measured :func:`reduced`.
     A photo that is missing, undecodable or over the caps, or whose region is too small, is listed
     with its reason and left out. ``progress(done, total)`` after each photo."""
-    from catalog_render import imaging
     from catalog_render.kinds import photo
 
     rows = catalog.to_pylist()
@@ -119,7 +118,7 @@ def build(catalog: pa.Table, masker, mask_threshold: float, per_colour: int = 30
         if src.problem:
             skipped.append((r["product_id"], src.problem))
         else:
-            rgb = reduced(np.asarray(imaging.decode_rgb(storage.read_bytes(src.uri, max_bytes=imaging.MAX_BYTES))))
+            rgb = reduced(np.asarray(photo.load_source(src.uri, src.sha256)))
             colour = r["attributes"]["color"]
             lab, n = product_colour(rgb, masker.mask(rgb), colour, mask_threshold)
             if lab is None:
